@@ -1,0 +1,59 @@
+# gslrm — every target works from a fresh clone: the venv and its packages are installed on first use.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export MUJOCO_GL ?= osmesa
+export WANDB_MODE ?= offline
+export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
+
+.DEFAULT_GOAL := help
+.PHONY: help install sysdeps train test test-fast lint format bench data-check clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned, so that no later install swaps it for another build
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+sysdeps: ## Debian packages MuJoCo needs to render on CPU (OSMesa)
+	@if ! ldconfig -p | grep -q libOSMesa; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null; \
+	  else echo "libOSMesa missing: run 'sudo apt-get install -y libosmesa6' (or set MUJOCO_GL=egl on a GPU node)"; fi; fi
+
+install: $(STAMP) sysdeps ## create .venv and install torch + the project
+
+train: install ## train with the defaults (rodent data generated on first use, tiny model)
+	$(PY) train.py $(ARGS)
+
+test: install ## the whole test suite (slow tests included)
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: install ## the test suite without the slow end-to-end tests
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check gslrm tests train.py
+	$(VENV)/bin/ruff format --check gslrm tests train.py
+
+format: install ## ruff format + autofix
+	$(VENV)/bin/ruff format gslrm tests train.py
+	$(VENV)/bin/ruff check --fix gslrm tests train.py
+
+bench: install ## performance table (python -m gslrm.bench)
+	$(PY) -m gslrm.bench $(ARGS)
+
+data-check: install ## check a dataset: make data-check ARGS=/path/to/root
+	$(PY) -m gslrm.data check $(ARGS)
+
+clean: ## remove caches (not the venv, not data)
+	rm -rf .pytest_cache .ruff_cache outputs multirun

@@ -1,0 +1,60 @@
+import os
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+os.environ.setdefault("WANDB_MODE", "offline")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def rodent_root(tmp_path_factory):
+    """A small generated rodent dataset shared by the session (3 train + 1 val samples)."""
+    from gslrm.data.rodent import ensure_dataset
+
+    return ensure_dataset(tmp_path_factory.mktemp("rodent") / "rodent", samples=4, val_samples=1, seed=3)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+def write_sample(root, name, num_views=6, width=36, height=32, mode="RGB", distance=2.7):
+    """A tiny valid sample: a ring of cameras looking at the origin, images with a dark square in the middle."""
+    from PIL import Image
+
+    from gslrm.cameras import turntable_cameras
+    from gslrm.data.format import Frame, write_cameras
+
+    c2w, _ = turntable_cameras(num_views, resolution=height, radius=distance, elevation_deg=20.0, dtype=torch.float64)
+    sample = root / name
+    (sample / "images").mkdir(parents=True, exist_ok=True)
+    frames = []
+    for view in range(num_views):
+        pixels = np.full((height, width, 4), 255, np.uint8)
+        pixels[8:24, 10:26, :3] = (40 + 30 * view, 80, 120)
+        pixels[..., 3] = 0
+        pixels[8:24, 10:26, 3] = 255
+        image = Image.fromarray(pixels, "RGBA")
+        if mode != "RGBA":
+            image = image.convert(mode)
+        path = f"images/cam_{view:03d}.png"
+        image.save(sample / path)
+        k = np.array([40.0, 40.0, width / 2, height / 2])
+        frames.append(Frame(path, width, height, k, np.linalg.inv(c2w[view].numpy())))
+    write_cameras(sample / "opencv_cameras.json", frames, name)
+    return sample
+
+
+@pytest.fixture
+def tiny_root(tmp_path):
+    """ROOT with 3 train samples and 1 val sample in the documented layout."""
+    for index in range(4):
+        write_sample(tmp_path, f"s{index}")
+    (tmp_path / "train.txt").write_text("s0\ns1\ns2\n")
+    (tmp_path / "val.txt").write_text(f"{tmp_path / 's3'}\n")  # FaceLift-style absolute path works too
+    return tmp_path

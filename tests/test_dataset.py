@@ -1,0 +1,61 @@
+import numpy as np
+import torch
+
+from gslrm.data.datamodule import MouseDataModule
+from gslrm.data.mouse import DataConfig, MouseViewDataset
+from gslrm.rig import NormalizationConfig
+
+
+def test_sample_layout_order_and_normalization(tiny_root):
+    from conftest import write_sample
+
+    write_sample(tiny_root, "s0", distance=3.5)  # a rig that needs rescaling
+    config = DataConfig(root=str(tiny_root), image_size=16, num_views=6, num_input_views=2, input_views=[3, 1])
+    sample = MouseViewDataset(config, "train")[0]
+    assert sample["image"].shape == (6, 4, 16, 16) and sample["image"].dtype == torch.float32
+    assert sample["c2w"].shape == (6, 4, 4) and sample["fxfycxcy"].shape == (6, 4)
+    # inputs first, then the other targets in stored order; (frame index, sample index)
+    assert sample["index"][:, 0].tolist() == [3, 1, 0, 2, 4, 5] and (sample["index"][:, 1] == 0).all()
+    assert torch.allclose(sample["bg_color"], torch.ones(3))
+    distances = sample["c2w"][:, :3, 3].norm(dim=-1)
+    assert torch.allclose(distances, torch.full((6,), 2.7), atol=1e-5)
+    assert 0.0 <= sample["image"].min() and sample["image"].max() <= 1.0
+    # auto-mask of the dark square: 16x16 raw pixels in a 32x32 crop -> a quarter of the image
+    assert abs(sample["image"][0, 3].mean().item() - 0.25) < 0.03
+
+
+def test_default_views_are_fixed_and_first_are_inputs(tiny_root):
+    dataset = MouseViewDataset(DataConfig(root=str(tiny_root), image_size=8, num_input_views=4), "val")
+    first, second = dataset[0], dataset[0]
+    assert first["index"][:, 0].tolist() == [0, 1, 2, 3, 4, 5]
+    assert torch.equal(first["image"], second["image"])
+
+
+def test_random_view_selection_only_behind_flag(tiny_root):
+    config = DataConfig(root=str(tiny_root), image_size=8, num_input_views=2, random_view_selection=True)
+    dataset = MouseViewDataset(config, "train")
+    orders = {tuple(dataset[0]["index"][:2, 0].tolist()) for _ in range(20)}
+    assert len(orders) > 1
+
+
+def test_depth_is_cropped_and_scaled_with_the_rig(tiny_root):
+    for view in range(6):
+        depth = np.zeros((32, 36), np.float32)
+        depth[8:24, 10:26] = 2.0
+        (tiny_root / "s0" / "depth").mkdir(exist_ok=True)
+        np.save(tiny_root / "s0" / "depth" / f"cam_{view:03d}.npy", depth)
+    config = DataConfig(root=str(tiny_root), image_size=16, load_depth=True, normalization=NormalizationConfig(target_distance=5.4))
+    sample = MouseViewDataset(config, "train")[0]
+    assert sample["depth"].shape == (6, 1, 16, 16)
+    assert set(np.unique(sample["depth"].numpy()).round(5)) == {0.0, 4.0}  # 2.0 x (5.4 / 2.7)
+
+
+def test_datamodule_batches(tiny_root):
+    config = DataConfig(root=str(tiny_root), image_size=16, batch_size=2, num_workers=0)
+    datamodule = MouseDataModule(config)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["image"].shape == (2, 6, 4, 16, 16) and batch["c2w"].shape == (2, 6, 4, 4)
+    assert batch["index"].shape == (2, 6, 2) and batch["bg_color"].shape == (2, 3)
+    assert batch["num_skipped"].item() == 0
+    assert len(datamodule.val_dataloader()) == 1

@@ -1,0 +1,129 @@
+"""The generated default dataset: exact calibration, real rig proportions, and the check tool on it."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gslrm.data.check import main as check_main
+from gslrm.data.format import read_cameras
+from gslrm.data.mouse import DataConfig, MouseViewDataset
+from gslrm.rig import NormalizationConfig
+
+
+def load_view(sample, frame):
+    image = np.asarray(Image.open(sample / frame.file_path))
+    depth = np.load(sample / "depth" / (frame.file_path.split("/")[-1].replace(".png", ".npy")))
+    return image, depth
+
+
+def test_layout_and_manifest(rodent_root):
+    assert (rodent_root / "train.txt").read_text().split() == ["sample_000000", "sample_000001", "sample_000002"]
+    assert (rodent_root / "val.txt").read_text().split() == ["sample_000003"]
+    manifest = json.loads((rodent_root / "manifest.json").read_text())
+    assert manifest["config"]["samples"] == 4 and manifest["image"] == [288, 256]
+    frames = read_cameras(rodent_root / "sample_000000" / "opencv_cameras.json")
+    assert len(frames) == 6 and {(f.width, f.height) for f in frames} == {(288, 256)}
+    image, depth = load_view(rodent_root / "sample_000000", frames[0])
+    assert image.shape == (256, 288, 3) and depth.shape == (256, 288)
+    # background is exact white where there is no depth, and the animal is in view
+    assert (image[depth == 0] == 255).all() and 0.02 < (depth > 0).mean() < 0.6
+
+
+def test_cached_dataset_is_reused(rodent_root):
+    from gslrm.data.rodent import ensure_dataset
+
+    stamp = (rodent_root / "manifest.json").stat().st_mtime_ns
+    ensure_dataset(rodent_root, samples=4, val_samples=1, seed=3)
+    assert (rodent_root / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def dilate(mask):
+    """3x3 binary dilation: the silhouette is sampled at pixel centres, so a surface point that projects onto
+    the silhouette's edge may fall in a background pixel next to it."""
+    padded = np.pad(mask, 1)
+    return np.max([padded[1 + dy : padded.shape[0] - 1 + dy, 1 + dx : padded.shape[1] - 1 + dx]
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)  # fmt: skip
+
+
+def reprojection_stats(sample, rotate_deg=0.0):
+    """Back-project every foreground pixel of each view with its z-depth and reproject it into the other views."""
+    frames = read_cameras(sample / "opencv_cameras.json")
+    depths = [load_view(sample, frame)[1] for frame in frames]
+    tweak = np.eye(3)
+    angle = np.radians(rotate_deg)
+    tweak[::2, ::2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]  # pan about y
+    strict = near = total = 0
+    errors = []
+    for i, frame in enumerate(frames):
+        rows, cols = np.nonzero(depths[i] > 0)
+        z = depths[i][rows, cols]
+        fx, fy, cx, cy = frame.fxfycxcy
+        camera_points = np.stack([(cols + 0.5 - cx) / fx * z, (rows + 0.5 - cy) / fy * z, z], -1)
+        world = camera_points @ frame.c2w[:3, :3].T + frame.c2w[:3, 3]
+        for j, other in enumerate(frames):
+            if j == i:
+                continue
+            rotation = tweak @ other.w2c[:3, :3]
+            cam = world @ rotation.T + other.w2c[:3, 3]
+            fx, fy, cx, cy = other.fxfycxcy
+            u, v = fx * cam[:, 0] / cam[:, 2] + cx, fy * cam[:, 1] / cam[:, 2] + cy
+            inside = (u >= 0) & (u < other.width) & (v >= 0) & (v < other.height)
+            pu, pv = u[inside].astype(int), v[inside].astype(int)
+            depth_j = depths[j][pv, pu]
+            strict += int((depth_j > 0).sum())
+            near += int(dilate(depths[j] > 0)[pv, pu].sum())
+            total += int(inside.sum())
+            seen = depth_j > 0
+            errors.append(np.abs(depth_j[seen] - cam[inside][seen, 2]) / cam[inside][seen, 2])
+    return strict / total, near / total, np.concatenate(errors), total
+
+
+@pytest.mark.parametrize("sample_name", ["sample_000000", "sample_000002"])
+def test_calibration_is_exact_by_reprojection(rodent_root, sample_name):
+    strict, near, errors, total = reprojection_stats(rodent_root / sample_name)
+    assert total > 10000
+    assert near >= 0.99, f"foreground hit rate (1 px silhouette tolerance) {near:.4f}"
+    assert strict >= 0.95, f"foreground hit rate (exact pixel) {strict:.4f}"
+    # depth agreement: unoccluded points agree to well under 0.1% (occluded ones cannot agree at all);
+    # an off-by-one intrinsics, a Euclidean-vs-z depth mix-up or a wrong pose all break this
+    assert np.quantile(errors, 0.2) < 1e-3, np.quantile(errors, 0.2)
+
+
+def test_reprojection_check_has_teeth(rodent_root):
+    """The depth-agreement check fails when every target camera is panned by 1 degree."""
+    _, _, errors, _ = reprojection_stats(rodent_root / "sample_000000", rotate_deg=1.0)
+    assert np.quantile(errors, 0.2) > 2e-3  # the silhouette hit rate alone barely notices (fat body)
+
+
+def test_check_reports_raw_rig_and_normalization(rodent_root, capsys):
+    assert check_main([str(rodent_root), "--json", "--up", "0", "0", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["samples"] == 4 and report["errors"] == []
+    assert 2.0 <= report["camera_distance"]["min"] and report["camera_distance"]["max"] <= 3.4
+    assert abs(report["normalized_camera_distance"]["mean"] - 2.7) < 0.01
+    assert report["normalized_centre_offset"]["max"] < 0.01
+    assert 0.5 < report["mask_coverage"]["min"] and report["mask_coverage"]["max"] < 60
+    assert any("camera distances" in warning for warning in report["warnings"])
+
+
+def test_check_fails_on_broken_data(rodent_root, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(rodent_root, broken)
+    (broken / "sample_000001" / "opencv_cameras.json").write_text("{")
+    assert check_main([str(broken)]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR:" in out and "sample_000001/opencv_cameras.json" in out
+
+
+def test_loaded_rodent_cameras_are_normalized(rodent_root):
+    config = DataConfig(root=str(rodent_root), image_size=32, normalization=NormalizationConfig(up=[0, 0, 1]))
+    dataset = MouseViewDataset(config, "train")
+    distances = np.concatenate([dataset[i]["c2w"][:, :3, 3].norm(dim=-1).numpy() for i in range(len(dataset))])
+    assert abs(distances.mean() - 2.7) < 0.01 and 2.0 < distances.min() and distances.max() < 3.5
+    sample = dataset[0]
+    assert sample["image"].shape == (6, 4, 32, 32)
+    assert 0.01 < sample["image"][:, 3].mean() < 0.6  # auto-mask found the animal
