@@ -1,0 +1,157 @@
+"""GS-LRM as in FaceLift: posed images -> transformer over all views' patch tokens -> one Gaussian per pixel
+(hard pixel-aligned) plus 2 free Gaussians from learned tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from einops.layers.torch import Rearrange
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from gslrm.cameras import pixel_rays, posed_input
+from gslrm.model.gaussians import Gaussians, raw_channels, to_gs
+from gslrm.model.transformer import Transformer, init_weights
+
+__all__ = ["ModelConfig", "GSLRM", "ModelOutput", "load_facelift_checkpoint", "count_parameters"]
+
+
+@dataclass
+class ModelConfig:
+    """``conf/model/*.yaml``. ``base`` is FaceLift's GS-LRM (d 1024, 24 layers, 16 heads, ~303.6M parameters)."""
+
+    dim: int = 1024
+    depth: int = 24
+    head_dim: int = 64
+    patch_size: int = 8
+    num_token_gaussians: int = 2
+    sh_degree: int = 0
+    depth_range: float = 1.8  # t = (2 sigmoid(m) - 1) * 1.8 + t0, t0 = -(o.d)
+    clip_xyz: bool = False  # FaceLift's flag never took effect (truthy inference dict): off is the faithful default
+    gradient_checkpointing: bool = False
+    init_from: str | None = None  # weights only (a FaceLift checkpoint or one of ours); ckpt_path resumes instead
+
+
+@dataclass
+class ModelOutput:
+    gaussians: Gaussians
+    pixel_means: Float[Tensor, "b v 3 h w"]  # the pixel-aligned means, image layout
+    ray_o: Float[Tensor, "b v 3 h w"]
+    ray_d: Float[Tensor, "b v 3 h w"]
+
+
+class GSLRM(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        p, dim = config.patch_size, config.dim
+        self.raw_channels = raw_channels(config.sh_degree)
+        # key names follow FaceLift's checkpoint: patch_embedder.1.weight, gaussian_position_embeddings, ...
+        self.patch_embedder = nn.Sequential(
+            Rearrange("b v c (hp ph) (wp pw) -> b (v hp wp) (ph pw c)", ph=p, pw=p),
+            nn.Linear(9 * p * p, dim, bias=False),
+        )
+        self.gaussian_position_embeddings = nn.Parameter(torch.empty(config.num_token_gaussians, dim))
+        self.input_layer_norm = nn.LayerNorm(dim, bias=False)
+        self.transformer_layers = Transformer(dim, config.depth, config.head_dim, config.gradient_checkpointing)
+        self.gaussian_upsampler = TokenDecoder(dim, self.raw_channels)
+        self.pixel_gaussian_decoder = nn.Sequential(
+            nn.LayerNorm(dim, bias=False), nn.Linear(dim, p * p * self.raw_channels, bias=False)
+        )
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.gaussian_position_embeddings, std=0.02)
+
+    def forward(
+        self, image: Float[Tensor, "b v 3 h w"], c2w: Float[Tensor, "b v 4 4"], fxfycxcy: Float[Tensor, "b v 4"]
+    ) -> ModelOutput:
+        config = self.config
+        batch, views, _, height, width = image.shape
+        if height % config.patch_size or width % config.patch_size:
+            raise ValueError(f"image size {height}x{width} is not a multiple of patch_size={config.patch_size}")
+        with torch.no_grad(), torch.autocast(device_type=image.device.type, enabled=False):
+            ray_o, ray_d = pixel_rays(c2w.float(), fxfycxcy.float(), height, width)
+            posed = posed_input(image[:, :, :3].float(), ray_o, ray_d)
+        image_tokens = self.patch_embedder(posed)
+        tokens = torch.cat([self.gaussian_position_embeddings.expand(batch, -1, -1), image_tokens], dim=1)
+        tokens = self.transformer_layers(self.input_layer_norm(tokens))
+        num_tokens = config.num_token_gaussians
+        token_raw = self.gaussian_upsampler(tokens[:, :num_tokens]).float()
+        pixel_raw = self.pixel_gaussian_decoder(tokens[:, num_tokens:]).float()
+        p = config.patch_size
+        pixel_raw = rearrange(
+            pixel_raw, "b (v hp wp) (ph pw c) -> b v c (hp ph) (wp pw)", v=views, hp=height // p, ph=p, pw=p
+        )
+        # hard pixel alignment: the mean of the 3 xyz channels becomes a distance along the unit ray
+        t0 = -(ray_o * ray_d).sum(dim=2, keepdim=True)
+        weight = torch.sigmoid(pixel_raw[:, :, :3].mean(dim=2, keepdim=True))
+        distance = (2.0 * weight - 1.0) * config.depth_range + t0
+        pixel_means = ray_o + distance * ray_d
+        # Gaussians listed as FaceLift does: tokens first, then pixels in (view, patch row, patch col, row, col) order
+        flat = lambda t: rearrange(t, "b v c (hp ph) (wp pw) -> b (v hp wp ph pw) c", ph=p, pw=p)  # noqa: E731
+        raw = torch.cat([token_raw, flat(pixel_raw)], dim=1)
+        means = torch.cat([token_raw[..., :3], flat(pixel_means)], dim=1)
+        gaussians = to_gs(raw, means=means, sh_degree=config.sh_degree, clip_xyz=config.clip_xyz)
+        return ModelOutput(gaussians=gaussians, pixel_means=pixel_means, ray_o=ray_o, ray_d=ray_d)
+
+
+class TokenDecoder(nn.Module):
+    """FaceLift's ``GaussiansUpsampler``: LN + Linear(d -> 14) on each learned token (free, not pixel-aligned)."""
+
+    def __init__(self, dim: int, channels: int) -> None:
+        super().__init__()
+        self.layernorm = nn.LayerNorm(dim, bias=False)
+        self.linear = nn.Linear(dim, channels, bias=False)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.linear(self.layernorm(tokens))
+
+
+def count_parameters(config: ModelConfig) -> int:
+    """Parameter count of a configuration, computed on the meta device (no memory is allocated)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in GSLRM(config).parameters())
+
+
+LOSS_NETWORK_PREFIX = "loss_calculator."  # FaceLift saves its frozen VGG/LPIPS inside the model state dict
+
+
+def load_facelift_checkpoint(model: GSLRM, path: str | Path) -> dict[str, list[str]]:
+    """Load weights only from a FaceLift checkpoint (``{"model": state_dict}``) or a gslrm Lightning checkpoint.
+
+    Every model key must be present; frozen loss-network keys are ignored; anything else is an error listing the
+    unmatched keys. Loaded with ``weights_only=True`` (no code from the file runs).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.init_from: {path}: file not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"model.init_from: {path}: expected a dict checkpoint, got {type(checkpoint).__name__}")
+    if "model" in checkpoint:
+        state = checkpoint["model"]
+    elif "state_dict" in checkpoint:  # ours: LightningModule keys are prefixed with "model."
+        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    else:
+        state = checkpoint
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # DDP-wrapped saves
+    ignored = sorted(k for k in state if k.startswith(LOSS_NETWORK_PREFIX))
+    state = {k: v for k, v in state.items() if not k.startswith(LOSS_NETWORK_PREFIX)}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or mismatched:
+        details = []
+        if missing:
+            details.append(f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            details.append(f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+        if mismatched:
+            shapes = [f"{k}: {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in mismatched[:4]]
+            details.append(f"shape mismatch {shapes}")
+        raise ValueError(f"model.init_from: {path}: keys do not match the model config: " + "; ".join(details))
+    model.load_state_dict(state, strict=True)
+    return {"ignored": ignored}

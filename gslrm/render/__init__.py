@@ -1,0 +1,117 @@
+"""One ``render()`` entry: RGB, expected z-depth and alpha of a batch of Gaussians seen by a batch of cameras.
+
+The backend follows the device: ``gsplat.rasterization`` on CUDA (batched over scenes x views in one call,
+``render_mode="RGB+ED"``), our tiled PyTorch rasterizer (``tiles.py``) elsewhere. Both use FaceLift's near 0.01 /
+far 100, eps2d 0.3, and blend over the background (white by default). ``deferred=True`` renders without a graph and
+re-renders one view at a time in the backward pass (FaceLift's deferred backpropagation, ``deferred.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from gslrm.model.gaussians import Gaussians
+from gslrm.render.projection import EPS2D, FAR_PLANE, NEAR_PLANE, project
+from gslrm.render.tiles import GSPLAT_MAX_ALPHA, rasterize_tiles
+
+__all__ = ["RenderOutput", "render", "render_views"]
+
+
+@dataclass
+class RenderOutput:
+    rgb: Float[Tensor, "b v 3 h w"]
+    depth: Float[Tensor, "b v 1 h w"]  # expected z-depth: sum(w z) / sum(w), 0 where nothing was hit
+    alpha: Float[Tensor, "b v 1 h w"]
+
+
+def _backgrounds(background: Tensor | None, batch: int, views: int, device, dtype) -> Tensor:
+    if background is None:
+        background = torch.ones(3, device=device, dtype=dtype)
+    background = background.to(device=device, dtype=dtype)
+    if background.dim() == 1:
+        background = background.expand(batch, 3)
+    return background[:, None, :].expand(batch, views, 3)
+
+
+def _render_gsplat(gaussians: Gaussians, c2w, fxfycxcy, width, height, background) -> Tensor:
+    from gsplat import rasterization
+
+    from gslrm.cameras import intrinsics_matrix
+
+    colors, alphas, _ = rasterization(
+        means=gaussians.means,
+        quats=gaussians.quats,
+        scales=gaussians.scales,
+        opacities=gaussians.opacities,
+        colors=gaussians.features,
+        viewmats=torch.linalg.inv(c2w),
+        Ks=intrinsics_matrix(fxfycxcy),
+        width=width,
+        height=height,
+        near_plane=NEAR_PLANE,
+        far_plane=FAR_PLANE,
+        eps2d=EPS2D,
+        sh_degree=gaussians.sh_degree,
+        backgrounds=background,
+        render_mode="RGB+ED",
+        packed=False,
+    )  # [b, v, h, w, 4], [b, v, h, w, 1]
+    return torch.cat([colors, alphas], dim=-1)
+
+
+def _render_torch(gaussians: Gaussians, c2w, fxfycxcy, width, height, background, tile_size, max_alpha) -> Tensor:
+    batch, views = c2w.shape[:2]
+    splats = project(gaussians, c2w, fxfycxcy, width, height)
+    backgrounds = torch.cat([background, torch.zeros_like(background[..., :1])], dim=-1).reshape(batch * views, 4)
+    colors, alphas = rasterize_tiles(splats, width, height, backgrounds, tile_size=tile_size, max_alpha=max_alpha)
+    depth = colors[..., 3:] / alphas.clamp(min=1e-10)  # expected depth, as gsplat's "ED"
+    out = torch.cat([colors[..., :3], depth, alphas], dim=-1)
+    return out.reshape(batch, views, height, width, 5)
+
+
+def render_views(
+    gaussians: Gaussians,
+    c2w: Tensor,
+    fxfycxcy: Tensor,
+    width: int,
+    height: int,
+    background: Tensor | None = None,
+    tile_size: int = 8,
+    max_alpha: float = GSPLAT_MAX_ALPHA,
+) -> Float[Tensor, "b v h w 5"]:
+    """Channels-last ``[rgb, depth, alpha]`` (the form the deferred path re-renders)."""
+    batch, views = c2w.shape[:2]
+    dtype = torch.float64 if gaussians.means.dtype == torch.float64 else torch.float32  # never bf16/fp16
+    gaussians = gaussians.map(lambda t: t.to(dtype))
+    c2w, fxfycxcy = c2w.to(dtype), fxfycxcy.to(dtype)
+    backgrounds = _backgrounds(background, batch, views, c2w.device, dtype)
+    if c2w.is_cuda:
+        return _render_gsplat(gaussians, c2w, fxfycxcy, width, height, backgrounds)
+    return _render_torch(gaussians, c2w, fxfycxcy, width, height, backgrounds, tile_size, max_alpha)
+
+
+def render(
+    gaussians: Gaussians,
+    c2w: Float[Tensor, "b v 4 4"],
+    fxfycxcy: Float[Tensor, "b v 4"],
+    width: int,
+    height: int,
+    background: Tensor | None = None,
+    deferred: bool = False,
+    tile_size: int = 8,
+    max_alpha: float = GSPLAT_MAX_ALPHA,
+) -> RenderOutput:
+    """Render every view of every scene; in fp32 (fp64 for fp64 inputs) whatever the autocast context, as FaceLift."""
+    with torch.autocast(device_type=c2w.device.type, enabled=False):
+        if deferred and torch.is_grad_enabled():
+            from gslrm.render.deferred import render_deferred
+
+            out = render_deferred(gaussians, c2w, fxfycxcy, width, height, background, tile_size, max_alpha)
+        else:
+            out = render_views(gaussians, c2w, fxfycxcy, width, height, background, tile_size, max_alpha)
+    out = out.permute(0, 1, 4, 2, 3)
+    return RenderOutput(rgb=out[:, :, :3], depth=out[:, :, 3:4], alpha=out[:, :, 4:5])

@@ -1,0 +1,67 @@
+"""Projection of 3D Gaussians to 2D splats with gsplat's own PyTorch reference code (``gsplat.cuda._torch_impl``).
+
+Used by the CPU rasterizer and the dense test oracle so both see exactly the splats gsplat's CUDA path computes:
+EWA projection with the frustum clamp, ``eps2d`` added to the 2D covariance, near/far culling, 3.33-sigma radii.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci, _spherical_harmonics
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from gslrm.cameras import intrinsics_matrix
+from gslrm.model.gaussians import Gaussians
+
+__all__ = ["Splats", "project", "NEAR_PLANE", "FAR_PLANE", "EPS2D"]
+
+NEAR_PLANE, FAR_PLANE = 0.01, 100.0  # FaceLift's znear / zfar
+EPS2D = 0.3
+
+
+@dataclass
+class Splats:
+    """Per image (I = batch x views) 2D splats; ``features`` carries RGB then z-depth (for expected depth)."""
+
+    means2d: Float[Tensor, "i n 2"]
+    conics: Float[Tensor, "i n 3"]
+    features: Float[Tensor, "i n c"]
+    opacities: Float[Tensor, "i n"]
+    depths: Float[Tensor, "i n"]
+    radii: Int[Tensor, "i n 2"]
+
+
+def project(
+    gaussians: Gaussians,
+    c2w: Float[Tensor, "b v 4 4"],
+    fxfycxcy: Float[Tensor, "b v 4"],
+    width: int,
+    height: int,
+    near_plane: float = NEAR_PLANE,
+    far_plane: float = FAR_PLANE,
+    eps2d: float = EPS2D,
+) -> Splats:
+    batch, views = c2w.shape[:2]
+    covars, _ = _quat_scale_to_covar_preci(gaussians.quats, gaussians.scales, compute_covar=True, compute_preci=False)
+    viewmats = torch.linalg.inv(c2w)
+    radii, means2d, depths, conics, _ = _fully_fused_projection(
+        gaussians.means, covars, viewmats, intrinsics_matrix(fxfycxcy), width, height, eps2d, near_plane, far_plane
+    )  # [b, v, n, ...]
+    # colours exactly as gsplat.rasterization: SH evaluated towards the camera, + 0.5, clamped at 0
+    directions = gaussians.means[:, None] - c2w[:, :, None, :3, 3]
+    coefficients = gaussians.features[:, None].expand(-1, views, -1, -1, -1)
+    rgb = _spherical_harmonics(gaussians.sh_degree, directions, coefficients)
+    rgb = torch.clamp_min(rgb + 0.5, 0.0)
+    features = torch.cat([rgb, depths[..., None]], dim=-1)
+    flat = lambda t: t.reshape(batch * views, *t.shape[2:])  # noqa: E731
+    return Splats(
+        means2d=flat(means2d),
+        conics=flat(conics),
+        features=flat(features),
+        opacities=flat(gaussians.opacities[:, None].expand(-1, views, -1)),
+        depths=flat(depths),
+        radii=flat(radii),
+    )
