@@ -50,8 +50,8 @@ def test_blend_matches_the_sequential_rule():
     alphas = [0.9, 0.002, 0.99, 0.95, 0.5]  # T: 0.1, (skip), 0.001, 5e-5 -> stop before the 4th
     opacities = torch.tensor(alphas).view(1, 5)
     features = torch.arange(5, dtype=torch.float32).view(1, 5, 1) + 1
-    deltas = torch.zeros(1, 5, 1, 2)
-    acc, final = blend(deltas, torch.ones(1, 5, 3), opacities, features, torch.ones(1, 5, dtype=torch.bool), 0.999)
+    means2d, xs, ys = torch.zeros(1, 5, 2), torch.zeros(1, 1), torch.zeros(1, 1)  # all centred on the one pixel
+    acc, final = blend(means2d, torch.ones(1, 5, 3), opacities, features, xs, ys, torch.ones(1, 5, dtype=torch.bool), 0.999)
     t, expected = 1.0, 0.0
     for alpha, value in zip(alphas, [1, 2, 3, 4, 5], strict=True):
         if alpha < 1 / 255:

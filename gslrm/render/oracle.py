@@ -1,6 +1,8 @@
 """Dense all-pairs reference rasterizer: every Gaussian against every pixel, no tiles, no culling by radius.
 
 For tests and ``python -m gslrm.bench`` only (it is what the tiled rasterizer must equal); never used in training.
+Its compositing is written independently of the tiled one, with plain autograd (no hand-written backward), so the
+two agree only if the tiling, sorting, culling and the tiled rasterizer's backward are right.
 Pixels are processed in chunks so its memory stays finite.
 """
 
@@ -11,9 +13,26 @@ from jaxtyping import Float
 from torch import Tensor
 
 from gslrm.render.projection import Splats
-from gslrm.render.tiles import GSPLAT_MAX_ALPHA, blend
+from gslrm.render.tiles import ALPHA_MIN, GSPLAT_MAX_ALPHA, TRANSMITTANCE_MIN
 
-__all__ = ["rasterize_dense"]
+__all__ = ["rasterize_dense", "blend_autograd"]
+
+
+def blend_autograd(deltas, conics, opacities, features, valid, max_alpha):
+    """Front-to-back blending of depth-sorted lists (dim k) for pixel offsets ``deltas [t,k,p,2]``, with autograd."""
+    a, b, c = conics[..., 0, None], conics[..., 1, None], conics[..., 2, None]
+    dx, dy = deltas[..., 0], deltas[..., 1]
+    sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+    alpha = torch.clamp_max(opacities[..., None] * torch.exp(-sigma), max_alpha)
+    keep = valid[..., None] & (sigma >= 0) & (alpha >= ALPHA_MIN)
+    alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
+    transmittance = torch.cumprod(1.0 - alpha, dim=1)
+    included = transmittance > TRANSMITTANCE_MIN
+    before = torch.cat([torch.ones_like(transmittance[:, :1]), transmittance[:, :-1]], dim=1)
+    weights = torch.where(included, alpha * before, torch.zeros_like(alpha))
+    accumulated = torch.einsum("tkp,tkc->tpc", weights, features)
+    final = torch.prod(torch.where(included, 1.0 - alpha, torch.ones_like(alpha)), dim=1)
+    return accumulated, final
 
 
 def rasterize_dense(
@@ -41,7 +60,7 @@ def rasterize_dense(
         for start in range(0, len(pixels), pixel_chunk):
             chunk = pixels[start : start + pixel_chunk]
             deltas = (chunk[None, :, :] - means2d[:, None, :])[None]
-            acc, final = blend(
+            acc, final = blend_autograd(
                 deltas,
                 splats.conics[image, order][None],
                 splats.opacities[image, order][None],

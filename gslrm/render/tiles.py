@@ -8,8 +8,9 @@ with pixel centres at +0.5. gsplat clamps alpha at 0.999; the graphdeco rasteriz
 (``max_alpha``). The sequential loop becomes a cumulative product over each tile's depth-sorted list; because the
 transmittance only decreases, "stop at the first" equals "keep those whose inclusive transmittance is > 1e-4".
 
-Memory: tiles are processed in chunks of at most ``chunk_elements`` (tile, Gaussian, pixel) triples, each chunk under
-activation checkpointing when gradients are needed, so the backward pass holds one chunk's intermediates at a time.
+Memory: tiles are processed in chunks of at most ``chunk_elements`` (tile, Gaussian, pixel) triples, and the
+compositing has its own backward (suffix sums, as gsplat's kernel) that keeps only per-Gaussian inputs: the
+(tile, Gaussian, pixel) intermediates of one chunk exist at a time, forward and backward.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from gslrm.render.projection import Splats
 
@@ -28,28 +28,82 @@ TRANSMITTANCE_MIN = 1e-4
 GSPLAT_MAX_ALPHA = 0.999
 
 
+def _alphas(means2d, conics, opacities, xs, ys, valid, max_alpha):
+    """Per (tile, Gaussian, pixel): blended alpha, unclamped alpha, differentiable mask, inclusive transmittance,
+    inclusion mask and the per-axis offsets. A tile's pixels form a grid, so sigma is assembled from per-row and
+    per-column terms: sigma[y, x] = 0.5 c dy^2 + 0.5 a dx^2 + b dx dy (the conic is positive definite: sigma >= 0)."""
+    dx = xs[:, None, :] - means2d[..., 0, None]  # [t, k, T]
+    dy = ys[:, None, :] - means2d[..., 1, None]
+    a, b, c = conics[..., 0, None], conics[..., 1, None], conics[..., 2, None]
+    sigma = (0.5 * c * dy * dy)[..., :, None] + (0.5 * a * dx * dx)[..., None, :] + dy[..., :, None] * (b * dx)[..., None, :]
+    log_opacity = torch.where(valid, torch.log(opacities.clamp_min(1e-30)), torch.full_like(opacities, -torch.inf))
+    raw = torch.exp(log_opacity[..., None, None] - sigma).flatten(2)  # [t, k, p], p = y * T + x
+    alpha = torch.where(raw >= ALPHA_MIN, raw.clamp_max(max_alpha), torch.zeros_like(raw))
+    transmittance = torch.cumprod(1.0 - alpha, dim=1)  # inclusive, over the depth-sorted list
+    included = transmittance > TRANSMITTANCE_MIN  # a prefix: transmittance only decreases
+    alpha = torch.where(included, alpha, torch.zeros_like(alpha))
+    differentiable = (alpha > 0) & (raw < max_alpha)
+    return alpha, raw, differentiable, transmittance, included, dx, dy
+
+
+class _Blend(torch.autograd.Function):
+    """Compositing with a hand-written backward (as gsplat's kernel: suffix sums instead of a stored graph).
+
+    Saves only the gathered per-Gaussian inputs, so a chunk's (tile, Gaussian, pixel) intermediates live only
+    while it is computed, in the forward and again in the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, features, xs, ys, valid, max_alpha):
+        alpha, _, _, transmittance, included, _, _ = _alphas(means2d, conics, opacities, xs, ys, valid, max_alpha)
+        before = torch.cat([torch.ones_like(transmittance[:, :1]), transmittance[:, :-1]], dim=1)
+        accumulated = torch.einsum("tkp,tkc->tpc", alpha * before, features)
+        final = torch.where(included, transmittance, torch.ones_like(transmittance)).amin(dim=1)
+        ctx.save_for_backward(means2d, conics, opacities, features, xs, ys, valid, final)
+        ctx.max_alpha = max_alpha
+        return accumulated, final
+
+    @staticmethod
+    def backward(ctx, grad_accumulated, grad_final):
+        means2d, conics, opacities, features, xs, ys, valid, final = ctx.saved_tensors
+        alpha, raw, differentiable, transmittance, _, dx, dy = _alphas(
+            means2d, conics, opacities, xs, ys, valid, ctx.max_alpha
+        )
+        before = torch.cat([torch.ones_like(transmittance[:, :1]), transmittance[:, :-1]], dim=1)
+        weights = alpha * before
+        grad_features = torch.einsum("tkp,tpc->tkc", weights, grad_accumulated)
+        # d acc/d alpha_k = T_k f_k - (sum_{j>k} w_j f_j) / (1 - alpha_k);  d T_final/d alpha_k = -T_final / (1 - alpha_k)
+        projected = torch.einsum("tpc,tkc->tkp", grad_accumulated, features)
+        weighted = weights * projected
+        after = torch.flip(torch.cumsum(torch.flip(weighted, [1]), dim=1), [1]) - weighted
+        grad_alpha = before * projected - (after + (grad_final * final)[:, None, :]) / (1.0 - alpha)
+        grad_raw = torch.where(differentiable, grad_alpha * raw, torch.zeros_like(raw))  # raw = opacity exp(-sigma)
+        grad_opacities = grad_raw.sum(-1) / opacities.clamp_min(1e-30)
+        # sigma's gradient is -grad_raw; reduce it over rows / columns first (the per-axis structure again)
+        size = xs.shape[-1]
+        grad_sigma = -grad_raw.unflatten(-1, (size, size))  # [t, k, y, x]
+        per_x, per_y = grad_sigma.sum(-2), grad_sigma.sum(-1)  # [t, k, T]
+        cross = torch.einsum("tkyx,tky,tkx->tk", grad_sigma, dy, dx)
+        a, b, c = conics[..., 0], conics[..., 1], conics[..., 2]
+        sum_x, sum_y = (per_x * dx).sum(-1), (per_y * dy).sum(-1)
+        grad_conics = torch.stack([0.5 * (per_x * dx * dx).sum(-1), cross, 0.5 * (per_y * dy * dy).sum(-1)], dim=-1)
+        grad_means2d = torch.stack([-(a * sum_x + b * sum_y), -(b * sum_x + c * sum_y)], dim=-1)
+        return grad_means2d, grad_conics, grad_opacities, grad_features, None, None, None, None
+
+
 def blend(
-    deltas: Float[Tensor, "t k p 2"],
+    means2d: Float[Tensor, "t k 2"],
     conics: Float[Tensor, "t k 3"],
     opacities: Float[Tensor, "t k"],
     features: Float[Tensor, "t k c"],
+    xs: Float[Tensor, "t s"],
+    ys: Float[Tensor, "t s"],
     valid: Tensor,
     max_alpha: float,
 ) -> tuple[Float[Tensor, "t p c"], Float[Tensor, "t p"]]:
-    """Front-to-back blending of depth-sorted lists (dim k). Returns accumulated features and final transmittance."""
-    a, b, c = conics[..., 0, None], conics[..., 1, None], conics[..., 2, None]
-    dx, dy = deltas[..., 0], deltas[..., 1]
-    sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
-    alpha = torch.clamp_max(opacities[..., None] * torch.exp(-sigma), max_alpha)
-    keep = valid[..., None] & (sigma >= 0) & (alpha >= ALPHA_MIN)
-    alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
-    transmittance = torch.cumprod(1.0 - alpha, dim=1)  # inclusive
-    included = transmittance > TRANSMITTANCE_MIN
-    before = torch.cat([torch.ones_like(transmittance[:, :1]), transmittance[:, :-1]], dim=1)
-    weights = torch.where(included, alpha * before, torch.zeros_like(alpha))
-    accumulated = torch.einsum("tkp,tkc->tpc", weights, features)
-    final = torch.prod(torch.where(included, 1.0 - alpha, torch.ones_like(alpha)), dim=1)
-    return accumulated, final
+    """Front-to-back blending of depth-sorted lists (dim k) over each tile's pixel grid (centres ``xs`` x ``ys``,
+    p = y * s + x). Returns the accumulated features and the final transmittance."""
+    return _Blend.apply(means2d, conics, opacities, features, xs, ys, valid, max_alpha)
 
 
 def _intersections(splats: Splats, tile_size: int, tiles_x: int, tiles_y: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -78,19 +132,19 @@ def _intersections(splats: Splats, tile_size: int, tiles_x: int, tiles_y: int) -
     return gaussian, per_tile, valid
 
 
-def _chunk(splats: Splats, gaussian: Tensor, starts: Tensor, counts: Tensor, pixels: Tensor, max_alpha: float):
+def _chunk(splats: Splats, gaussian: Tensor, starts: Tensor, counts: Tensor, xs: Tensor, ys: Tensor, max_alpha: float):
     """Blend one chunk of tiles: gather each tile's padded list and composite its pixels."""
     k = int(counts.max())
     slot = torch.arange(k, device=counts.device)
     valid = slot[None] < counts[:, None]
     index = gaussian[(starts[:, None] + slot[None]).clamp_max(len(gaussian) - 1)]
-    means2d = splats.means2d.reshape(-1, 2)[index]
-    deltas = pixels[:, None, :, :] - means2d[:, :, None, :]
     return blend(
-        deltas,
+        splats.means2d.reshape(-1, 2)[index],
         splats.conics.reshape(-1, 3)[index],
         splats.opacities.reshape(-1)[index],
         splats.features.reshape(-1, splats.features.shape[-1])[index],
+        xs,
+        ys,
         valid,
         max_alpha,
     )
@@ -111,11 +165,9 @@ def rasterize_tiles(
     tiles_x, tiles_y = -(-width // tile_size), -(-height // tile_size)
     gaussian, per_tile, _ = _intersections(splats, tile_size, tiles_x, tiles_y)
     starts = torch.cumsum(per_tile, 0) - per_tile
-    pixel = torch.arange(tile_size, device=device, dtype=dtype) + 0.5
-    local = torch.stack(torch.meshgrid(pixel, pixel, indexing="xy"), dim=-1).reshape(-1, 2)  # (x, y), row-major
+    local = torch.arange(tile_size, device=device, dtype=dtype) + 0.5  # pixel centres within a tile
 
     total_tiles = images * tiles_x * tiles_y
-    needs_grad = any(t.requires_grad for t in (splats.means2d, splats.conics, splats.features, splats.opacities))
     accumulated = torch.zeros(total_tiles, tile_size * tile_size, channels, device=device, dtype=dtype)
     transmittance = torch.ones(total_tiles, tile_size * tile_size, device=device, dtype=dtype)
     busy = torch.nonzero(per_tile).flatten()
@@ -134,13 +186,9 @@ def rasterize_tiles(
             longest = int(per_tile[tiles].max())
         position += take
         within = tiles % (tiles_x * tiles_y)
-        origin = torch.stack([within % tiles_x, within // tiles_x], dim=-1).to(dtype) * tile_size
-        pixels = origin[:, None, :] + local[None]
-        args = (splats, gaussian, starts[tiles], per_tile[tiles], pixels, max_alpha)
-        if torch.is_grad_enabled() and needs_grad:
-            acc, final = checkpoint(_chunk, *args, use_reentrant=False)
-        else:
-            acc, final = _chunk(*args)
+        xs = (within % tiles_x).to(dtype)[:, None] * tile_size + local
+        ys = (within // tiles_x).to(dtype)[:, None] * tile_size + local
+        acc, final = _chunk(splats, gaussian, starts[tiles], per_tile[tiles], xs, ys, max_alpha)
         accumulated = accumulated.index_copy(0, tiles, acc)
         transmittance = transmittance.index_copy(0, tiles, final)
 
