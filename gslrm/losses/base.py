@@ -1,0 +1,66 @@
+"""What every loss term sees, and the term base class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from gslrm.model.gaussians import Gaussians
+
+__all__ = ["LossInputs", "TermConfig", "Term", "coerce"]
+
+
+@dataclass
+class LossInputs:
+    render: Float[Tensor, "b v 3 h w"]  # not clamped before the loss, as FaceLift
+    target: Float[Tensor, "b v 3 h w"]  # RGB composited on the background
+    mask: Float[Tensor, "b v 1 h w"]  # target alpha
+    background: Float[Tensor, "b 3"]
+    gaussians: Gaussians
+    pixel_means: Float[Tensor, "b vi 3 h w"]  # pixel-aligned means of the input views
+    ray_o: Float[Tensor, "b vi 3 h w"]
+    ray_d: Float[Tensor, "b vi 3 h w"]
+    input_mask: Float[Tensor, "b vi 1 h w"]
+
+
+@dataclass
+class TermConfig:
+    weight: float = 0.0
+
+
+def coerce(kind: type, value):
+    """Build dataclass ``kind`` from a dict (unknown keys fail with their name), or pass an instance through."""
+    if isinstance(value, kind):
+        return value
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a mapping for {kind.__name__}, got {value!r}")
+    names = {f.name for f in fields(kind)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise TypeError(f"{kind.__name__}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    return kind(**value)
+
+
+class Term(nn.Module):
+    """A loss term: ``forward(inputs) -> scalar``. Its weight lives in its config; the computer applies it."""
+
+    name: str = "term"
+
+    def __init__(self, config: TermConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, inputs: LossInputs) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def flat_images(x: Tensor) -> Tensor:
+    """[b, v, c, h, w] -> [b*v, c, h, w]."""
+    return x.reshape(-1, *x.shape[2:])
+
+
+def foreground(mask: Tensor) -> Tensor:
+    return (mask > 0.5).to(torch.float32)

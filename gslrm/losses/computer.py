@@ -1,0 +1,108 @@
+"""The LossComputer: FaceLift's weighted sum of terms, its warmups, and the diagnostics it logs.
+
+total = w_l2 l2 + w_perceptual perceptual + w_lpips lpips + w_ssim ssim + w_pixelalign pixelalign
+        + w_pointsdist pointsdist
+Warmups (FaceLift's ``set_training_step``): before ``l2_warmup_steps`` the perceptual and LPIPS weights are 0;
+before ``pointsdist_warmup_steps`` l2 = perceptual = 0, pointsdist = 0.1 and ``clip_xyz`` is off.
+Disabled terms (weight 0) are not computed and their networks are not built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from gslrm.losses.base import LossInputs, Term, coerce
+from gslrm.losses.geometry import PixelAlignConfig, PixelAlignLoss, PointsDistConfig, PointsDistLoss
+from gslrm.losses.lpips_term import LPIPSConfig, LPIPSLoss
+from gslrm.losses.metrics import mask_iou, psnr_from_mse
+from gslrm.losses.perceptual import PerceptualConfig, PerceptualLoss
+from gslrm.losses.pixel import L2Config, L2Loss
+from gslrm.losses.ssim import SSIMConfig, SSIMLoss
+
+__all__ = ["LossConfig", "LossComputer"]
+
+TERMS = {
+    "l2": (L2Config, L2Loss),
+    "perceptual": (PerceptualConfig, PerceptualLoss),
+    "lpips": (LPIPSConfig, LPIPSLoss),
+    "ssim": (SSIMConfig, SSIMLoss),
+    "pixelalign": (PixelAlignConfig, PixelAlignLoss),
+    "pointsdist": (PointsDistConfig, PointsDistLoss),
+}
+POINTSDIST_WARMUP_WEIGHT = 0.1
+
+
+@dataclass
+class LossConfig:
+    """``conf/loss/*.yaml``: one block per term (weight and options), plus the schedule."""
+
+    l2: L2Config = field(default_factory=L2Config)
+    perceptual: PerceptualConfig = field(default_factory=lambda: PerceptualConfig(weight=0.5))
+    lpips: LPIPSConfig = field(default_factory=LPIPSConfig)
+    ssim: SSIMConfig = field(default_factory=SSIMConfig)
+    pixelalign: PixelAlignConfig = field(default_factory=PixelAlignConfig)
+    pointsdist: PointsDistConfig = field(default_factory=PointsDistConfig)
+    l2_warmup_steps: int = 0
+    pointsdist_warmup_steps: int = 0  # FaceLift stage 1: 1000
+    mask_iou_threshold: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name, (config_type, _) in TERMS.items():
+            setattr(self, name, coerce(config_type, getattr(self, name)))
+
+
+class LossComputer(nn.Module):
+    def __init__(self, config: LossConfig) -> None:
+        super().__init__()
+        self.config = config
+        warmup_terms = {"pointsdist"} if config.pointsdist_warmup_steps > 0 else set()
+        self.terms = nn.ModuleDict(
+            {
+                name: term_type(getattr(config, name))
+                for name, (_, term_type) in TERMS.items()
+                if getattr(config, name).weight > 0 or name in warmup_terms
+            }
+        )
+
+    def weights(self, step: int) -> dict[str, float]:
+        """The weight of every term at ``step`` (the warmup switches applied)."""
+        weights = {name: getattr(self.config, name).weight for name in TERMS}
+        if step < self.config.l2_warmup_steps:
+            weights["perceptual"] = weights["lpips"] = 0.0
+        if step < self.config.pointsdist_warmup_steps:
+            weights["l2"] = weights["perceptual"] = 0.0
+            weights["pointsdist"] = POINTSDIST_WARMUP_WEIGHT
+        return weights
+
+    def clip_xyz_allowed(self, step: int) -> bool:
+        return step >= self.config.pointsdist_warmup_steps
+
+    def forward(self, inputs: LossInputs, step: int) -> dict[str, Tensor]:
+        """``loss`` plus every active term, ``norm_<term>`` = term / l2, and the diagnostics (no gradient)."""
+        weights = self.weights(step)
+        out: dict[str, Tensor] = {}
+        total = inputs.render.new_zeros(())
+        for name, term in self.terms.items():
+            if weights[name] == 0:
+                continue
+            value = term(inputs)
+            out[name] = value
+            total = total + weights[name] * value
+        out["loss"] = total
+        with torch.no_grad():
+            mse = torch.mean((inputs.render.detach() - inputs.target) ** 2)
+            reference = out["l2"].detach() if "l2" in out else mse
+            for name in list(out):
+                if name not in ("loss", "l2"):
+                    out[f"norm_{name}"] = out[name].detach() / reference.clamp_min(1e-12)
+            render = inputs.render.detach()
+            out["psnr"] = psnr_from_mse(mse)
+            background = inputs.background[:, None].expand(-1, render.shape[1], -1)
+            out["mask_iou"] = mask_iou(render, inputs.mask, background, self.config.mask_iou_threshold)
+            out["gt_min"], out["gt_max"], out["gt_mean"] = inputs.target.min(), inputs.target.max(), inputs.target.mean()
+            out["pred_min"], out["pred_max"], out["pred_mean"] = render.min(), render.max(), render.mean()
+            out["gaussians_usage"] = inputs.gaussians.usage(0.05)
+        return out

@@ -1,0 +1,41 @@
+"""Image metrics shared by training diagnostics, validation and eval (no gradient)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["psnr_from_mse", "mask_iou", "predicted_mask", "per_image_psnr", "per_image_masked_psnr"]
+
+
+def psnr_from_mse(mse: Tensor) -> Tensor:
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+def predicted_mask(render: Tensor, background: Tensor, threshold: float = 0.1) -> Tensor:
+    """Foreground of a render [..., 3, h, w]: mean |render - background| over channels > threshold (the fork's)."""
+    return ((render - background[..., :, None, None]).abs().mean(dim=-3, keepdim=True) > threshold).float()
+
+
+def mask_iou(render: Tensor, target_alpha: Tensor, background: Tensor, threshold: float = 0.1) -> Tensor:
+    """IoU of the predicted mask with alpha > 0.5 over the whole batch (union clamped at 1)."""
+    predicted = predicted_mask(render, background, threshold)
+    truth = (target_alpha > 0.5).float()
+    intersection = (predicted * truth).sum()
+    union = ((predicted + truth) > 0.5).float().sum()
+    return intersection / union.clamp_min(1.0)
+
+
+def per_image_psnr(render: Tensor, target: Tensor) -> Tensor:
+    """PSNR of each image [n, 3, h, w] after clipping both to [0, 1] (FaceLift's eval metric)."""
+    mse = ((render.clamp(0, 1) - target.clamp(0, 1)) ** 2).flatten(1).mean(1)
+    return psnr_from_mse(mse)
+
+
+def per_image_masked_psnr(render: Tensor, target: Tensor, alpha: Tensor) -> Tensor:
+    """PSNR over foreground pixels (alpha > 0.5) of each image; NaN for an image without foreground."""
+    m = (alpha > 0.5).float()
+    squared = ((render.clamp(0, 1) - target.clamp(0, 1)) ** 2 * m).flatten(1).sum(1)
+    count = m.flatten(1).sum(1) * render.shape[1]
+    mse = squared / count.clamp_min(1.0)
+    return torch.where(count > 0, psnr_from_mse(mse), torch.full_like(mse, float("nan")))
