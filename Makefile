@@ -33,7 +33,14 @@ sysdeps: ## Debian packages MuJoCo needs to render on CPU (OSMesa)
 install: $(STAMP) sysdeps ## create .venv and install torch + the project
 
 train: install ## train with the defaults (rodent data generated on first use, tiny model)
-	$(PY) train.py $(ARGS)
+	@if $(PY) -c "from gslrm.losses.perceptual import vgg19_weights_available as ok; raise SystemExit(not ok())"; then \
+	  $(PY) train.py $(ARGS); \
+	else \
+	  echo "NOTE: no VGG19 weights on this machine (torch hub cache or VGG19_WEIGHTS_PATH), so FaceLift's perceptual"; \
+	  echo "      term cannot be built: training with loss=l2. Put vgg19-dcbb9e9d.pth in ~/.cache/torch/hub/checkpoints/"; \
+	  echo "      to train with the default loss=facelift."; \
+	  $(PY) train.py loss=l2 $(ARGS); \
+	fi
 
 test: install ## the whole test suite (slow tests included)
 	$(PY) -m pytest -q $(ARGS)

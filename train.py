@@ -1,38 +1,113 @@
-"""python train.py [overrides] — gslrm's training entry point (Hydra)."""
+"""python train.py [group=option ...] [key=value ...] — gslrm's training entry point (Hydra + Lightning).
+
+    python train.py                                   # tiny model, generated rodent data, this machine
+    python train.py loss=facelift data=mouse data.root=/data/mouse
+    python train.py -m loss.ssim.weight=0,0.5,1       # a sweep: one run directory and wandb run per job
+    python train.py ckpt_path=last                    # resume the newest run (optimizer, schedule, step, wandb run)
+    python train.py model.init_from=ckpt.pt           # weights only (FaceLift checkpoints included)
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
-import time
+import traceback
 from pathlib import Path
-
-import hydra
-from omegaconf import DictConfig
 
 os.environ.setdefault("GSLRM_ROOT", str(Path(__file__).resolve().parent))
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from gslrm.config import register_resolvers  # noqa: E402
+
+register_resolvers()
 log = logging.getLogger("gslrm.train")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from gslrm.runs import save_config_tree
+
+    save_config_tree(cfg, Path(cfg.paths.output_dir))
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return train(cfg)
+    try:  # a failing sweep job is recorded and the sweep goes on
+        return train(cfg)
+    except Exception:
+        (Path(cfg.paths.output_dir) / "FAILED.txt").write_text(traceback.format_exc())
+        log.exception("job %s failed; the sweep continues", HydraConfig.get().job.num)
+        return math.nan
+    finally:
+        _finish_wandb()
+
+
+def train(cfg: DictConfig) -> float:
+    import lightning as L
     from hydra.utils import instantiate
 
+    from gslrm.config import build
     from gslrm.data.datamodule import MouseDataModule
+    from gslrm.lit.launch import install_multirun_safe_ddp_launch
+    from gslrm.lit.module import GSLRMModule
+    from gslrm.runs import resolve_checkpoint, wandb_id_for
 
-    data_config = instantiate(cfg.data, _convert_="all")
+    L.seed_everything(cfg.seed, workers=True)
+    data_config = build(cfg.data)
     datamodule = MouseDataModule(data_config)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    # Training lands with the model (issue 3) and the trainer (issue 4); until then this is a data smoke pass.
-    start, count = time.perf_counter(), 0
-    for batch in datamodule.train_dataloader():
-        count += batch["image"].shape[0]
-    rate = count / (time.perf_counter() - start)
-    log.info("data smoke pass: %d training samples loaded (%.1f samples/s); training is not implemented yet", count, rate)
+    module = GSLRMModule(
+        model=build(cfg.model), loss=build(cfg.loss), optim=build(cfg.optim), render=build(cfg.render),
+        num_input_views=data_config.num_input_views, val_lpips=cfg.val_lpips,
+    )  # fmt: skip
+    ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if name == "wandb" and ckpt_path and node.get("id") is None:
+            node = OmegaConf.merge(node, {"id": wandb_id_for(ckpt_path)})
+        loggers.append(instantiate(node))
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    install_multirun_safe_ddp_launch()
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if cfg.validate_before_training and ckpt_path is None and not trainer.fast_dev_run:
+        trainer.validate(module, datamodule=datamodule, verbose=False)  # the starting point, logged at step 0
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    for key in ("val/psnr", "val/psnr_masked", "val/psnr_white", "val/psnr_masked_white", "train/loss"):
+        if key in metrics:
+            log.info("%s = %.4f", key, metrics[key])
+    return metrics.get("val/psnr", math.nan)
+
+
+def _finish_wandb() -> None:
+    """Close the job's wandb run so the next sweep job starts its own."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except Exception:  # noqa: BLE001 - closing must never hide the job's own outcome
+        log.warning("could not close the wandb run", exc_info=True)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def hydra_main(cfg: DictConfig) -> float:
+    from hydra.errors import InstantiationException
+
+    from gslrm.data.format import DataFormatError
+    from gslrm.losses.weights import MissingWeightsError
+
+    try:
+        return main(cfg)
+    except (DataFormatError, MissingWeightsError, InstantiationException, FileNotFoundError) as error:
+        log.error("%s", str(error).splitlines()[-1] if isinstance(error, InstantiationException) else error)
+        raise SystemExit(1) from None  # a clear one-line error, not a deep traceback
+    finally:
+        _finish_wandb()
 
 
 if __name__ == "__main__":
-    main()
+    hydra_main()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from gslrm.model.gaussians import Gaussians
 
-__all__ = ["LossInputs", "TermConfig", "Term", "coerce"]
+__all__ = ["LossInputs", "TermConfig", "Term"]
 
 
 @dataclass
@@ -29,19 +29,6 @@ class LossInputs:
 @dataclass
 class TermConfig:
     weight: float = 0.0
-
-
-def coerce(kind: type, value):
-    """Build dataclass ``kind`` from a dict (unknown keys fail with their name), or pass an instance through."""
-    if isinstance(value, kind):
-        return value
-    if not isinstance(value, dict):
-        raise TypeError(f"expected a mapping for {kind.__name__}, got {value!r}")
-    names = {f.name for f in fields(kind)}
-    unknown = sorted(set(value) - names)
-    if unknown:
-        raise TypeError(f"{kind.__name__}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    return kind(**value)
 
 
 class Term(nn.Module):

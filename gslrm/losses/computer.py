@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from gslrm.losses.base import LossInputs, Term, coerce
+from gslrm.config import coerce
+from gslrm.losses.base import LossInputs, Term
 from gslrm.losses.geometry import PixelAlignConfig, PixelAlignLoss, PointsDistConfig, PointsDistLoss
 from gslrm.losses.lpips_term import LPIPSConfig, LPIPSLoss
 from gslrm.losses.metrics import mask_iou, psnr_from_mse

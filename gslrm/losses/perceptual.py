@@ -116,3 +116,13 @@ class PerceptualLoss(Term):
         for weight, fx, fy in zip(LAYER_WEIGHTS[1:], self.net(x), self.net(y), strict=True):
             loss = loss + weight * F.l1_loss(fx, fy)
         return loss / 255.0
+
+
+def vgg19_weights_available(weights_path: str | None = None) -> bool:
+    """Whether PerceptualLoss(pretrained=True) can load its weights on this machine (nothing is downloaded)."""
+    from gslrm.losses.weights import hub_checkpoint
+
+    mat = os.environ.get("VGG19_WEIGHTS_PATH")
+    if mat:
+        return Path(mat).is_file()
+    return Path(os.path.expanduser(weights_path)).is_file() if weights_path else hub_checkpoint(VGG19_FILE).is_file()

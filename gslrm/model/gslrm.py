@@ -65,9 +65,15 @@ class GSLRM(nn.Module):
         nn.init.trunc_normal_(self.gaussian_position_embeddings, std=0.02)
 
     def forward(
-        self, image: Float[Tensor, "b v 3 h w"], c2w: Float[Tensor, "b v 4 4"], fxfycxcy: Float[Tensor, "b v 4"]
+        self,
+        image: Float[Tensor, "b v 3 h w"],
+        c2w: Float[Tensor, "b v 4 4"],
+        fxfycxcy: Float[Tensor, "b v 4"],
+        clip_xyz: bool | None = None,
     ) -> ModelOutput:
+        """``clip_xyz`` overrides the config (the points-distance warmup turns it off)."""
         config = self.config
+        clip_xyz = config.clip_xyz if clip_xyz is None else clip_xyz
         batch, views, _, height, width = image.shape
         if height % config.patch_size or width % config.patch_size:
             raise ValueError(f"image size {height}x{width} is not a multiple of patch_size={config.patch_size}")
@@ -93,7 +99,7 @@ class GSLRM(nn.Module):
         flat = lambda t: rearrange(t, "b v c (hp ph) (wp pw) -> b (v hp wp ph pw) c", ph=p, pw=p)  # noqa: E731
         raw = torch.cat([token_raw, flat(pixel_raw)], dim=1)
         means = torch.cat([token_raw[..., :3], flat(pixel_means)], dim=1)
-        gaussians = to_gs(raw, means=means, sh_degree=config.sh_degree, clip_xyz=config.clip_xyz)
+        gaussians = to_gs(raw, means=means, sh_degree=config.sh_degree, clip_xyz=clip_xyz)
         return ModelOutput(gaussians=gaussians, pixel_means=pixel_means, ray_o=ray_o, ray_d=ray_d)
 
 

@@ -18,7 +18,14 @@ from gslrm.model.gaussians import Gaussians
 from gslrm.render.projection import EPS2D, FAR_PLANE, NEAR_PLANE, project
 from gslrm.render.tiles import GSPLAT_MAX_ALPHA, rasterize_tiles
 
-__all__ = ["RenderOutput", "render", "render_views"]
+__all__ = ["RenderConfig", "RenderOutput", "render", "render_views"]
+
+
+@dataclass
+class RenderConfig:
+    deferred: bool = False  # FaceLift's deferred backpropagation: one view's graph at a time (less memory, ~2x time)
+    tile_size: int = 8  # CPU rasterizer only
+    max_alpha: float = GSPLAT_MAX_ALPHA  # 0.999 as gsplat; FaceLift's graphdeco rasterizer used 0.99
 
 
 @dataclass

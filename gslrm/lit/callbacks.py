@@ -1,0 +1,47 @@
+"""Callbacks: the checkpoint every run ends with, and the wandb run id kept for resuming."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SaveLastOnExit", "WANDB_ID_FILE"]
+
+WANDB_ID_FILE = "wandb_id.txt"
+
+
+class SaveLastOnExit(Callback):
+    """Write ``path`` when training ends for any reason: ``max_steps``, the end of the data, or Ctrl-C / an error
+    (ModelCheckpoint alone only writes ``last.ckpt`` every N steps). Also records the wandb run id beside it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                (self.path.parent / WANDB_ID_FILE).write_text(logger.experiment.id)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if trainer.sanity_checking or getattr(trainer, "fast_dev_run", False):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(self.path)
+        log.info("saved %s (step %d)", self.path, trainer.global_step)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.world_size > 1:  # other ranks may be anywhere: a collective save could hang
+            log.warning("not saving last.ckpt after %s in a multi-process run", type(exception).__name__)
+            return
+        self._save(trainer)

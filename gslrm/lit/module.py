@@ -1,0 +1,200 @@
+"""The LightningModule: FaceLift's training step (all target views rendered, inputs included), its step-skipping
+rule, and validation metrics as torchmetrics objects (synced across ranks by Lightning, logged by every rank)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from gslrm.config import coerce
+from gslrm.lit.optim import OptimConfig, build_optimizer, warmup_cosine
+from gslrm.losses.base import LossInputs
+from gslrm.losses.computer import LossComputer, LossConfig
+from gslrm.losses.metrics import per_image_masked_psnr, per_image_psnr
+from gslrm.model.gslrm import GSLRM, ModelConfig, ModelOutput, load_facelift_checkpoint
+from gslrm.render import RenderConfig, RenderOutput, render
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GSLRMModule"]
+
+FROZEN_PREFIXES = ("losses.", "val_lpips_net.")  # frozen loss networks: rebuilt from their configs, never saved
+
+
+class GSLRMModule(L.LightningModule):
+    def __init__(
+        self,
+        model: ModelConfig,
+        loss: LossConfig,
+        optim: OptimConfig,
+        render: RenderConfig | None = None,
+        num_input_views: int = 4,
+        val_lpips: bool = True,
+    ) -> None:
+        super().__init__()
+        # plain dicts come back from a checkpoint's hyper_parameters (load_from_checkpoint)
+        model, loss, optim = coerce(ModelConfig, model), coerce(LossConfig, loss), coerce(OptimConfig, optim)
+        self.model_config, self.optim_config = model, optim
+        self.render_config = coerce(RenderConfig, render) if render is not None else RenderConfig()
+        self.num_input_views = num_input_views
+        self.save_hyperparameters(
+            {"model": asdict(model), "loss": asdict(loss), "optim": asdict(optim), "render": asdict(self.render_config),
+             "num_input_views": num_input_views}  # fmt: skip
+        )
+        self.model = GSLRM(model)
+        if model.init_from:
+            report = load_facelift_checkpoint(self.model, model.init_from)
+            log.info("model weights from %s (%d frozen loss-network keys ignored)", model.init_from, len(report["ignored"]))
+        self.losses = LossComputer(loss)
+        self.automatic_optimization = False
+        self.register_buffer("attempted_steps", torch.zeros((), dtype=torch.long))  # forward/backward passes
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("accepted_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("grad_norm_mean", torch.zeros(()))
+        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
+        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.val_psnr_masked = MeanMetric(nan_strategy="ignore")
+        self.val_psnr_white = MeanMetric()
+        self.val_psnr_masked_white = MeanMetric(nan_strategy="ignore")
+        self.val_mask_iou = MeanMetric()
+        self.val_lpips = MeanMetric()
+        self.val_lpips_net, self.val_lpips_missing = None, None
+        if val_lpips:
+            from gslrm.losses.lpips_term import build_lpips
+            from gslrm.losses.weights import MissingWeightsError
+
+            try:
+                self.val_lpips_net = build_lpips(pretrained_backbone=True)
+            except MissingWeightsError as error:
+                self.val_lpips_missing = str(error)
+                log.warning("val/lpips is not reported: %s", error)
+        self.last_train: dict | None = None  # the latest step's tensors, for visualization callbacks
+
+    # -- forward -----------------------------------------------------------------------------------------------
+    def predict_batch(self, batch: dict, clip_xyz: bool | None = None) -> tuple[ModelOutput, RenderOutput]:
+        """Gaussians from the first ``num_input_views`` views, rendered into every view of the batch."""
+        image, c2w, fxfycxcy = batch["image"], batch["c2w"], batch["fxfycxcy"]
+        inputs = self.num_input_views
+        output = self.model(image[:, :inputs, :3], c2w[:, :inputs], fxfycxcy[:, :inputs], clip_xyz=clip_xyz)
+        height, width = image.shape[-2:]
+        settings = self.render_config
+        rendered = render(
+            output.gaussians, c2w, fxfycxcy, width, height, background=batch["bg_color"],
+            deferred=settings.deferred and self.training, tile_size=settings.tile_size, max_alpha=settings.max_alpha,
+        )  # fmt: skip
+        return output, rendered
+
+    def loss_inputs(self, batch: dict, output: ModelOutput, rendered: RenderOutput) -> LossInputs:
+        image = batch["image"]
+        return LossInputs(
+            render=rendered.rgb, target=image[:, :, :3], mask=image[:, :, 3:4], background=batch["bg_color"],
+            gaussians=output.gaussians, pixel_means=output.pixel_means, ray_o=output.ray_o, ray_d=output.ray_d,
+            input_mask=image[:, : self.num_input_views, 3:4],
+        )  # fmt: skip
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict | None, batch_index: int) -> None:
+        if batch is None:  # every sample of the batch was skipped by the data policy (on_error: skip)
+            return
+        # FaceLift schedules its warmups by forward/backward passes, which go on when a step is skipped;
+        # Lightning's global_step counts the optimizer steps taken
+        step = int(self.attempted_steps)
+        self.attempted_steps += 1
+        output, rendered = self.predict_batch(batch, clip_xyz=None if self.losses.clip_xyz_allowed(step) else False)
+        terms = self.losses(self.loss_inputs(batch, output, rendered), step)
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        loss = terms["loss"]
+        grad_norm = torch.tensor(float("nan"), device=loss.device)
+        if torch.isfinite(loss):
+            self.manual_backward(loss)
+            parameters = [p for p in self.model.parameters() if p.grad is not None]
+            for p in parameters:
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e-3, neginf=-1e-3)
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.optim_config.grad_clip)
+        if self.should_skip(loss, grad_norm):
+            self.skipped_steps += 1
+        else:
+            optimizer.step()
+            self.record_grad_norm(grad_norm)
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()  # FaceLift steps the schedule after every attempt, skipped or not
+
+        batch_size = batch["image"].shape[0]
+        self.log_dict({f"train/{name}": value.detach().float() for name, value in terms.items()}, batch_size=batch_size)
+        self.log_dict(
+            {"metrics/lr": optimizer.param_groups[0]["lr"], "metrics/grad_norm": grad_norm.float(),
+             "metrics/skipped_steps": self.skipped_steps.float(), "metrics/iter": float(step),
+             "metrics/param_update_step": float(self.global_step),
+             "metrics/skipped_samples": batch.get("num_skipped", torch.zeros(())).float()},
+            batch_size=batch_size,
+        )  # fmt: skip
+        self.last_train = {"batch": batch, "rendered": rendered, "gaussians": output.gaussians, "step": step}
+
+    def should_skip(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        """Skip (and count) a step whose loss or gradient norm is not finite, or whose norm exceeds
+        ``allowed_gradnorm_factor`` x the running mean of accepted steps' norms (once that mean has settled)."""
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            return True
+        config = self.optim_config
+        settled = int(self.accepted_steps) >= config.skip_warmup_steps
+        return bool(settled and grad_norm > config.allowed_gradnorm_factor * self.grad_norm_mean)
+
+    def record_grad_norm(self, grad_norm: torch.Tensor) -> None:
+        decay = self.optim_config.gradnorm_ema
+        if int(self.accepted_steps) == 0:
+            self.grad_norm_mean.fill_(float(grad_norm))
+        else:
+            self.grad_norm_mean.mul_(decay).add_((1 - decay) * grad_norm.detach().to(self.grad_norm_mean))
+        self.accepted_steps += 1
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.model, self.optim_config)
+        total = self.optim_config.total_steps or self.trainer.max_steps
+        if total is None or total <= 0:
+            raise ValueError("optim.total_steps: set it, or trainer.max_steps, for the cosine schedule")
+        warmup = self.optim_config.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- validation --------------------------------------------------------------------------------------------
+    def validation_step(self, batch: dict | None, batch_index: int) -> None:
+        if batch is None:
+            return
+        output, rendered = self.predict_batch(batch)
+        target, alpha = batch["image"][:, :, :3], batch["image"][:, :, 3:4]
+        render_flat, target_flat, alpha_flat = (t.flatten(0, 1).float() for t in (rendered.rgb, target, alpha))
+        render_flat = render_flat.clamp(0, 1)
+        white = torch.ones_like(target_flat)
+        self.val_psnr(render_flat, target_flat)
+        self.val_ssim(render_flat, target_flat)
+        self.val_psnr_masked(per_image_masked_psnr(render_flat, target_flat, alpha_flat))
+        self.val_psnr_white(per_image_psnr(white, target_flat))
+        self.val_psnr_masked_white(per_image_masked_psnr(white, target_flat, alpha_flat))
+        inputs = self.loss_inputs(batch, output, rendered)
+        self.val_mask_iou(self.losses(inputs, self.global_step)["mask_iou"])
+        metrics = {
+            "val/psnr": self.val_psnr, "val/ssim": self.val_ssim, "val/psnr_masked": self.val_psnr_masked,
+            "val/psnr_white": self.val_psnr_white, "val/psnr_masked_white": self.val_psnr_masked_white,
+            "val/mask_iou": self.val_mask_iou,
+        }  # fmt: skip
+        if self.val_lpips_net is not None:
+            self.val_lpips(self.val_lpips_net(render_flat * 2 - 1, target_flat * 2 - 1).flatten())
+            metrics["val/lpips"] = self.val_lpips
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=render_flat.shape[0])
+
+    # -- checkpoints: frozen loss networks stay out ------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        for key, value in self.state_dict().items():
+            if key.startswith(FROZEN_PREFIXES):
+                state[key] = value

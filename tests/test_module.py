@@ -1,0 +1,85 @@
+"""The LightningModule's step rules, checked in-process on the generated rodent data."""
+
+import lightning as L
+import torch
+
+from gslrm.data.datamodule import MouseDataModule
+from gslrm.data.mouse import DataConfig
+from gslrm.lit.module import GSLRMModule
+from gslrm.lit.optim import OptimConfig, build_optimizer, warmup_cosine
+from gslrm.losses.computer import LossConfig
+from gslrm.model.gslrm import ModelConfig
+from gslrm.rig import NormalizationConfig
+
+TINY = ModelConfig(dim=32, depth=1, head_dim=16)
+
+
+def make_module(**optim):
+    loss = LossConfig(perceptual={"weight": 0.0})
+    return GSLRMModule(TINY, loss, OptimConfig(warmup_steps=2, **optim), num_input_views=4, val_lpips=False)
+
+
+def fit(module, rodent_root, steps):
+    data = DataConfig(root=str(rodent_root), image_size=16, num_workers=0, batch_size=1, normalization=NormalizationConfig(up=[0, 0, 1]))
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+    trainer.fit(module, datamodule=MouseDataModule(data))
+    return trainer
+
+
+def test_skip_rule_known_cases():
+    module = make_module(allowed_gradnorm_factor=20.0, skip_warmup_steps=3)
+    finite = torch.tensor(1.0)
+    assert module.should_skip(torch.tensor(float("nan")), finite)
+    assert module.should_skip(finite, torch.tensor(float("inf")))
+    assert not module.should_skip(finite, torch.tensor(1e6))  # the running mean has not settled yet
+    for norm in (1.0, 2.0, 3.0):
+        module.record_grad_norm(torch.tensor(norm))
+    # mean = 0.99 * (0.99 * 1 + 0.01 * 2) + 0.01 * 3 = 1.0299
+    assert torch.isclose(module.grad_norm_mean, torch.tensor(1.0299))
+    assert not module.should_skip(finite, torch.tensor(20.0))
+    assert module.should_skip(finite, torch.tensor(20.7))  # > 20 x 1.0299
+
+
+def test_nan_loss_step_is_skipped_counted_and_the_run_goes_on(rodent_root):
+    module = make_module()
+    original = module.losses.forward
+    calls = []
+
+    def poisoned(inputs, step):
+        out = original(inputs, step)
+        calls.append(step)
+        if len(calls) == 2:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    module.losses.forward = poisoned
+    trainer = fit(module, rodent_root, steps=3)
+    assert int(module.skipped_steps) == 1 and int(module.accepted_steps) == 3
+    assert calls == [0, 1, 2, 3] and trainer.global_step == 3  # the warmup clock counts the skipped pass too
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_weight_decay_groups_and_schedule():
+    module = make_module()
+    optimizer = build_optimizer(module.model, OptimConfig())
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert optimizer.defaults["betas"] == (0.9, 0.95)
+    assert warmup_cosine(0, 10, 110) == 0.0 and warmup_cosine(5, 10, 110) == 0.5
+    assert warmup_cosine(10, 10, 110) == 1.0 and abs(warmup_cosine(60, 10, 110) - 0.5) < 1e-12
+    assert warmup_cosine(110, 10, 110) == 0.0 and warmup_cosine(500, 10, 110) == 0.0
+
+
+def test_frozen_loss_networks_stay_out_of_checkpoints(tmp_path, rodent_root):
+    loss = LossConfig(perceptual={"weight": 0.5, "pretrained": False})
+    module = GSLRMModule(TINY, loss, OptimConfig(warmup_steps=1), num_input_views=4, val_lpips=False)
+    trainer = fit(module, rodent_root, steps=1)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    state = torch.load(tmp_path / "m.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert not any(k.startswith("losses.") for k in state) and any(k.startswith("model.") for k in state)
+    restored = GSLRMModule.load_from_checkpoint(tmp_path / "m.ckpt", model=TINY, loss=loss, optim=OptimConfig(),
+                                                val_lpips=False)  # fmt: skip
+    for key, value in module.model.state_dict().items():
+        assert torch.equal(restored.model.state_dict()[key], value)

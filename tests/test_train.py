@@ -1,0 +1,126 @@
+"""train.py as users run it (subprocesses with CLI overrides): fast_dev_run, resume, sweeps, typos, overfitting."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_train(tmp_path, rodent_root, *overrides, check=True, multirun=False):
+    env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"), WANDB_MODE="offline", WANDB_SILENT="true")
+    data = [f"data.root={rodent_root}", "data.generator.samples=4", "data.generator.val_samples=1",
+            "data.generator.seed=3", "data.num_workers=0", "data.batch_size=1"]  # fmt: skip
+    command = [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else []), *data, *overrides]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def run_dirs(tmp_path, kind="runs"):
+    return sorted((tmp_path / "logs" / "train" / kind).glob("*"))
+
+
+def metrics(run_dir):
+    with open(next(run_dir.glob("csv/version_*/metrics.csv"))) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_fast_dev_run_through_train_py(tmp_path, rodent_root):
+    result = run_train(tmp_path, rodent_root, "debug=fdr", "loss=l2", "logger=csv")
+    assert "Traceback" not in result.stderr
+    run = run_dirs(tmp_path)[-1]
+    assert (run / "config_resolved.yaml").is_file() and (run / ".hydra" / "config.yaml").is_file()
+
+
+def test_typo_fails_at_start_naming_the_key(tmp_path, rodent_root):
+    result = run_train(tmp_path, rodent_root, "loss.wieght=1", check=False)
+    assert result.returncode != 0 and "wieght" in result.stderr
+    assert not run_dirs(tmp_path)  # nothing started
+
+
+def test_typo_inside_a_term_fails_naming_the_key(tmp_path, rodent_root):
+    result = run_train(tmp_path, rodent_root, "loss.ssim.wieght=1", check=False)
+    assert result.returncode != 0 and "wieght" in result.stderr
+
+
+def test_missing_vgg_weights_is_one_clear_line(tmp_path, rodent_root):
+    env_home = tmp_path / "torch_home"
+    os.environ["TORCH_HOME"] = str(env_home)
+    try:
+        result = run_train(tmp_path, rodent_root, "loss=facelift", "debug=fdr", check=False)
+    finally:
+        del os.environ["TORCH_HOME"]
+    assert result.returncode == 1
+    assert "vgg19-dcbb9e9d.pth" in result.stderr + result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_resume_continues_step_optimizer_and_wandb_run(tmp_path, rodent_root):
+    common = ["loss=l2", "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1",
+              "data.image_size=16", "validate_before_training=false"]  # fmt: skip
+    run_train(tmp_path, rodent_root, *common)
+    first = run_dirs(tmp_path)[-1]
+    state = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 6
+    wandb_id = (first / "checkpoints" / "wandb_id.txt").read_text().strip()
+
+    run_train(tmp_path, rodent_root, *common[1:], "loss=l2", "trainer.max_steps=10", "ckpt_path=last")
+    second = [d for d in run_dirs(tmp_path) if d != first][-1]
+    resumed = torch.load(second / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert resumed["global_step"] == 10
+    steps = {int(s["step"]) for s in resumed["optimizer_states"][0]["state"].values()}
+    assert steps == {10}  # AdamW's per-parameter step count continued from 6
+    assert resumed["lr_schedulers"][0]["last_epoch"] == 10
+    assert any(wandb_id in p.name for p in (second / "wandb").glob("offline-run-*"))  # the same wandb run id
+    assert not any(p.name.startswith("__") for p in second.iterdir())
+
+
+@pytest.mark.slow
+def test_multirun_sweep_each_job_own_dir_and_failures_isolated(tmp_path, rodent_root):
+    run_train(
+        tmp_path, rodent_root, "loss=l2", "logger=csv", "trainer.max_steps=2", "validate_before_training=false",
+        "trainer.val_check_interval=2", "data.image_size=20,16", multirun=True,
+    )  # fmt: skip
+    sweep = run_dirs(tmp_path, "multiruns")[-1]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    # job 0 (20 px is not a multiple of the 8 px patch) failed and said why; job 1 still trained
+    assert "multiple of patch_size" in (jobs[0] / "FAILED.txt").read_text()
+    assert (jobs[1] / "checkpoints" / "last.ckpt").is_file() and not (jobs[1] / "FAILED.txt").exists()
+    assert "image_size: 16" in (jobs[1] / "config_resolved.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_loss_weight_sweep_values_reach_the_jobs(tmp_path, rodent_root):
+    run_train(
+        tmp_path, rodent_root, "loss=mouse", "logger=csv", "debug=fdr", "loss.ssim.weight=0,0.5", multirun=True
+    )
+    sweep = run_dirs(tmp_path, "multiruns")[-1]
+    from omegaconf import OmegaConf
+
+    configs = [OmegaConf.load(sweep / job / "config_resolved.yaml") for job in ("0", "1")]
+    assert [c.loss.ssim.weight for c in configs] == [0.0, 0.5] and all(c.loss.ssim.masked for c in configs)
+
+
+@pytest.mark.slow
+def test_overfit_one_sample_loss_halves(tmp_path, rodent_root):
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "train.txt").write_text(str(rodent_root / "sample_000000") + "\n")
+    (single / "val.txt").write_text(str(rodent_root / "sample_000000") + "\n")
+    run_train(
+        tmp_path, rodent_root, "loss=l2", "logger=csv", f"data.root={single}", "data.generate=false",
+        "trainer.max_steps=150", "trainer.val_check_interval=150", "trainer.log_every_n_steps=1",
+        "optim.warmup_steps=10", "optim.lr=1e-3", "validate_before_training=false",
+    )  # fmt: skip
+    rows = [r for r in metrics(run_dirs(tmp_path)[-1]) if r.get("train/loss")]
+    losses = [float(r["train/loss"]) for r in rows]
+    start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
+    assert end <= 0.5 * start, (start, end)
