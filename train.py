@@ -1,10 +1,10 @@
 """python train.py [group=option ...] [key=value ...] — gslrm's training entry point (Hydra + Lightning).
 
-    python train.py                                   # tiny model, generated rodent data, this machine
-    python train.py loss=facelift data=mouse data.root=/data/mouse
-    python train.py -m loss.ssim.weight=0,0.5,1       # a sweep: one run directory and wandb run per job
-    python train.py ckpt_path=last                    # resume the newest run (optimizer, schedule, step, wandb run)
-    python train.py model.init_from=ckpt.pt           # weights only (FaceLift checkpoints included)
+python train.py                                   # tiny model, generated rodent data, this machine
+python train.py loss=facelift data=mouse data.root=/data/mouse
+python train.py -m loss.ssim.weight=0,0.5,1       # a sweep: one run directory and wandb run per job
+python train.py ckpt_path=last                    # resume the newest run (optimizer, schedule, step, wandb run)
+python train.py model.init_from=ckpt.pt           # weights only (FaceLift checkpoints included)
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import traceback
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("GSLRM_ROOT", str(Path(__file__).resolve().parent))
@@ -25,6 +26,8 @@ from gslrm.config import register_resolvers  # noqa: E402
 
 register_resolvers()
 log = logging.getLogger("gslrm.train")
+# our checkpoints are meant to hold the state after the optimizer step (that is what resuming needs)
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
 def main(cfg: DictConfig) -> float:
@@ -74,12 +77,21 @@ def train(cfg: DictConfig) -> float:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if cfg.validate_before_training and ckpt_path is None and not trainer.fast_dev_run:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # the starting point, logged at step 0
+        _report(trainer, "start")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return _report(trainer, "end").get("val/psnr", math.nan)
+
+
+def _report(trainer, when: str) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    for key in ("val/psnr", "val/psnr_masked", "val/psnr_white", "val/psnr_masked_white", "train/loss"):
-        if key in metrics:
-            log.info("%s = %.4f", key, metrics[key])
-    return metrics.get("val/psnr", math.nan)
+    shown = [
+        k
+        for k in ("val/psnr", "val/psnr_masked", "val/psnr_white", "val/psnr_masked_white", "val/ssim")
+        if k in metrics
+    ]
+    if shown:
+        log.info("%s (step %d): %s", when, trainer.global_step, ", ".join(f"{k} {metrics[k]:.2f}" for k in shown))
+    return metrics
 
 
 def _finish_wandb() -> None:

@@ -4,6 +4,7 @@
   (16k, 128^2), one view of random Gaussians in the unit cube (scales 0.007-0.05) seen from FaceLift's orbit.
 - ``model``: forward + backward of the transformer (``tiny``, ``small``) on a batch of 2 x 4 input views, analytic
   FLOPs, and MFU = achieved FLOP/s / the fp32 matmul FLOP/s of a large ``torch.matmul`` measured in the same run.
+- ``loader``: samples/s of the rodent training loader at the default config (32x32, batch 2) with 0 and 2 workers.
 - ``memory``: peak memory of one training step of ``tiny`` (model + rendering every view + MSE + backward) against
   views (2, 4, 6) and resolution (64, 128, 256).
 
@@ -61,11 +62,10 @@ class _Peak:
 
 
 def _timed(function, device: str, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``repeats`` runs after one warm-up, and the peak memory of one run."""
+    """Peak memory of the first run, then the median seconds of ``repeats`` more runs."""
     import torch
 
-    function()
-    with _Peak(device) as peak:
+    with _Peak(device) as peak:  # the first call: later ones reuse the allocator's memory and show no growth
         function()
     times = []
     for _ in range(repeats):
@@ -103,7 +103,6 @@ def job_rasterizer(n: int, resolution: int, method: str, repeats: int) -> dict:
     from gslrm.render.projection import project
     from gslrm.render.tiles import rasterize_tiles
 
-    torch.set_num_threads(torch.get_num_threads())
     scene = _random_gaussians(n, "cpu")
     c2w, k = turntable_cameras(1, resolution, elevation_deg=20.0)
     background = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
@@ -161,7 +160,7 @@ def job_matmul(device: str) -> dict:
     return {"flops_per_second": 2.0 * size**3 / seconds}
 
 
-def job_memory(views: int, resolution: int, device: str) -> dict:
+def job_memory(views: int, resolution: int, device: str, with_render: bool) -> dict:
     import torch
 
     from gslrm.cameras import turntable_cameras
@@ -175,11 +174,32 @@ def job_memory(views: int, resolution: int, device: str) -> dict:
 
     def step():
         out = model(image, c2w, k)
-        rendered = render(out.gaussians, c2w, k, resolution, resolution)
-        torch.nn.functional.mse_loss(rendered.rgb, image).backward()
+        if with_render:
+            rendered = render(out.gaussians, c2w, k, resolution, resolution)
+            torch.nn.functional.mse_loss(rendered.rgb, image).backward()
+        else:
+            (out.gaussians.features.sum() + out.gaussians.means.sum()).backward()
 
     seconds, peak = _timed(step, device, 1)
-    return {"seconds": seconds, "peak_mib": peak}
+    return {"seconds": seconds, "peak_mib": peak, "with_render": with_render}
+
+
+def job_loader(root: str, workers: int) -> dict:
+
+    from gslrm.data.datamodule import MouseDataModule
+    from gslrm.data.mouse import DataConfig
+    from gslrm.rig import NormalizationConfig
+
+    config = DataConfig(root=root, image_size=32, batch_size=2, num_workers=workers, persistent_workers=False,
+                        normalization=NormalizationConfig(up=[0.0, 0.0, 1.0]))  # fmt: skip
+    datamodule = MouseDataModule(config)
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    count, start = 0, time.perf_counter()
+    for _ in range(2):
+        for batch in loader:
+            count += batch["image"].shape[0]
+    return {"samples_per_second": count / (time.perf_counter() - start), "samples": count}
 
 
 def _run(job: str, *args):
@@ -212,11 +232,22 @@ def run(quick: bool = False) -> dict:
         measured = _run("job_model", size, device, repeats)
         measured["mfu"] = measured["flops"] / measured["seconds"] / peak_flops
         results["model"][size] = measured
+    import tempfile
+
+    from gslrm.data.rodent import ensure_dataset
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = ensure_dataset(Path(scratch) / "rodent", samples=24, val_samples=4, seed=0)
+        results["loader"] = {f"workers{w}": _run("job_loader", str(root), w) for w in (0, 2)}
+    # the whole step (model + rendering every view) where the CPU rasterizer can do it in minutes; the model alone
+    # everywhere (at FaceLift's initial Gaussian scale the CPU rendering cost grows ~ resolution^4)
     grid = [(2, 64), (4, 64)] if quick else [(v, r) for r in (64, 128, 256) for v in (2, 4, 6)]
     for views, resolution in grid:
-        results["memory"][f"views{views}_res{resolution}"] = {"views": views, "resolution": resolution} | _run(
-            "job_memory", views, resolution, device
-        )
+        for with_render in (False, True) if resolution <= 64 or device == "cuda" else (False,):
+            key = f"views{views}_res{resolution}" + ("_render" if with_render else "_model")
+            results["memory"][key] = {"views": views, "resolution": resolution} | _run(
+                "job_memory", views, resolution, device, with_render
+            )
     return results
 
 
@@ -233,9 +264,15 @@ def table(results: dict) -> str:
         if size in results["model"]:
             m = results["model"][size]
             lines.append(f"| {size} (2x4 views, 128^2) | {m['seconds']:.3f} | {m['flops'] / 1e9:.1f} | {m['flops'] / m['seconds'] / 1e9:.1f} | {m['mfu']:.2f} | {m['peak_mib']:.0f} |")  # fmt: skip
-    lines += ["", "| tiny train step | views | resolution | seconds | peak MiB |", "|---|---|---|---|---|"]
+    lines += ["", "| loader (rodent, 32^2, batch 2) | samples/s |", "|---|---|"]
+    for key, value in results.get("loader", {}).items():
+        lines.append(f"| {key} | {value['samples_per_second']:.1f} |")
+    lines += ["", "| tiny, batch 1 | views | resolution | what | seconds | peak MiB |", "|---|---|---|---|---|---|"]
     for key, m in results["memory"].items():
-        lines.append(f"| {key} | {m['views']} | {m['resolution']} | {m['seconds']:.2f} | {m['peak_mib']:.0f} |")
+        what = "model + render all views + MSE, fwd+bwd" if m["with_render"] else "model fwd+bwd"
+        lines.append(
+            f"| {key} | {m['views']} | {m['resolution']} | {what} | {m['seconds']:.2f} | {m['peak_mib']:.0f} |"
+        )
     return "\n".join(lines)
 
 

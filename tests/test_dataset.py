@@ -44,7 +44,9 @@ def test_depth_is_cropped_and_scaled_with_the_rig(tiny_root):
         depth[8:24, 10:26] = 2.0
         (tiny_root / "s0" / "depth").mkdir(exist_ok=True)
         np.save(tiny_root / "s0" / "depth" / f"cam_{view:03d}.npy", depth)
-    config = DataConfig(root=str(tiny_root), image_size=16, load_depth=True, normalization=NormalizationConfig(target_distance=5.4))
+    config = DataConfig(
+        root=str(tiny_root), image_size=16, load_depth=True, normalization=NormalizationConfig(target_distance=5.4)
+    )
     sample = MouseViewDataset(config, "train")[0]
     assert sample["depth"].shape == (6, 1, 16, 16)
     assert set(np.unique(sample["depth"].numpy()).round(5)) == {0.0, 4.0}  # 2.0 x (5.4 / 2.7)

@@ -128,7 +128,9 @@ def test_perceptual_loads_torchvision_weights_with_folded_normalization(tmp_path
     term = PerceptualLoss(PerceptualConfig(weight=0.5, weights_path=str(path)))
     x = torch.rand(1, 3, 8, 8)
     ours = term.net.conv1(x * 255 - term.mean)[..., 1:-1, 1:-1]
-    normalized = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    normalized = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1
+    )
     theirs = vgg.features[0](normalized)[..., 1:-1, 1:-1]
     assert torch.allclose(ours, theirs, atol=1e-4)
 
@@ -173,8 +175,12 @@ def test_lpips_term_with_random_backbone_and_offline_error(tmp_path, monkeypatch
 
 def test_warmup_switches():
     computer = LossComputer(
-        LossConfig(perceptual={"weight": 0.5, "pretrained": False}, lpips={"weight": 0.2, "pretrained_backbone": False},
-                   l2_warmup_steps=500, pointsdist_warmup_steps=1000)  # fmt: skip
+        LossConfig(
+            perceptual={"weight": 0.5, "pretrained": False},
+            lpips={"weight": 0.2, "pretrained_backbone": False},
+            l2_warmup_steps=500,
+            pointsdist_warmup_steps=1000,
+        )  # fmt: skip
     )
     early, middle, late = computer.weights(0), computer.weights(700), computer.weights(1000)
     assert early["l2"] == 0 and early["perceptual"] == 0 and early["lpips"] == 0 and early["pointsdist"] == 0.1
@@ -186,7 +192,9 @@ def test_warmup_switches():
 
 
 def test_computer_sums_weighted_terms_and_reports_diagnostics():
-    computer = LossComputer(LossConfig(l2={"weight": 1.0, "masked": False}, perceptual={"weight": 0.0}, ssim={"weight": 0.5}))
+    computer = LossComputer(
+        LossConfig(l2={"weight": 1.0, "masked": False}, perceptual={"weight": 0.0}, ssim={"weight": 0.5})
+    )
     assert set(computer.terms) == {"l2", "ssim"}  # disabled terms are not even built
     torch.manual_seed(0)
     render, target = torch.rand(1, 2, 3, 16, 16), torch.rand(1, 2, 3, 16, 16)

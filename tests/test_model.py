@@ -126,7 +126,9 @@ def test_checkpoint_key_errors_list_the_keys(tmp_path):
     with pytest.raises(ValueError) as info:
         load_facelift_checkpoint(GSLRM(config), tmp_path / "bad.pt")
     message = str(info.value)
-    assert "missing ['transformer_layers.1.attn.fc.weight']" in message and "unexpected ['extra_head.weight']" in message
+    assert (
+        "missing ['transformer_layers.1.attn.fc.weight']" in message and "unexpected ['extra_head.weight']" in message
+    )
     with pytest.raises(FileNotFoundError, match="model.init_from"):
         load_facelift_checkpoint(GSLRM(config), tmp_path / "nope.pt")
 

@@ -20,7 +20,13 @@ def make_module(**optim):
 
 
 def fit(module, rodent_root, steps):
-    data = DataConfig(root=str(rodent_root), image_size=16, num_workers=0, batch_size=1, normalization=NormalizationConfig(up=[0, 0, 1]))
+    data = DataConfig(
+        root=str(rodent_root),
+        image_size=16,
+        num_workers=0,
+        batch_size=1,
+        normalization=NormalizationConfig(up=[0, 0, 1]),
+    )
     trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
     trainer.fit(module, datamodule=MouseDataModule(data))

@@ -51,7 +51,9 @@ def test_blend_matches_the_sequential_rule():
     opacities = torch.tensor(alphas).view(1, 5)
     features = torch.arange(5, dtype=torch.float32).view(1, 5, 1) + 1
     means2d, xs, ys = torch.zeros(1, 5, 2), torch.zeros(1, 1), torch.zeros(1, 1)  # all centred on the one pixel
-    acc, final = blend(means2d, torch.ones(1, 5, 3), opacities, features, xs, ys, torch.ones(1, 5, dtype=torch.bool), 0.999)
+    acc, final = blend(
+        means2d, torch.ones(1, 5, 3), opacities, features, xs, ys, torch.ones(1, 5, dtype=torch.bool), 0.999
+    )
     t, expected = 1.0, 0.0
     for alpha, value in zip(alphas, [1, 2, 3, 4, 5], strict=True):
         if alpha < 1 / 255:
@@ -117,7 +119,11 @@ def test_gradients_match_finite_differences():
         out = render(scene, c2w, k, 12, 12)
         return torch.cat([out.rgb, out.alpha], dim=2)
 
-    inputs = (g.means.clone().requires_grad_(), g.features.clone().requires_grad_(), g.opacities.clone().requires_grad_())
+    inputs = (
+        g.means.clone().requires_grad_(),
+        g.features.clone().requires_grad_(),
+        g.opacities.clone().requires_grad_(),
+    )
     # render() computes in fp32 like gsplat; check the float64 path of the rasterizer directly
     from gslrm.render import render_views
 
@@ -155,7 +161,12 @@ def test_deferred_backprop_equals_plain_gradients(dtype):
 def test_expected_depth_of_two_layers():
     near = one_gaussian(0.0, 0.0, 2.0, 0.05, 0.5, [1, 0, 0])
     far = one_gaussian(0.0, 0.0, 3.0, 0.05, 0.5, [0, 0, 1])
-    g = Gaussians(*(torch.cat([getattr(near, f), getattr(far, f)], 1) for f in ["means", "features", "scales", "quats", "opacities"]))
+    g = Gaussians(
+        *(
+            torch.cat([getattr(near, f), getattr(far, f)], 1)
+            for f in ["means", "features", "scales", "quats", "opacities"]
+        )
+    )
     out = render(g, torch.eye(4)[None, None], torch.tensor([[[100.0, 100.0, 8.5, 8.5]]]), 16, 16)
     # centre pixel (8, 8) is 0.5 px off both centres: weights 0.5 a, 0.5 (1 - 0.5 a) b with a = b = alpha(0.5 px)
     a = out.alpha[0, 0, 0, 8, 8].item()

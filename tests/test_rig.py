@@ -70,7 +70,9 @@ def test_any_rotation_is_recovered_up_to_yaw():
 
 def test_fitted_up_for_a_level_ring_and_mean_distance():
     c2w, k = facelift_ring(num_views=8, elevation=10.0)
-    raw = apply_similarity(c2w, rotation_between(np.array([0, 0, 1.0]), np.array([0, 1.0, 0])), np.array([5, 5, 5.0]), 3.0)
+    raw = apply_similarity(
+        c2w, rotation_between(np.array([0, 0, 1.0]), np.array([0, 1.0, 0])), np.array([5, 5, 5.0]), 3.0
+    )
     transform = fit_rig_transform(raw, NormalizationConfig())  # up fitted from the ring's plane
     normalized, _ = transform.apply(raw, k)
     assert np.allclose(transform.up, [0, 1, 0], atol=1e-9)

@@ -19,7 +19,9 @@ def run_train(tmp_path, rodent_root, *overrides, check=True, multirun=False):
     command = [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else []), *data, *overrides]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
-        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 
@@ -99,9 +101,7 @@ def test_multirun_sweep_each_job_own_dir_and_failures_isolated(tmp_path, rodent_
 
 @pytest.mark.slow
 def test_loss_weight_sweep_values_reach_the_jobs(tmp_path, rodent_root):
-    run_train(
-        tmp_path, rodent_root, "loss=mouse", "logger=csv", "debug=fdr", "loss.ssim.weight=0,0.5", multirun=True
-    )
+    run_train(tmp_path, rodent_root, "loss=mouse", "logger=csv", "debug=fdr", "loss.ssim.weight=0,0.5", multirun=True)
     sweep = run_dirs(tmp_path, "multiruns")[-1]
     from omegaconf import OmegaConf
 

@@ -43,13 +43,20 @@ class GSLRMModule(L.LightningModule):
         self.render_config = coerce(RenderConfig, render) if render is not None else RenderConfig()
         self.num_input_views = num_input_views
         self.save_hyperparameters(
-            {"model": asdict(model), "loss": asdict(loss), "optim": asdict(optim), "render": asdict(self.render_config),
-             "num_input_views": num_input_views}  # fmt: skip
+            {
+                "model": asdict(model),
+                "loss": asdict(loss),
+                "optim": asdict(optim),
+                "render": asdict(self.render_config),
+                "num_input_views": num_input_views,
+            }  # fmt: skip
         )
         self.model = GSLRM(model)
         if model.init_from:
             report = load_facelift_checkpoint(self.model, model.init_from)
-            log.info("model weights from %s (%d frozen loss-network keys ignored)", model.init_from, len(report["ignored"]))
+            log.info(
+                "model weights from %s (%d frozen loss-network keys ignored)", model.init_from, len(report["ignored"])
+            )
         self.losses = LossComputer(loss)
         self.automatic_optimization = False
         self.register_buffer("attempted_steps", torch.zeros((), dtype=torch.long))  # forward/backward passes

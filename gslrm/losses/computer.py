@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from gslrm.config import coerce
-from gslrm.losses.base import LossInputs, Term
+from gslrm.losses.base import LossInputs
 from gslrm.losses.geometry import PixelAlignConfig, PixelAlignLoss, PointsDistConfig, PointsDistLoss
 from gslrm.losses.lpips_term import LPIPSConfig, LPIPSLoss
 from gslrm.losses.metrics import mask_iou, psnr_from_mse
@@ -103,7 +103,11 @@ class LossComputer(nn.Module):
             out["psnr"] = psnr_from_mse(mse)
             background = inputs.background[:, None].expand(-1, render.shape[1], -1)
             out["mask_iou"] = mask_iou(render, inputs.mask, background, self.config.mask_iou_threshold)
-            out["gt_min"], out["gt_max"], out["gt_mean"] = inputs.target.min(), inputs.target.max(), inputs.target.mean()
+            out["gt_min"], out["gt_max"], out["gt_mean"] = (
+                inputs.target.min(),
+                inputs.target.max(),
+                inputs.target.mean(),
+            )
             out["pred_min"], out["pred_max"], out["pred_mean"] = render.min(), render.max(), render.mean()
             out["gaussians_usage"] = inputs.gaussians.usage(0.05)
         return out

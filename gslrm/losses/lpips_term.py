@@ -55,4 +55,3 @@ class LPIPSLoss(Term):
     def forward(self, inputs: LossInputs) -> Tensor:
         render, target = flat_images(inputs.render), flat_images(inputs.target)
         return self.net(render * 2.0 - 1.0, target * 2.0 - 1.0).mean()
-

@@ -97,10 +97,14 @@ class PerceptualLoss(Term):
             if mat and Path(mat).is_file():
                 self.net.load_mat(Path(mat))
             elif mat:
-                raise MissingWeightsError(f"VGG19_WEIGHTS_PATH={mat}: file not found (FaceLift's imagenet-vgg-verydeep-19.mat)")
+                raise MissingWeightsError(
+                    f"VGG19_WEIGHTS_PATH={mat}: file not found (FaceLift's imagenet-vgg-verydeep-19.mat)"
+                )
             else:
                 self.net.load_torchvision(
-                    load_state_dict(config.weights_path, VGG19_FILE, "VGG19 (perceptual loss)", "loss.perceptual.weights_path")
+                    load_state_dict(
+                        config.weights_path, VGG19_FILE, "VGG19 (perceptual loss)", "loss.perceptual.weights_path"
+                    )
                 )
         self.net.requires_grad_(False).eval()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN_255).view(1, 3, 1, 1), persistent=False)

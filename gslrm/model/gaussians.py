@@ -102,6 +102,7 @@ def prune(
 
 # -- .ply in the layout of the 3D Gaussian Splatting reference code (opened by SuperSplat and the common viewers)
 
+
 def _ply_fields(rest: int) -> list[str]:
     return (
         ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]

@@ -33,7 +33,9 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, dim: int, ratio: int = 4) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(dim, ratio * dim, bias=False), nn.GELU(), nn.Linear(ratio * dim, dim, bias=False))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, ratio * dim, bias=False), nn.GELU(), nn.Linear(ratio * dim, dim, bias=False)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.mlp(x)

@@ -37,7 +37,9 @@ class _DeferredRender(torch.autograd.Function):
         with torch.enable_grad():
             for b in range(c2w.shape[0]):
                 scene = Gaussians(*(leaf[b : b + 1] for leaf in leaves))
-                scene_background = background[b : b + 1] if background is not None and background.dim() == 2 else background
+                scene_background = (
+                    background[b : b + 1] if background is not None and background.dim() == 2 else background
+                )
                 for v in range(c2w.shape[1]):
                     out = render_views(
                         scene, c2w[b : b + 1, v : v + 1], fxfycxcy[b : b + 1, v : v + 1], width, height,

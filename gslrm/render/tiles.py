@@ -35,7 +35,11 @@ def _alphas(means2d, conics, opacities, xs, ys, valid, max_alpha):
     dx = xs[:, None, :] - means2d[..., 0, None]  # [t, k, T]
     dy = ys[:, None, :] - means2d[..., 1, None]
     a, b, c = conics[..., 0, None], conics[..., 1, None], conics[..., 2, None]
-    sigma = (0.5 * c * dy * dy)[..., :, None] + (0.5 * a * dx * dx)[..., None, :] + dy[..., :, None] * (b * dx)[..., None, :]
+    sigma = (
+        (0.5 * c * dy * dy)[..., :, None]
+        + (0.5 * a * dx * dx)[..., None, :]
+        + dy[..., :, None] * (b * dx)[..., None, :]
+    )
     log_opacity = torch.where(valid, torch.log(opacities.clamp_min(1e-30)), torch.full_like(opacities, -torch.inf))
     raw = torch.exp(log_opacity[..., None, None] - sigma).flatten(2)  # [t, k, p], p = y * T + x
     alpha = torch.where(raw >= ALPHA_MIN, raw.clamp_max(max_alpha), torch.zeros_like(raw))
