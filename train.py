@@ -39,6 +39,7 @@ def main(cfg: DictConfig) -> float:
     save_config_tree(cfg, Path(cfg.paths.output_dir))
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         return train(cfg)
+    environment = dict(os.environ)  # DDP's launcher sets LOCAL_RANK, WORLD_SIZE, MASTER_PORT...: undone per job
     try:  # a failing sweep job is recorded and the sweep goes on
         return train(cfg)
     except Exception:
@@ -46,7 +47,9 @@ def main(cfg: DictConfig) -> float:
         log.exception("job %s failed; the sweep continues", HydraConfig.get().job.num)
         return math.nan
     finally:
-        _finish_wandb()
+        _end_job()
+        os.environ.clear()
+        os.environ.update(environment)  # else the next job believes its ranks were started externally and waits
 
 
 def train(cfg: DictConfig) -> float:
@@ -94,8 +97,9 @@ def _report(trainer, when: str) -> dict[str, float]:
     return metrics
 
 
-def _finish_wandb() -> None:
-    """Close the job's wandb run so the next sweep job starts its own."""
+def _end_job() -> None:
+    """Close what a job leaves behind so the next sweep job starts clean: its wandb run, and its DDP process group
+    (its other ranks are gone; a second job reusing the group fails with 'connection closed by peer')."""
     try:
         import wandb
 
@@ -103,6 +107,10 @@ def _finish_wandb() -> None:
             wandb.finish()
     except Exception:  # noqa: BLE001 - closing must never hide the job's own outcome
         log.warning("could not close the wandb run", exc_info=True)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -118,7 +126,7 @@ def hydra_main(cfg: DictConfig) -> float:
         log.error("%s", str(error).splitlines()[-1] if isinstance(error, InstantiationException) else error)
         raise SystemExit(1) from None  # a clear one-line error, not a deep traceback
     finally:
-        _finish_wandb()
+        _end_job()
 
 
 if __name__ == "__main__":

@@ -124,3 +124,21 @@ def test_overfit_one_sample_loss_halves(tmp_path, rodent_root):
     losses = [float(r["train/loss"]) for r in rows]
     start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
     assert end <= 0.5 * start, (start, end)
+
+
+@pytest.mark.slow
+def test_ddp_inside_a_multirun_runs_each_job_once(tmp_path, rodent_root):
+    """2 CPU ranks (gloo) per job in a 2-job sweep: each job's second rank runs that job only (no nested sweep),
+    and the second job starts its own ranks (the first job's process group and launcher env are gone)."""
+    run_train(
+        tmp_path, rodent_root, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+        "loss=l2", "logger=csv", "data.image_size=16", "trainer.max_steps=3", "trainer.val_check_interval=3",
+        "loss.ssim.weight=0,0.5", multirun=True,
+    )  # fmt: skip
+    sweeps = run_dirs(tmp_path, "multiruns")
+    assert len(sweeps) == 1  # the child ranks did not start sweeps of their own
+    for job in ("0", "1"):
+        job_dir = sweeps[0] / job
+        assert (job_dir / "train_ddp_process_1.log").is_file() and not (job_dir / "FAILED.txt").exists()
+        state = torch.load(job_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        assert state["global_step"] == 3
