@@ -1,0 +1,93 @@
+"""LightningDataModule over :class:`MouseViewDataset` (and the generated rodent default)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, default_collate
+
+from gslrm.data.format import DataFormatError
+from gslrm.data.mouse import DataConfig, MouseViewDataset, split_file
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MouseDataModule", "collate_views"]
+
+
+def collate_views(samples: list) -> dict | None:
+    """Stack samples, dropping the ones the dataset skipped (``on_error: skip``); the count travels with the batch
+    (``num_skipped``) so it is known in the main process even when workers did the skipping."""
+    kept = [sample for sample in samples if sample is not None]
+    if not kept:
+        return None
+    batch = default_collate(kept)
+    batch["num_skipped"] = torch.tensor(len(samples) - len(kept))
+    return batch
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    if info is not None:  # each worker's dataset copy draws its own random views
+        info.dataset.rng = np.random.default_rng(seed)
+
+
+class MouseDataModule(L.LightningDataModule):
+    def __init__(self, config: DataConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.datasets: dict[str, MouseViewDataset] = {}
+
+    def prepare_data(self) -> None:
+        """Generate the default rodent dataset once (local rank 0 only, as Lightning calls it)."""
+        if self.config.generate:
+            from gslrm.data.rodent import ensure_dataset
+
+            if self.config.root is None:
+                raise DataFormatError("data.root: not set for the generated rodent dataset")
+            ensure_dataset(Path(self.config.root), **self.config.generator)
+
+    def dataset(self, split: str) -> MouseViewDataset:
+        if split not in self.datasets:
+            self.datasets[split] = MouseViewDataset(self.config, split)
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self.dataset("train")
+        if stage in (None, "fit", "validate"):
+            self.dataset("val")
+        if stage in ("test",) and split_file(self.config, "test").is_file():
+            self.dataset("test")
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        config = self.config
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        generator = torch.Generator().manual_seed(config.seed + 1000 * rank)
+        workers = config.num_workers
+        return DataLoader(
+            self.dataset(split),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=config.persistent_workers and workers > 0,
+            pin_memory=config.pin_memory and torch.cuda.is_available(),
+            drop_last=shuffle,
+            collate_fn=collate_views,
+            worker_init_fn=_seed_worker,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.config.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.config.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.config.val_batch_size, shuffle=False)

@@ -1,0 +1,187 @@
+"""``MouseViewDataset``: calibrated multi-view samples in FaceLift's batch format, normalized into its frame."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypedDict
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from gslrm.data.format import CAMERAS_FILE, DataFormatError, Frame, read_cameras, read_split
+from gslrm.data.images import crop_resize, crop_resize_depth, foreground_window, load_rgba, square_window
+from gslrm.rig import NormalizationConfig, fit_rig_transform
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DataConfig", "MouseViewDataset", "ViewBatch", "split_file"]
+
+BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
+
+
+@dataclass
+class DataConfig:
+    """Everything about the data; ``conf/data/*.yaml`` fills it (unknown keys fail at start-up)."""
+
+    root: str | None = None
+    generate: bool = False  # generate the rodent dataset into ``root`` if it is missing (``data=rodent``)
+    generator: dict = field(default_factory=dict)  # arguments for gslrm.data.rodent.generate
+    train_list: str | None = None  # override ROOT/train.txt (FaceLift list files of absolute paths work)
+    val_list: str | None = None
+    test_list: str | None = None
+    image_size: int = 128
+    num_views: int = 6  # views per sample that the rig must have
+    num_input_views: int = 4
+    input_views: list[int] | None = None  # explicit input frame indices (default: the first num_input_views)
+    view_order: list[int] | None = None  # frame indices to use, in order (default: all, as stored)
+    random_view_selection: bool = False  # shuffle which views are inputs (the fork saw blur from this: off)
+    square: str = "crop"  # non-square raw images: centre "crop" or "pad"
+    recenter: bool = False  # crop every view around its foreground, one zoom for the sample
+    recenter_margin: float = 0.15
+    background: str = "white"
+    mask_threshold: float = 250.0
+    load_depth: bool = False  # also return depth [V,1,H,W] from <sample>/depth/<image stem>.npy
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    on_error: str = "raise"  # raise | skip (skipped samples are counted and warned about once)
+    batch_size: int = 2
+    val_batch_size: int = 1
+    num_workers: int = 2
+    persistent_workers: bool = True
+    pin_memory: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.normalization, dict):
+            self.normalization = NormalizationConfig(**self.normalization)
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"data.on_error: expected 'raise' or 'skip', got {self.on_error!r}")
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"data.background: expected one of {sorted(BACKGROUNDS)}, got {self.background!r}")
+        if not 0 < self.num_input_views <= self.num_views:
+            raise ValueError(f"data.num_input_views: must be in 1..num_views={self.num_views}")
+
+    @property
+    def background_rgb(self) -> np.ndarray:
+        return np.asarray(BACKGROUNDS[self.background], dtype=np.float32)
+
+
+class ViewBatch(TypedDict, total=False):
+    """One sample (the DataLoader adds the leading batch dim). Views: inputs first, then the other targets."""
+
+    image: Float[Tensor, "v 4 h w"]  # RGB composited on bg_color + alpha, in [0, 1]
+    c2w: Float[Tensor, "v 4 4"]  # OpenCV camera->world, normalized frame
+    fxfycxcy: Float[Tensor, "v 4"]  # pixels of ``image``
+    index: Int[Tensor, "v 2"]  # (frame index in opencv_cameras.json, sample index)
+    bg_color: Float[Tensor, "3"]
+    depth: Float[Tensor, "v 1 h w"]  # z-depth in normalized units, 0 = none (only with load_depth)
+
+
+def split_file(config: DataConfig, split: str) -> Path:
+    override = getattr(config, f"{split}_list", None)
+    if override:
+        return Path(override)
+    if config.root is None:
+        raise DataFormatError("data.root: not set (python train.py data=mouse data.root=/path/to/data)")
+    return Path(config.root) / f"{split}.txt"
+
+
+class MouseViewDataset(Dataset):
+    """Samples of ``split`` in FaceLift's batch format (see :class:`ViewBatch`)."""
+
+    def __init__(self, config: DataConfig, split: str = "train") -> None:
+        self.config = config
+        self.split = split
+        root = Path(config.root) if config.root else Path(".")
+        self.samples = read_split(root, split_file(config, split))
+        self.skipped: set[int] = set()
+        self.rng = np.random.default_rng(config.seed)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def view_selection(self, frames: list[Frame], cameras_path: Path) -> list[int]:
+        """Frame indices in output order: inputs first, then the remaining targets (all views are targets)."""
+        config = self.config
+        order = list(config.view_order) if config.view_order is not None else list(range(len(frames)))
+        if len(order) != config.num_views:
+            raise DataFormatError(
+                f"{cameras_path}: frames: {len(order)} views but data.num_views={config.num_views} "
+                "(set data.num_views or data.view_order)"
+            )
+        if any(not 0 <= i < len(frames) for i in order):
+            raise DataFormatError(f"{cameras_path}: frames: data.view_order {order} outside 0..{len(frames) - 1}")
+        if config.random_view_selection:
+            inputs = [int(i) for i in self.rng.choice(order, config.num_input_views, replace=False)]
+        elif config.input_views is not None:
+            inputs = list(config.input_views)
+        else:
+            inputs = order[: config.num_input_views]
+        return inputs + [i for i in order if i not in inputs]
+
+    def load(self, index: int) -> ViewBatch:
+        config = self.config
+        sample_dir = self.samples[index]
+        cameras_path = sample_dir / CAMERAS_FILE
+        frames = read_cameras(cameras_path)
+        selected = self.view_selection(frames, cameras_path)
+        background = config.background_rgb
+
+        raw_images, raw_depths = [], []
+        for i in selected:
+            frame = frames[i]
+            image_path = sample_dir / frame.file_path
+            rgba = load_rgba(image_path, background, config.mask_threshold)
+            if rgba.shape[:2] != (frame.height, frame.width):
+                raise DataFormatError(
+                    f"{cameras_path}: frames[{i}].w/h: {frame.width}x{frame.height} but {image_path.name} is "
+                    f"{rgba.shape[1]}x{rgba.shape[0]}"
+                )
+            raw_images.append(rgba)
+            if config.load_depth:
+                depth_path = sample_dir / "depth" / (Path(frame.file_path).stem + ".npy")
+                if not depth_path.is_file():
+                    raise DataFormatError(f"{depth_path}: depth: file not found (data.load_depth=true)")
+                raw_depths.append(np.load(depth_path).astype(np.float32))
+
+        if config.recenter:
+            windows = foreground_window([image[..., 3] for image in raw_images], config.recenter_margin)
+        else:
+            windows = [square_window(frames[i].width, frames[i].height, config.square) for i in selected]
+
+        transform = fit_rig_transform(np.stack([f.c2w for f in frames]), config.normalization)
+        c2w_all, intrinsics_all = transform.apply(np.stack([f.c2w for f in frames]), np.stack([f.fxfycxcy for f in frames]))
+
+        images, intrinsics, depths = [], [], []
+        for slot, i in enumerate(selected):
+            image, k = crop_resize(raw_images[slot], intrinsics_all[i], windows[slot], config.image_size, background)
+            images.append(image)
+            intrinsics.append(k)
+            if config.load_depth:
+                depths.append(crop_resize_depth(raw_depths[slot], windows[slot], config.image_size) * transform.depth_scale())
+
+        batch: ViewBatch = {
+            "image": torch.from_numpy(np.stack(images)),
+            "c2w": torch.from_numpy(c2w_all[selected]).float(),
+            "fxfycxcy": torch.from_numpy(np.stack(intrinsics)).float(),
+            "index": torch.tensor([[i, index] for i in selected], dtype=torch.long),
+            "bg_color": torch.from_numpy(background.copy()),
+        }
+        if config.load_depth:
+            batch["depth"] = torch.from_numpy(np.stack(depths))[:, None]
+        return batch
+
+    def __getitem__(self, index: int) -> ViewBatch | None:
+        try:
+            return self.load(index)
+        except DataFormatError as error:
+            if self.config.on_error == "raise":
+                raise
+            if index not in self.skipped:  # warn once per sample, never substitute another sample
+                self.skipped.add(index)
+                log.warning("skipping sample %s (%s)", self.samples[index], error)
+            return None

@@ -1,0 +1,259 @@
+"""The default dataset: DeepMind's virtual rodent (dm-control, Apache-2.0) posed at random and photographed by a
+fixed, uneven 6-camera rig shaped like the real mouse rig, rendered with MuJoCo.
+
+    python -m gslrm.data.rodent --out DIR --samples N --seed S
+
+Units: one world unit is ``BODY_LENGTH_M`` metres (nose to tail base), so cameras 2.0-3.4 units away see the body
+as a real rig sees a ~10 cm mouse from 25-40 cm. Raw images are 288x256 RGB on white (auto-masked by the loader, as
+real data is), with exact OpenCV calibration and per-view z-depth (``depth/cam_XXX.npy``, units, 0 = background).
+The rig is centred off the origin and its mean distance is not 2.7, so the default path exercises normalization.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gslrm.data.format import Frame, write_cameras
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RodentConfig", "RIG", "ensure_dataset", "generate", "rig_cameras"]
+
+GENERATOR_VERSION = 1
+BODY_LENGTH_M = 0.17  # skull origin to tail base is 0.146 m in the rest pose; the snout adds ~0.025 m
+WIDTH, HEIGHT = 288, 256
+FOVY_DEG = 34.7  # fy = 128 / tan(17.35 deg) = 409.9 px, as the real rig's fy ~ 409.8
+RIG_CENTER = np.array([0.35, -0.2, 0.12])  # units; off the origin on purpose
+# (distance [units], elevation [deg], azimuth [deg]) per camera: uneven like the real rig
+RIG = (
+    (2.05, -28.0, 15.0),
+    (2.45, 8.0, 83.0),
+    (3.35, 17.0, 141.0),
+    (2.80, 38.0, 208.0),
+    (2.20, 62.0, 257.0),
+    (3.10, 74.0, 322.0),
+)
+# body colours (RGB in [0,1]): white, black and agouti/brown tones
+COATS = ((0.86, 0.85, 0.82), (0.13, 0.12, 0.11), (0.42, 0.32, 0.22), (0.58, 0.47, 0.34), (0.5, 0.5, 0.52))
+
+
+@dataclass
+class RodentConfig:
+    samples: int = 72
+    val_samples: int = 8
+    seed: int = 0
+    joint_spread: float = 0.7  # fraction of each joint's range sampled (centred)
+    offset: float = 0.1  # max body offset from the rig centre, units
+
+
+def _asset_path() -> Path:
+    import dm_control
+
+    path = Path(dm_control.__file__).parent / "locomotion" / "walkers" / "assets" / "rodent.xml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the dm-control rodent model is missing (pip install dm-control)")
+    return path
+
+
+def rig_cameras() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed rig: OpenCV ``c2w [6,4,4]`` (units, Z-up) and ``fxfycxcy [6,4]`` of the raw 288x256 images.
+
+    Aim points and rolls carry a small fixed jitter (seed 1234), as hand-mounted cameras do, so the optical axes
+    do not meet in one point (the normalization reports their RMS residual).
+    """
+    jitter = np.random.default_rng(1234)
+    c2ws = []
+    for distance, elevation, azimuth in RIG:
+        el, az = math.radians(elevation), math.radians(azimuth)
+        position = RIG_CENTER + distance * np.array(
+            [math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)]
+        )
+        target = RIG_CENTER + jitter.uniform(-0.04, 0.04, 3)
+        forward = (target - position) / np.linalg.norm(target - position)
+        right = np.cross(forward, [0.0, 0.0, 1.0])
+        right /= np.linalg.norm(right)
+        up = np.cross(right, forward)
+        roll = math.radians(jitter.uniform(-3.0, 3.0))
+        right, up = math.cos(roll) * right + math.sin(roll) * up, -math.sin(roll) * right + math.cos(roll) * up
+        c2w = np.eye(4)
+        c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, -up, forward, position
+        c2ws.append(c2w)
+    focal = (HEIGHT / 2.0) / math.tan(math.radians(FOVY_DEG) / 2.0)  # MuJoCo: square pixels, centred principal point
+    intrinsics = np.tile([focal, focal, WIDTH / 2.0, HEIGHT / 2.0], (len(RIG), 1))
+    return np.stack(c2ws), intrinsics
+
+
+class RodentScene:
+    """The MuJoCo model (rodent with a free root, white sky, rig cameras) and an offscreen renderer."""
+
+    def __init__(self) -> None:
+        import mujoco
+
+        self.mujoco = mujoco
+        spec = mujoco.MjSpec.from_file(str(_asset_path()))
+        spec.body("torso").add_freejoint()
+        spec.add_texture(
+            name="white_sky", type=mujoco.mjtTexture.mjTEXTURE_SKYBOX, builtin=mujoco.mjtBuiltin.mjBUILTIN_FLAT,
+            rgb1=[1, 1, 1], rgb2=[1, 1, 1], width=8, height=8,
+        )  # fmt: skip
+        c2w, _ = rig_cameras()
+        for index, camera in enumerate(c2w):
+            added = spec.worldbody.add_camera(name=f"cam_{index:03d}", pos=camera[:3, 3] * BODY_LENGTH_M, fovy=FOVY_DEG)
+            added.alt.type = mujoco.mjtOrientation.mjORIENTATION_XYAXES
+            added.alt.xyaxes = np.concatenate([camera[:3, 0], -camera[:3, 1]])  # MuJoCo: x right, y up, looks -z
+        self.model = spec.compile()
+        self.model.vis.headlight.ambient[:] = 0.35
+        self.model.vis.headlight.diffuse[:] = 0.55
+        self.model.vis.quality.shadowsize = 0
+        self.data = mujoco.MjData(self.model)
+        self.renderer = mujoco.Renderer(self.model, HEIGHT, WIDTH)
+        self.options = mujoco.MjvOption()
+        self.options.geomgroup[:] = 0  # only the skinned mesh is visible, not the bones or collision capsules
+        hinge = self.model.jnt_type == mujoco.mjtJoint.mjJNT_HINGE
+        self.hinge_qpos = self.model.jnt_qposadr[hinge]
+        self.hinge_range = self.model.jnt_range[hinge]
+        body = lambda name: mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, name)  # noqa: E731
+        self.anchor_bodies = (body("skull"), body("vertebra_C1"))
+
+    def pose(self, rng: np.random.Generator, config: RodentConfig) -> dict:
+        """Random joint angles within limits, random yaw; the body centre lands near the rig centre."""
+        mujoco, model, data = self.mujoco, self.model, self.data
+        data.qpos[:] = 0.0
+        low, high = self.hinge_range[:, 0], self.hinge_range[:, 1]
+        middle, half = (low + high) / 2.0, (high - low) / 2.0 * config.joint_spread
+        data.qpos[self.hinge_qpos] = rng.uniform(middle - half, middle + half)
+        yaw = rng.uniform(0.0, 2.0 * math.pi)
+        data.qpos[3:7] = [math.cos(yaw / 2.0), 0.0, 0.0, math.sin(yaw / 2.0)]
+        target = (RIG_CENTER + rng.uniform(-config.offset, config.offset, 3) * [1.0, 1.0, 0.5]) * BODY_LENGTH_M
+        mujoco.mj_kinematics(model, data)
+        centre = data.xpos[list(self.anchor_bodies)].mean(0)
+        data.qpos[0:3] += target - centre
+        mujoco.mj_forward(model, data)  # kinematics alone leaves the cameras (mj_camlight) at the origin
+        coat = np.asarray(COATS[rng.integers(len(COATS))]) * rng.uniform(0.92, 1.05)
+        model.skin_rgba[0, :3] = np.clip(coat, 0.0, 1.0)
+        return {"yaw_deg": math.degrees(yaw), "coat": model.skin_rgba[0, :3].round(3).tolist()}
+
+    def render(self, camera: int) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 RGB [H,W,3] on exact white and z-depth [H,W] in units (0 = background)."""
+        renderer = self.renderer
+        renderer.update_scene(self.data, camera=f"cam_{camera:03d}", scene_option=self.options)
+        rgb = renderer.render().copy()
+        renderer.enable_depth_rendering()
+        renderer.update_scene(self.data, camera=f"cam_{camera:03d}", scene_option=self.options)
+        depth = renderer.render().astype(np.float64) / BODY_LENGTH_M
+        renderer.disable_depth_rendering()
+        background = depth > 20.0  # the sky sits at the far plane (~17 m); the rig is < 1 m away
+        rgb[background] = 255
+        depth[background] = 0.0
+        return rgb, depth.astype(np.float32)
+
+    def close(self) -> None:
+        self.renderer.close()
+
+
+def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
+    """Write the dataset (see the module docstring) into ``out``."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    out.mkdir(parents=True, exist_ok=True)
+    scene = RodentScene()
+    c2w, intrinsics = rig_cameras()
+    rng = np.random.default_rng(config.seed)
+    names, poses = [], {}
+    try:
+        for sample in tqdm(range(config.samples), desc="rendering rodent samples", disable=not progress):
+            name = f"sample_{sample:06d}"
+            sample_dir = out / name
+            (sample_dir / "images").mkdir(parents=True, exist_ok=True)
+            (sample_dir / "depth").mkdir(exist_ok=True)
+            poses[name] = scene.pose(rng, config)
+            frames = []
+            for camera in range(len(RIG)):
+                rgb, depth = scene.render(camera)
+                Image.fromarray(rgb).save(sample_dir / "images" / f"cam_{camera:03d}.png")
+                np.save(sample_dir / "depth" / f"cam_{camera:03d}.npy", depth)
+                frames.append(
+                    Frame(f"images/cam_{camera:03d}.png", WIDTH, HEIGHT, intrinsics[camera], np.linalg.inv(c2w[camera]))
+                )
+            write_cameras(sample_dir / "opencv_cameras.json", frames, name)
+            names.append(name)
+    finally:
+        scene.close()
+    train, val = names[: config.samples - config.val_samples], names[config.samples - config.val_samples :]
+    (out / "train.txt").write_text("\n".join(train) + "\n")
+    (out / "val.txt").write_text("\n".join(val) + "\n")
+    (out / "poses.json").write_text(json.dumps(poses, indent=1))
+    (out / "manifest.json").write_text(json.dumps(manifest(config), indent=1))
+
+
+def manifest(config: RodentConfig) -> dict:
+    return {
+        "generator": "gslrm.data.rodent",
+        "version": GENERATOR_VERSION,
+        "config": asdict(config),
+        "body_length_m": BODY_LENGTH_M,
+        "image": [WIDTH, HEIGHT],
+        "fovy_deg": FOVY_DEG,
+        "rig": {"center": RIG_CENTER.tolist(), "cameras": [list(c) for c in RIG]},
+    }
+
+
+def _generate_entry(out: str, config: dict) -> None:
+    generate(Path(out), RodentConfig(**config))
+
+
+def ensure_dataset(root: Path, **overrides) -> Path:
+    """Generate into ``root`` unless a dataset with the same manifest is already there (the cache)."""
+    config = RodentConfig(**overrides)
+    manifest_path = root / "manifest.json"
+    if manifest_path.is_file() and json.loads(manifest_path.read_text()) == manifest(config):
+        return root
+    log.info("generating the rodent dataset into %s (%d samples, once)", root, config.samples)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".rodent-", dir=root.parent))
+    try:
+        # render in a separate (spawned) process: an OpenGL context left in this process would be inherited by
+        # forked DataLoader workers (seen here: a segfault when workers start after rendering)
+        process = multiprocessing.get_context("spawn").Process(
+            target=_generate_entry, args=(str(staging), asdict(config))
+        )
+        process.start()
+        process.join()
+        if process.exitcode != 0:
+            raise RuntimeError(f"rodent generation into {staging} failed (exit code {process.exitcode}); see above")
+        if root.exists():
+            shutil.rmtree(root)
+        staging.rename(root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--samples", type=int, default=RodentConfig.samples)
+    parser.add_argument("--val-samples", type=int, default=RodentConfig.val_samples)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    val = min(args.val_samples, max(args.samples - 1, 0))
+    ensure_dataset(args.out, samples=args.samples, val_samples=val, seed=args.seed)
+    print(f"wrote {args.samples} samples to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
