@@ -63,6 +63,13 @@ def test_missing_vgg_weights_is_one_clear_line(tmp_path, rodent_root):
     assert "vgg19-dcbb9e9d.pth" in result.stderr + result.stdout and "Traceback" not in result.stderr
 
 
+def test_mouse_data_without_root_is_one_clear_line(tmp_path):
+    env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"))
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "data=mouse"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 1 and "data.root" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_resume_continues_step_optimizer_and_wandb_run(tmp_path, rodent_root):
     common = ["loss=l2", "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1",
