@@ -67,7 +67,8 @@ def test_mouse_data_without_root_is_one_clear_line(tmp_path):
     env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"))
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "data=mouse"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 1 and "data.root" in result.stderr and "Traceback" not in result.stderr
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Missing mandatory value: data.root" in output and "Traceback" not in output
 
 
 @pytest.mark.slow
