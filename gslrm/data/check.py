@@ -138,7 +138,10 @@ def _advise(report: Report, normalization: NormalizationConfig) -> None:
 
 
 def check_dataset(
-    root: Path, normalization: NormalizationConfig | None = None, mask_threshold: float = 250.0, max_samples: int | None = None
+    root: Path,
+    normalization: NormalizationConfig | None = None,
+    mask_threshold: float = 250.0,
+    max_samples: int | None = None,
 ) -> Report:
     normalization = normalization or NormalizationConfig()
     report = Report()

@@ -94,7 +94,9 @@ def read_cameras(path: Path | str) -> list[Frame]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
-        raise DataFormatError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+        raise DataFormatError(
+            f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
     if not isinstance(document, dict) or "frames" not in document:
         raise DataFormatError(f"{path}: frames: missing (expected an object with a 'frames' list)")
     frames_raw = document["frames"]
@@ -112,7 +114,9 @@ def read_cameras(path: Path | str) -> list[Frame]:
         height = _number(path, f"{where}.h", raw["h"], positive=True)
         if width != int(width) or height != int(height):
             raise DataFormatError(f"{path}: {where}.w/h: must be whole pixels, got {raw['w']}x{raw['h']}")
-        intrinsics = [_number(path, f"{where}.{k}", raw[k], positive=k in ("fx", "fy")) for k in ("fx", "fy", "cx", "cy")]
+        intrinsics = [
+            _number(path, f"{where}.{k}", raw[k], positive=k in ("fx", "fy")) for k in ("fx", "fy", "cx", "cy")
+        ]
         if not isinstance(raw["file_path"], str) or not raw["file_path"]:
             raise DataFormatError(f"{path}: {where}.file_path: expected a non-empty string")
         frames.append(

@@ -154,7 +154,9 @@ class MouseViewDataset(Dataset):
             windows = [square_window(frames[i].width, frames[i].height, config.square) for i in selected]
 
         transform = fit_rig_transform(np.stack([f.c2w for f in frames]), config.normalization)
-        c2w_all, intrinsics_all = transform.apply(np.stack([f.c2w for f in frames]), np.stack([f.fxfycxcy for f in frames]))
+        c2w_all, intrinsics_all = transform.apply(
+            np.stack([f.c2w for f in frames]), np.stack([f.fxfycxcy for f in frames])
+        )
 
         images, intrinsics, depths = [], [], []
         for slot, i in enumerate(selected):
@@ -162,7 +164,9 @@ class MouseViewDataset(Dataset):
             images.append(image)
             intrinsics.append(k)
             if config.load_depth:
-                depths.append(crop_resize_depth(raw_depths[slot], windows[slot], config.image_size) * transform.depth_scale())
+                depths.append(
+                    crop_resize_depth(raw_depths[slot], windows[slot], config.image_size) * transform.depth_scale()
+                )
 
         batch: ViewBatch = {
             "image": torch.from_numpy(np.stack(images)),

@@ -15,7 +15,7 @@ from gslrm.config import coerce
 from gslrm.lit.optim import OptimConfig, build_optimizer, warmup_cosine
 from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
-from gslrm.losses.metrics import per_image_masked_psnr, per_image_psnr
+from gslrm.losses.metrics import mask_iou, per_image_masked_psnr, per_image_psnr
 from gslrm.model.gslrm import GSLRM, ModelConfig, ModelOutput, load_facelift_checkpoint
 from gslrm.render import RenderConfig, RenderOutput, render
 
@@ -140,7 +140,12 @@ class GSLRMModule(L.LightningModule):
              "metrics/skipped_samples": batch.get("num_skipped", torch.zeros(())).float()},
             batch_size=batch_size,
         )  # fmt: skip
-        self.last_train = {"batch": batch, "rendered": rendered, "gaussians": output.gaussians, "step": step}
+        self.last_train = {  # detached: holding the graph would keep a whole step's activations alive
+            "batch": batch,
+            "rendered": RenderOutput(rendered.rgb.detach(), rendered.depth.detach(), rendered.alpha.detach()),
+            "gaussians": output.gaussians.detach(),
+            "step": step,
+        }
 
     def should_skip(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
         """Skip (and count) a step whose loss or gradient norm is not finite, or whose norm exceeds
@@ -182,8 +187,8 @@ class GSLRMModule(L.LightningModule):
         self.val_psnr_masked(per_image_masked_psnr(render_flat, target_flat, alpha_flat))
         self.val_psnr_white(per_image_psnr(white, target_flat))
         self.val_psnr_masked_white(per_image_masked_psnr(white, target_flat, alpha_flat))
-        inputs = self.loss_inputs(batch, output, rendered)
-        self.val_mask_iou(self.losses(inputs, self.global_step)["mask_iou"])
+        background = batch["bg_color"][:, None].expand(-1, target.shape[1], -1)
+        self.val_mask_iou(mask_iou(rendered.rgb, alpha, background, self.losses.config.mask_iou_threshold))
         metrics = {
             "val/psnr": self.val_psnr, "val/ssim": self.val_ssim, "val/psnr_masked": self.val_psnr_masked,
             "val/psnr_white": self.val_psnr_white, "val/psnr_masked_white": self.val_psnr_masked_white,
