@@ -78,6 +78,15 @@ def test_scaled_w2c_is_not_a_rigid_transform(tiny_root):
     expect_error(edit_frames(tiny_root / "s0", change), "frames[0].w2c: rotation is not orthonormal")
 
 
+def test_reflected_w2c(tiny_root):
+    def change(document):
+        w2c = np.array(document["frames"][2]["w2c"])
+        w2c[0, :3] *= -1.0  # a flipped axis: orthonormal but a reflection
+        document["frames"][2]["w2c"] = w2c.tolist()
+
+    expect_error(edit_frames(tiny_root / "s0", change), "frames[2].w2c: rotation is a reflection")
+
+
 def test_negative_focal(tiny_root):
     expect_error(edit_frames(tiny_root / "s0", lambda d: d["frames"][3].update(fx=-5)), "frames[3].fx")
 
