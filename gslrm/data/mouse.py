@@ -153,10 +153,9 @@ class MouseViewDataset(Dataset):
         else:
             windows = [square_window(frames[i].width, frames[i].height, config.square) for i in selected]
 
-        transform = fit_rig_transform(np.stack([f.c2w for f in frames]), config.normalization)
-        c2w_all, intrinsics_all = transform.apply(
-            np.stack([f.c2w for f in frames]), np.stack([f.fxfycxcy for f in frames])
-        )
+        raw_c2w = np.stack([f.c2w for f in frames])  # every frame: the rig fit uses all cameras, not only the selected
+        transform = fit_rig_transform(raw_c2w, config.normalization)
+        c2w_all, intrinsics_all = transform.apply(raw_c2w, np.stack([f.fxfycxcy for f in frames]))
 
         images, intrinsics, depths = [], [], []
         for slot, i in enumerate(selected):

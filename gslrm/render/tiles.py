@@ -177,24 +177,29 @@ def rasterize_tiles(
     busy = torch.nonzero(per_tile).flatten()
     busy = busy[torch.argsort(per_tile[busy])]  # similar list lengths share a chunk: little padding
     pixels_per_tile = tile_size * tile_size
+    # chunks of consecutive (length-sorted) tiles whose padded size stays within chunk_elements: with ascending
+    # lengths, k tiles starting at `position` cost k * length[position + k - 1], which grows with k
+    sorted_lengths = per_tile[busy]
+    limit = max(1, chunk_elements // pixels_per_tile)
+    done, results, finals = [], [], []
     position = 0
     while position < len(busy):
-        longest = int(per_tile[busy[min(len(busy) - 1, position)]])
-        take = max(1, chunk_elements // max(1, longest * pixels_per_tile))
+        rest = sorted_lengths[position:]
+        fits = torch.arange(1, len(rest) + 1, device=device) * rest <= limit
+        take = max(1, int(fits.sum()))
         tiles = busy[position : position + take]
-        take = len(tiles)
-        longest = int(per_tile[tiles].max())
-        while take > 1 and take * longest * pixels_per_tile > chunk_elements:  # the chunk's longest list grew
-            take //= 2
-            tiles = busy[position : position + take]
-            longest = int(per_tile[tiles].max())
         position += take
         within = tiles % (tiles_x * tiles_y)
         xs = (within % tiles_x).to(dtype)[:, None] * tile_size + local
         ys = (within // tiles_x).to(dtype)[:, None] * tile_size + local
         acc, final = _chunk(splats, gaussian, starts[tiles], per_tile[tiles], xs, ys, max_alpha)
-        accumulated = accumulated.index_copy(0, tiles, acc)
-        transmittance = transmittance.index_copy(0, tiles, final)
+        done.append(tiles)
+        results.append(acc)
+        finals.append(final)
+    if done:  # one scatter for all chunks (an out-of-place copy per chunk would copy the whole image each time)
+        order = torch.cat(done)
+        accumulated = accumulated.index_copy(0, order, torch.cat(results))
+        transmittance = transmittance.index_copy(0, order, torch.cat(finals))
 
     def untile(t: Tensor) -> Tensor:
         t = t.reshape(images, tiles_y, tiles_x, tile_size, tile_size, -1).permute(0, 1, 3, 2, 4, 5)
