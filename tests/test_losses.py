@@ -199,9 +199,9 @@ def test_computer_sums_weighted_terms_and_reports_diagnostics():
     torch.manual_seed(0)
     render, target = torch.rand(1, 2, 3, 16, 16), torch.rand(1, 2, 3, 16, 16)
     out = computer(make_inputs(render, target, opacities=torch.tensor([[0.01, 0.1, 0.5, 0.9]])), step=0)
-    assert torch.isclose(out["loss"], out["l2"] + 0.5 * out["ssim"])
-    assert torch.isclose(out["norm_ssim"], out["ssim"] / out["l2"])
-    assert torch.isclose(out["psnr"], -10 * torch.log10(out["l2"]))
+    assert torch.isclose(out["loss"], out["l2_loss"] + 0.5 * out["ssim_loss"])
+    assert torch.isclose(out["norm_ssim"], out["ssim_loss"] / out["l2_loss"])
+    assert torch.isclose(out["psnr"], -10 * torch.log10(out["l2_loss"]))
     assert out["gaussians_usage"] == 0.75  # opacities above 0.05
     assert out["gt_max"] <= 1 and out["pred_min"] >= 0
 

@@ -82,7 +82,8 @@ class LossComputer(nn.Module):
         return step >= self.config.pointsdist_warmup_steps
 
     def forward(self, inputs: LossInputs, step: int) -> dict[str, Tensor]:
-        """``loss`` plus every active term, ``norm_<term>`` = term / l2, and the diagnostics (no gradient)."""
+        """``loss``, every active term as ``<term>_loss`` (FaceLift's key names: l2_loss, perceptual_loss, ...),
+        ``norm_<term>`` = term / l2, and the diagnostics (no gradient)."""
         weights = self.weights(step)
         out: dict[str, Tensor] = {}
         total = inputs.render.new_zeros(())
@@ -90,15 +91,15 @@ class LossComputer(nn.Module):
             if weights[name] == 0:
                 continue
             value = term(inputs)
-            out[name] = value
+            out[f"{name}_loss"] = value
             total = total + weights[name] * value
         out["loss"] = total
         with torch.no_grad():
             mse = torch.mean((inputs.render.detach() - inputs.target) ** 2)
-            reference = out["l2"].detach() if "l2" in out else mse
-            for name in list(out):
-                if name not in ("loss", "l2"):
-                    out[f"norm_{name}"] = out[name].detach() / reference.clamp_min(1e-12)
+            reference = out["l2_loss"].detach() if "l2_loss" in out else mse
+            for name in self.terms:
+                if f"{name}_loss" in out and name != "l2":
+                    out[f"norm_{name}"] = out[f"{name}_loss"].detach() / reference.clamp_min(1e-12)
             render = inputs.render.detach()
             out["psnr"] = psnr_from_mse(mse)
             background = inputs.background[:, None].expand(-1, render.shape[1], -1)
