@@ -17,7 +17,8 @@ from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
 from gslrm.losses.metrics import mask_iou, per_image_masked_psnr, per_image_psnr
 from gslrm.model.gslrm import GSLRM, ModelConfig, ModelOutput, load_facelift_checkpoint
-from gslrm.render import RenderConfig, RenderOutput, render
+from gslrm.predict import predict_and_render
+from gslrm.render import RenderConfig, RenderOutput
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +86,9 @@ class GSLRMModule(L.LightningModule):
     # -- forward -----------------------------------------------------------------------------------------------
     def predict_batch(self, batch: dict, clip_xyz: bool | None = None) -> tuple[ModelOutput, RenderOutput]:
         """Gaussians from the first ``num_input_views`` views, rendered into every view of the batch."""
-        image, c2w, fxfycxcy = batch["image"], batch["c2w"], batch["fxfycxcy"]
-        inputs = self.num_input_views
-        output = self.model(image[:, :inputs, :3], c2w[:, :inputs], fxfycxcy[:, :inputs], clip_xyz=clip_xyz)
-        height, width = image.shape[-2:]
-        settings = self.render_config
-        rendered = render(
-            output.gaussians, c2w, fxfycxcy, width, height, background=batch["bg_color"],
-            deferred=settings.deferred and self.training, tile_size=settings.tile_size, max_alpha=settings.max_alpha,
-        )  # fmt: skip
-        return output, rendered
+        return predict_and_render(
+            self.model, batch, self.num_input_views, self.render_config, training=self.training, clip_xyz=clip_xyz
+        )
 
     def loss_inputs(self, batch: dict, output: ModelOutput, rendered: RenderOutput) -> LossInputs:
         image = batch["image"]
@@ -174,9 +168,9 @@ class GSLRMModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- validation --------------------------------------------------------------------------------------------
-    def validation_step(self, batch: dict | None, batch_index: int) -> None:
+    def validation_step(self, batch: dict | None, batch_index: int) -> dict | None:
         if batch is None:
-            return
+            return None
         output, rendered = self.predict_batch(batch)
         target, alpha = batch["image"][:, :, :3], batch["image"][:, :, 3:4]
         render_flat, target_flat, alpha_flat = (t.flatten(0, 1).float() for t in (rendered.rgb, target, alpha))
@@ -198,6 +192,7 @@ class GSLRMModule(L.LightningModule):
             self.val_lpips(self.val_lpips_net(render_flat * 2 - 1, target_flat * 2 - 1).flatten())
             metrics["val/lpips"] = self.val_lpips
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=render_flat.shape[0])
+        return {"rendered": rendered}  # for the visualization callback's panels
 
     # -- checkpoints: frozen loss networks stay out ------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -21,14 +21,16 @@ class LPIPSConfig(TermConfig):
     weights_path: str | None = None  # torchvision vgg16 state dict; default: the torch hub cache
 
 
-def build_lpips(pretrained_backbone: bool = True, weights_path: str | None = None):
+def build_lpips(
+    pretrained_backbone: bool = True, weights_path: str | None = None, config_key: str = "loss.lpips.weights_path"
+):
     """lpips.LPIPS(net="vgg"): its linear heads ship with the package; the VGG16 backbone comes from the hub cache
     or ``weights_path`` and is never downloaded (a missing file raises MissingWeightsError)."""
     import lpips
 
     state = None
     if pretrained_backbone:
-        state = load_state_dict(weights_path, VGG16_FILE, "VGG16 (LPIPS)", "loss.lpips.weights_path")
+        state = load_state_dict(weights_path, VGG16_FILE, "VGG16 (LPIPS)", config_key)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False)

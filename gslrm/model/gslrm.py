@@ -16,7 +16,7 @@ from gslrm.cameras import pixel_rays, posed_input
 from gslrm.model.gaussians import Gaussians, raw_channels, to_gs
 from gslrm.model.transformer import Transformer, init_weights
 
-__all__ = ["ModelConfig", "GSLRM", "ModelOutput", "load_facelift_checkpoint", "count_parameters"]
+__all__ = ["ModelConfig", "GSLRM", "ModelOutput", "load_facelift_checkpoint", "read_checkpoint", "count_parameters"]
 
 
 @dataclass
@@ -124,18 +124,20 @@ def count_parameters(config: ModelConfig) -> int:
 LOSS_NETWORK_PREFIX = "loss_calculator."  # FaceLift saves its frozen VGG/LPIPS inside the model state dict
 
 
-def load_facelift_checkpoint(model: GSLRM, path: str | Path) -> dict[str, list[str]]:
+def load_facelift_checkpoint(
+    model: GSLRM, path: str | Path, checkpoint: dict | None = None, config_key: str = "model.init_from"
+) -> dict[str, list[str]]:
     """Load weights only from a FaceLift checkpoint (``{"model": state_dict}``) or a gslrm Lightning checkpoint.
 
     Every model key must be present; frozen loss-network keys are ignored; anything else is an error listing the
-    unmatched keys. Loaded with ``weights_only=True`` (no code from the file runs).
+    unmatched keys. Loaded with ``weights_only=True`` (no code from the file runs); ``checkpoint`` is the file's
+    content when the caller has already read it that way. Errors name ``config_key``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model.init_from: {path}: file not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint is None:
+        checkpoint = read_checkpoint(path, config_key)
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"model.init_from: {path}: expected a dict checkpoint, got {type(checkpoint).__name__}")
+        raise ValueError(f"{config_key}: {path}: expected a dict checkpoint, got {type(checkpoint).__name__}")
     if "model" in checkpoint:
         state = checkpoint["model"]
     elif "state_dict" in checkpoint:  # ours: LightningModule keys are prefixed with "model."
@@ -158,6 +160,14 @@ def load_facelift_checkpoint(model: GSLRM, path: str | Path) -> dict[str, list[s
         if mismatched:
             shapes = [f"{k}: {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in mismatched[:4]]
             details.append(f"shape mismatch {shapes}")
-        raise ValueError(f"model.init_from: {path}: keys do not match the model config: " + "; ".join(details))
+        raise ValueError(f"{config_key}: {path}: keys do not match the model config: " + "; ".join(details))
     model.load_state_dict(state, strict=True)
     return {"ignored": ignored}
+
+
+def read_checkpoint(path: str | Path, config_key: str = "model.init_from"):
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only, never code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{config_key}: {path}: file not found")
+    return torch.load(path, map_location="cpu", weights_only=True)

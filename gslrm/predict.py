@@ -1,0 +1,29 @@
+"""One sample batch in, Gaussians and renders out: the step training, validation, eval and refinement share."""
+
+from __future__ import annotations
+
+from gslrm.model.gslrm import GSLRM, ModelOutput
+from gslrm.render import RenderConfig, RenderOutput, render
+
+__all__ = ["predict_and_render"]
+
+
+def predict_and_render(
+    model: GSLRM,
+    batch: dict,
+    num_input_views: int,
+    settings: RenderConfig,
+    training: bool = False,
+    clip_xyz: bool | None = None,
+) -> tuple[ModelOutput, RenderOutput]:
+    """Gaussians from the first ``num_input_views`` views of ``batch``, rendered into every view of it
+    (FaceLift supervises all views, the inputs included; eval separates the novel ones)."""
+    image, c2w, fxfycxcy = batch["image"], batch["c2w"], batch["fxfycxcy"]
+    inputs = num_input_views
+    output = model(image[:, :inputs, :3], c2w[:, :inputs], fxfycxcy[:, :inputs], clip_xyz=clip_xyz)
+    height, width = image.shape[-2:]
+    rendered = render(
+        output.gaussians, c2w, fxfycxcy, width, height, background=batch["bg_color"],
+        deferred=settings.deferred and training, tile_size=settings.tile_size, max_alpha=settings.max_alpha,
+    )  # fmt: skip
+    return output, rendered
