@@ -4,25 +4,14 @@ import csv
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
+from cli import ROOT, run_script
 
 
 def run_train(tmp_path, rodent_root, *overrides, check=True, multirun=False):
-    env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"), WANDB_MODE="offline", WANDB_SILENT="true")
-    data = [f"data.root={rodent_root}", "data.generator.samples=4", "data.generator.val_samples=1",
-            "data.generator.seed=3", "data.num_workers=0", "data.batch_size=1"]  # fmt: skip
-    command = [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else []), *data, *overrides]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-        )
-    return result
+    return run_script("train.py", tmp_path, rodent_root, *overrides, check=check, multirun=multirun)
 
 
 def run_dirs(tmp_path, kind="runs"):

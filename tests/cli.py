@@ -1,0 +1,28 @@
+"""Run train.py / eval.py as users do: a subprocess with Hydra overrides, logs under tmp_path/logs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_overrides(rodent_root) -> list[str]:
+    """The session's small rodent dataset (conftest.rodent_root), loaded in-process."""
+    return [f"data.root={rodent_root}", "data.generator.samples=4", "data.generator.val_samples=1",
+            "data.generator.seed=3", "data.num_workers=0", "data.batch_size=1"]  # fmt: skip
+
+
+def run_script(script, tmp_path, rodent_root, *overrides, check=True, multirun=False, env=None):
+    env = dict(
+        os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"), WANDB_MODE="offline", WANDB_SILENT="true", **(env or {})
+    )
+    data = data_overrides(rodent_root) if rodent_root is not None else []
+    command = [sys.executable, str(ROOT / script), *(["-m"] if multirun else []), *data, *overrides]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result
