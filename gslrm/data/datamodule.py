@@ -38,9 +38,10 @@ def _seed_worker(worker_id: int) -> None:
 
 
 class MouseDataModule(L.LightningDataModule):
-    def __init__(self, config: DataConfig) -> None:
+    def __init__(self, config: DataConfig, test_split: str = "test") -> None:
         super().__init__()
         self.config = config
+        self.test_split = test_split  # what trainer.test runs on (eval.py split=val|test)
         self.datasets: dict[str, MouseViewDataset] = {}
 
     def prepare_data(self) -> None:
@@ -62,8 +63,12 @@ class MouseDataModule(L.LightningDataModule):
             self.dataset("train")
         if stage in (None, "fit", "validate"):
             self.dataset("val")
-        if stage in ("test",) and split_file(self.config, "test").is_file():
-            self.dataset("test")
+        if stage == "test":
+            if not split_file(self.config, self.test_split).is_file():
+                raise DataFormatError(
+                    f"{split_file(self.config, self.test_split)}: split '{self.test_split}' not found"
+                )
+            self.dataset(self.test_split)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         config = self.config
@@ -90,4 +95,4 @@ class MouseDataModule(L.LightningDataModule):
         return self._loader("val", self.config.val_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.config.val_batch_size, shuffle=False)
+        return self._loader(self.test_split, self.config.val_batch_size, shuffle=False)

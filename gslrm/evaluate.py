@@ -1,0 +1,199 @@
+"""Scoring a checkpoint on a split: per-sample PSNR / SSIM / LPIPS / mask IoU on all target views and on the novel
+ones (targets that were not inputs), means over the split, and pictures of the first samples.
+
+Definitions (FaceLift's, reference section 4.3): each metric is computed per target view on RGB clipped to [0, 1],
+averaged over the sample's views, then over the samples. PSNR and SSIM are torchmetrics' (SSIM: Gaussian 11x11
+window, sigma 1.5, data range 1). LPIPS is the ``lpips`` package's LPIPS(net="vgg", version 0.1) on [-1, 1] inputs,
+FaceLift's metric; torchmetrics' LPIPS wraps the same linear heads but fetches its VGG16 backbone itself, while ours
+is read from the torch hub cache or ``eval.lpips_weights_path`` and never downloaded. Mask IoU pools the sample's views.
+With several devices, every rank's rows are gathered (padding duplicates of the distributed sampler dropped) and
+the means are taken once over all samples.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from gslrm.config import coerce
+from gslrm.losses.metrics import mask_iou
+from gslrm.model.gaussians import prune, save_ply
+from gslrm.model.gslrm import GSLRM, ModelConfig, load_facelift_checkpoint, read_checkpoint
+from gslrm.predict import predict_and_render
+from gslrm.render import RenderConfig
+from gslrm.turntable import VIDEO_FORMATS, render_turntable, write_video
+from gslrm.viz import ERROR_VMAX, error_panel, image_row, save_png, to_uint8
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvalConfig", "Evaluator", "load_model", "METRICS", "LPIPS_BACKBONE"]
+
+METRICS = ("psnr", "ssim", "lpips", "mask_iou")
+VIEW_SETS = {"": "all target views", "_novel": "target views that were not inputs"}
+LPIPS_BACKBONE = "lpips 0.1.4 LPIPS(net='vgg', version='0.1'), torchvision VGG16 ImageNet weights, inputs in [-1, 1]"
+
+
+@dataclass
+class EvalConfig:
+    output_dir: str = "."
+    checkpoint: str = ""  # recorded in metrics.json
+    split: str = "val"
+    num_visuals: int = 4  # panels, turntables (and .ply) for the first K samples of the split
+    turntable_views: int = 150  # FaceLift's evaluation turntable
+    turntable_elevation: float = 20.0
+    video_format: str = "mp4"  # mp4 | gif
+    fps: int = 30
+    save_ply: bool = False  # gaussians.ply per visualized sample, FaceLift's export filter (opacity 0.02, box 0.91)
+    lpips: str = "pretrained"  # pretrained | random (a random VGG16: tests only, not a metric) | off
+    lpips_weights_path: str | None = None  # torchvision vgg16 state dict (default: the torch hub cache)
+    error_vmax: float = ERROR_VMAX
+    mask_iou_threshold: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.video_format not in VIDEO_FORMATS:
+            raise ValueError(f"eval.video_format: expected one of {VIDEO_FORMATS}, got {self.video_format!r}")
+        if self.lpips not in ("pretrained", "random", "off"):
+            raise ValueError(f"eval.lpips: expected pretrained | random | off, got {self.lpips!r}")
+
+
+def load_model(ckpt_path: str, model_config: ModelConfig | None) -> tuple[GSLRM, RenderConfig | None]:
+    """A gslrm checkpoint carries its model (and render) config; a FaceLift checkpoint needs ``model=…``."""
+    checkpoint = read_checkpoint(ckpt_path, "ckpt_path")
+    hyper = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    render_config = None
+    if hyper is not None:
+        model_config = coerce(ModelConfig, {**hyper["model"], "init_from": None})
+        render_config = coerce(RenderConfig, hyper["render"])
+    elif model_config is None:
+        raise ValueError(f"ckpt_path: {ckpt_path}: not a gslrm checkpoint; for FaceLift weights pass model=base")
+    model = GSLRM(model_config)
+    load_facelift_checkpoint(model, ckpt_path, checkpoint=checkpoint, config_key="ckpt_path")
+    return model.eval(), render_config
+
+
+class Evaluator(L.LightningModule):
+    """``trainer.test(Evaluator(...), datamodule)``: writes ``metrics.json``, ``per_sample.csv`` and the pictures."""
+
+    def __init__(self, model: GSLRM, config: EvalConfig, num_input_views: int, render: RenderConfig) -> None:
+        super().__init__()
+        self.model, self.config, self.render_config = model, config, render
+        self.num_input_views = num_input_views
+        self.sample_names: list[str] = []
+        self.rows: list[dict] = []
+        self.skipped_samples = 0
+        self.lpips_net, self.lpips_missing = self._build_lpips()
+        self.summary: dict = {}
+
+    def _build_lpips(self):
+        from gslrm.losses.lpips_term import build_lpips
+        from gslrm.losses.weights import MissingWeightsError
+
+        if self.config.lpips == "off":
+            return None, "disabled (eval.lpips=off)"
+        try:
+            pretrained, path = self.config.lpips == "pretrained", self.config.lpips_weights_path
+            return build_lpips(pretrained, path, config_key="eval.lpips_weights_path"), None
+        except MissingWeightsError as error:
+            log.warning("LPIPS is not reported: %s", error)
+            return None, str(error)
+
+    def on_test_start(self) -> None:
+        dataset = self.trainer.datamodule.dataset(self.config.split)
+        root = Path(dataset.config.root or ".").resolve()
+        self.sample_names = [
+            str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else path.name
+            for path in dataset.samples
+        ]
+
+    @torch.no_grad()
+    def test_step(self, batch: dict | None, batch_index: int) -> None:
+        if batch is None:
+            return
+        self.skipped_samples += int(batch.get("num_skipped", 0))
+        output, rendered = predict_and_render(self.model, batch, self.num_input_views, self.render_config)
+        pred, images = rendered.rgb.float().clamp(0, 1), batch["image"].float()
+        for b in range(pred.shape[0]):
+            index = int(batch["index"][b, 0, 1])
+            row = {"index": index, "sample": self.sample_names[index], "views": pred.shape[1]}
+            for suffix in VIEW_SETS:
+                start = self.num_input_views if suffix else 0
+                row.update(self.sample_metrics(pred[b, start:], images[b, start:], batch["bg_color"][b], suffix))
+            self.rows.append(row)
+            if index < self.config.num_visuals:
+                self.write_visuals(row["sample"], images[b], pred[b], output.gaussians[b], batch["bg_color"][b])
+
+    def sample_metrics(self, pred, image, background, suffix: str) -> dict[str, float]:
+        """Metrics of one sample's views [v, 3, h, w] (pred) against image [v, 4, h, w]."""
+        if pred.shape[0] == 0:  # every target was an input
+            return {f"{name}{suffix}": math.nan for name in METRICS}
+        target, alpha = image[:, :3], image[:, 3:4]
+        metrics = {
+            "psnr": peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3)).mean(),
+            "ssim": structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none").mean(),
+            "mask_iou": mask_iou(pred, alpha, background.expand(pred.shape[0], 3), self.config.mask_iou_threshold),
+            "lpips": self.lpips_net(pred * 2 - 1, target * 2 - 1).mean() if self.lpips_net is not None else math.nan,
+        }
+        return {f"{name}{suffix}": float(value) for name, value in metrics.items()}
+
+    def write_visuals(self, name: str, image, pred, gaussians, background) -> None:
+        folder = Path(self.config.output_dir) / "samples" / name.replace("/", "__")
+        inputs = self.num_input_views
+        titles = [("input " if v < inputs else "novel ") + str(v) for v in range(image.shape[0])]
+        save_png(error_panel(image[:, :3], pred, self.config.error_vmax, titles).image, folder / "gt_vs_pred.png")
+        save_png(image_row(image[:inputs, :3]), folder / "input.png")
+        turntable = render_turntable(
+            gaussians, self.config.turntable_views, image.shape[-1], elevation_deg=self.config.turntable_elevation,
+            background=background, settings=self.render_config,
+        )  # fmt: skip
+        write_video(to_uint8(turntable), folder / f"turntable.{self.config.video_format}", fps=self.config.fps)
+        preview = turntable[:: max(1, len(turntable) // 8)][:8]
+        save_png(image_row(preview), folder / "turntable_preview.png")
+        if self.config.save_ply:
+            save_ply(folder / "gaussians.ply", prune(gaussians.float()))
+
+    def on_test_epoch_end(self) -> None:
+        rows, skipped = self.rows, self.skipped_samples
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (rows, skipped))
+            rows = [row for part, _ in gathered for row in part]
+            skipped = sum(count for _, count in gathered)
+        rows = sorted({row["index"]: row for row in rows}.values(), key=lambda row: row["index"])  # sampler padding
+        self.summary = summarize(rows, self.config, self.lpips_missing, skipped)
+        if self.trainer.is_global_zero:
+            write_results(rows, self.summary, Path(self.config.output_dir))
+
+
+def summarize(rows: list[dict], config: EvalConfig, lpips_missing: str | None, skipped: int) -> dict:
+    summary: dict = {"checkpoint": config.checkpoint, "split": config.split, "num_samples": len(rows)}
+    for suffix in VIEW_SETS:
+        for name in METRICS:
+            values = [row[f"{name}{suffix}"] for row in rows if not math.isnan(row[f"{name}{suffix}"])]
+            summary[f"{name}{suffix}"] = sum(values) / len(values) if values else None
+    summary["lpips_backbone"] = LPIPS_BACKBONE if config.lpips == "pretrained" else "VGG16 with random weights"
+    summary["lpips_missing"] = lpips_missing
+    summary["skipped_samples"] = skipped
+    summary["view_sets"] = {f"<metric>{suffix}": meaning for suffix, meaning in VIEW_SETS.items()}
+    return summary
+
+
+def write_results(rows: list[dict], summary: dict, output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if rows:
+        with (output_dir / "per_sample.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    shown = ", ".join(
+        f"{k} {summary[k]:.4f}" for k in ("psnr", "psnr_novel", "ssim", "lpips", "mask_iou") if summary[k] is not None
+    )
+    log.info("%s: %d samples: %s (files in %s)", summary["split"], summary["num_samples"], shown, output_dir)

@@ -1,0 +1,173 @@
+"""Training pictures in the offline wandb run, PNG fallbacks without wandb, and eval.py's files and numbers."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from cli import run_script
+from wandb_records import read_run
+
+from gslrm.data.mouse import DataConfig, MouseViewDataset
+from gslrm.evaluate import EvalConfig, Evaluator, load_model
+from gslrm.model.gslrm import GSLRM, ModelConfig
+from gslrm.render import RenderConfig, render
+
+IMAGE_SIZE = 16
+IMAGE_KEYS = ["images/train/supervision_0", "images/train/input_0", "images/train/turntable_0",
+              "images/val/gt_vs_pred_0"]  # fmt: skip
+SCALAR_KEYS = ["metrics/iter", "metrics/lr", "metrics/grad_norm", "train/loss", "train/l2_loss", "train/psnr",
+               "train/mask_iou", "val/psnr", "val/ssim", "val/mask_iou"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, rodent_root):
+    """A tiny model trained 4 steps with the (offline) wandb logger, pictures every 2 passes."""
+    tmp_path = tmp_path_factory.mktemp("trained")
+    run_script(
+        "train.py", tmp_path, rodent_root, "loss=l2", f"data.image_size={IMAGE_SIZE}", "trainer.max_steps=4",
+        "val_every=2", "vis_every=2", "trainer.log_every_n_steps=1", "callbacks.visuals.turntable_views=4",
+    )  # fmt: skip
+    run_dir = next((tmp_path / "logs" / "train" / "runs").glob("*"))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, rodent_root, trained):
+    """eval.py on that checkpoint, with an empty torch hub cache (so LPIPS weights are missing, as offline)."""
+    tmp_path = tmp_path_factory.mktemp("evaluated")
+    run_script(
+        "eval.py", tmp_path, rodent_root, f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
+        f"data.image_size={IMAGE_SIZE}", "eval.turntable_views=6", "eval.video_format=gif", "eval.save_ply=true",
+        env={"TORCH_HOME": str(tmp_path / "empty_torch_home")},
+    )  # fmt: skip
+    return next((tmp_path / "logs" / "eval" / "runs").glob("*"))
+
+
+@pytest.mark.slow
+def test_offline_wandb_run_has_every_section_and_image(trained):
+    run_file = next(trained.glob("wandb/offline-run-*/run-*.wandb"))
+    run = read_run(run_file)
+    logged = {key for row in run["history"] for key in row}
+    assert set(SCALAR_KEYS) <= logged, sorted(set(SCALAR_KEYS) - logged)
+    for key in IMAGE_KEYS:
+        entries = [row[key] for row in run["history"] if key in row]
+        assert entries and entries[0]["_type"] == "images/separated" and entries[0]["count"] == 1, key
+        media = run_file.parent / "files" / entries[0]["filenames"][0]
+        assert media.is_file() and media.stat().st_size > 100, media
+    for section in ("images", "metrics", "train", "val"):  # one wandb UI section each, on the global step
+        assert run["metrics"].get(f"{section}/*") == "trainer/global_step"
+    steps = [row["trainer/global_step"] for row in run["history"] if "images/val/gt_vs_pred_0" in row]
+    assert steps == sorted(steps) and len(steps) >= 2  # before training, then at every val_every
+
+
+@pytest.mark.slow
+def test_eval_writes_metrics_csv_and_pictures(evaluated):
+    summary = json.loads((evaluated / "metrics.json").read_text())
+    assert summary["num_samples"] == 1 and summary["split"] == "val"
+    for key in ("psnr", "ssim", "mask_iou", "psnr_novel", "ssim_novel", "mask_iou_novel"):
+        assert isinstance(summary[key], float) and math.isfinite(summary[key]), key
+    assert summary["lpips"] is None and "vgg16-397923af.pth" in summary["lpips_missing"]  # reported, not fatal
+    rows = list(csv.DictReader((evaluated / "per_sample.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["psnr"]) == pytest.approx(summary["psnr"], abs=1e-6)
+    sample = evaluated / "samples" / rows[0]["sample"]
+    for name in ("gt_vs_pred.png", "input.png", "turntable.gif", "turntable_preview.png", "gaussians.ply"):
+        assert (sample / name).is_file(), name
+    import imageio.v3 as iio
+
+    assert iio.imread(sample / "turntable.gif").shape == (6, IMAGE_SIZE, IMAGE_SIZE, 3)
+
+
+@pytest.mark.slow
+def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent_root):
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    model = GSLRM(ModelConfig(**checkpoint["hyper_parameters"]["model"])).eval()
+    model.load_state_dict({k[6:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")})
+    dataset = MouseViewDataset(DataConfig(root=str(rodent_root), image_size=IMAGE_SIZE, normalization={"up": [0, 0, 1]}), "val")  # fmt: skip
+    sample = {k: v[None] for k, v in dataset[0].items()}
+    with torch.no_grad():
+        gaussians = model(sample["image"][:, :4, :3], sample["c2w"][:, :4], sample["fxfycxcy"][:, :4]).gaussians
+        rgb = render(gaussians, sample["c2w"], sample["fxfycxcy"], IMAGE_SIZE, IMAGE_SIZE).rgb[0].numpy()
+    target = sample["image"][0, :, :3].numpy()
+    mse = ((np.clip(rgb, 0, 1) - target) ** 2).reshape(len(target), -1).mean(axis=1)
+    psnr = -10 * np.log10(mse)
+    row = next(csv.DictReader((evaluated / "per_sample.csv").open()))
+    assert float(row["psnr"]) == pytest.approx(psnr.mean(), abs=1e-4)
+    assert float(row["psnr_novel"]) == pytest.approx(psnr[4:].mean(), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_eval_agrees_with_the_last_validation(trained, evaluated):
+    run = read_run(next(trained.glob("wandb/offline-run-*/run-*.wandb")))
+    last_val = [row["val/psnr"] for row in run["history"] if "val/psnr" in row][-1]
+    assert json.loads((evaluated / "metrics.json").read_text())["psnr"] == pytest.approx(last_val, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_without_wandb_images_go_to_png(tmp_path, rodent_root):
+    """fast_dev_run swaps the wandb logger for a dummy one; the pictures must still land, as PNGs."""
+    run_script("train.py", tmp_path, rodent_root, "debug=fdr", "loss=l2", f"data.image_size={IMAGE_SIZE}",
+               "callbacks.visuals.turntable_views=4")  # fmt: skip
+    run_dir = next((tmp_path / "logs" / "train" / "runs").glob("*"))
+    for key in IMAGE_KEYS:
+        assert list((run_dir / key).glob("step_*.png")), key
+
+
+def test_eval_without_a_checkpoint_is_one_line(tmp_path):
+    result = run_script("eval.py", tmp_path, None, "ckpt_path=/nonexistent/last.ckpt", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "ckpt_path: /nonexistent/last.ckpt: file not found" in output
+    assert "Traceback" not in output
+
+
+TINY = {"dim": 64, "depth": 1, "head_dim": 32, "patch_size": 8}
+
+
+def test_load_model_from_a_facelift_style_checkpoint(tmp_path):
+    source = GSLRM(ModelConfig(**TINY))
+    torch.save({"model": source.state_dict()}, tmp_path / "facelift.pt")
+    with pytest.raises(ValueError, match="not a gslrm checkpoint; for FaceLift weights pass model="):
+        load_model(str(tmp_path / "facelift.pt"), None)
+    model, render_config = load_model(str(tmp_path / "facelift.pt"), ModelConfig(**TINY))
+    assert render_config is None and not model.training
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)
+
+
+def test_sample_metrics_known_answers():
+    evaluator = Evaluator(GSLRM(ModelConfig(**TINY)), EvalConfig(lpips="random"), 2, RenderConfig())
+    image = torch.ones(3, 4, 32, 32)  # LPIPS's VGG16 needs >= 16 px, SSIM's window 11 px
+    image[:, :3, 8:24, 8:24] = 0.25  # a grey square on white, alpha 1 inside
+    image[:, 3] = 0
+    image[:, 3, 8:24, 8:24] = 1
+    pred = image[:, :3].clone()
+    pred[0] += 0.1 * (image[0, :3] < 1)  # view 0: the square off by 0.1 -> mse 0.01 * 256/1024
+    metrics = evaluator.sample_metrics(pred.clamp(0, 1), image, torch.ones(3), "")
+    assert metrics["psnr"] == math.inf or metrics["psnr"] > 100  # two exact views
+    first = evaluator.sample_metrics(pred[:1].clamp(0, 1), image[:1], torch.ones(3), "")
+    assert first["psnr"] == pytest.approx(-10 * np.log10(0.01 * 256 / 1024), abs=1e-3)  # 26.02 dB
+    assert metrics["mask_iou"] == pytest.approx(1.0)
+    assert metrics["lpips"] >= 0 and math.isfinite(metrics["lpips"])
+    same = evaluator.sample_metrics(image[:, :3], image, torch.ones(3), "_novel")
+    assert same["lpips_novel"] == pytest.approx(0.0, abs=1e-6) and same["ssim_novel"] == pytest.approx(1.0)
+    empty = evaluator.sample_metrics(pred[:0], image[:0], torch.ones(3), "_novel")
+    assert all(math.isnan(value) for value in empty.values())
+
+
+@pytest.mark.slow
+def test_eval_on_two_cpu_processes_matches_one(tmp_path, rodent_root, trained):
+    """DDP eval: rows gathered from both ranks, the sampler's padding duplicate dropped, same numbers as 1 process."""
+    common = [f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", f"data.image_size={IMAGE_SIZE}", "split=train",
+              "eval.num_visuals=0", "eval.lpips=off", "trainer.accelerator=cpu"]  # fmt: skip
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"d{devices}"
+        out.mkdir()
+        extra = ["trainer.devices=2", "trainer.strategy=ddp"] if devices == 2 else []
+        run_script("eval.py", out, rodent_root, *common, *extra)
+        results[devices] = json.loads(next((out / "logs" / "eval" / "runs").glob("*/metrics.json")).read_text())
+    assert results[1]["num_samples"] == results[2]["num_samples"] == 3  # 3 samples over 2 ranks: one padded
+    for key in ("psnr", "ssim", "mask_iou", "psnr_novel"):
+        assert results[2][key] == pytest.approx(results[1][key], abs=1e-5), key
