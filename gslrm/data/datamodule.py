@@ -24,7 +24,10 @@ def collate_views(samples: list) -> dict | None:
     kept = [sample for sample in samples if sample is not None]
     if not kept:
         return None
+    names = [sample.pop("names") for sample in kept if "names" in sample]
     batch = default_collate(kept)
+    if names:
+        batch["names"] = names  # [b][v] strings (default_collate would transpose them to [v][b])
     batch["num_skipped"] = torch.tensor(len(samples) - len(kept))
     return batch
 

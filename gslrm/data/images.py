@@ -113,8 +113,15 @@ def crop_resize(
 
 def crop_resize_depth(depth: np.ndarray, window: tuple[float, float, float], out_size: int) -> np.ndarray:
     """The same window for a z-depth map [H,W] (0 = none); nearest sampling so depths never blend across edges."""
-    square = torch.from_numpy(_crop(depth[..., None].astype(np.float32), window, np.zeros(1, np.float32)))
+    return crop_resize_map(depth, window, out_size, "nearest-exact")
+
+
+def crop_resize_map(array: np.ndarray, window: tuple[float, float, float], out_size: int, mode: str) -> np.ndarray:
+    """The image's window for a per-pixel map [H,W] (0 outside the image), resized with ``mode``."""
+    square = torch.from_numpy(_crop(array[..., None].astype(np.float32), window, np.zeros(1, np.float32)))
     square = square.permute(2, 0, 1)[None]
     if square.shape[-1] != out_size:
-        square = F.interpolate(square, size=(out_size, out_size), mode="nearest-exact")
+        smooth = mode != "nearest-exact"
+        square = F.interpolate(square, size=(out_size, out_size), mode=mode, antialias=smooth,
+                               **({"align_corners": False} if smooth else {}))  # fmt: skip
     return square[0, 0].numpy()

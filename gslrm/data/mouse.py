@@ -14,7 +14,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gslrm.data.format import CAMERAS_FILE, DataFormatError, Frame, read_cameras, read_split
-from gslrm.data.images import crop_resize, crop_resize_depth, foreground_window, load_rgba, square_window
+from gslrm.data.images import (
+    crop_resize,
+    crop_resize_depth,
+    crop_resize_map,
+    foreground_window,
+    load_rgba,
+    square_window,
+)
+from gslrm.data.maps import MapConfig, find_map, read_map, resize_map, to_confidence, to_disparity
 from gslrm.rig import NormalizationConfig, fit_rig_transform
 
 log = logging.getLogger(__name__)
@@ -46,6 +54,8 @@ class DataConfig:
     background: str = "white"
     mask_threshold: float = 250.0
     load_depth: bool = False  # also return depth [V,1,H,W] from <sample>/depth/<image stem>.npy
+    depth_maps: MapConfig | None = None  # precomputed depth priors -> depth_prior [V,1,H,W] (disparity)
+    confidence_maps: MapConfig | None = None  # precomputed confidence/uncertainty -> confidence [V,1,H,W]
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     on_error: str = "raise"  # raise | skip (skipped samples are counted and warned about once)
     batch_size: int = 2
@@ -58,6 +68,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         if isinstance(self.normalization, dict):
             self.normalization = NormalizationConfig(**self.normalization)
+        if isinstance(self.depth_maps, dict):
+            self.depth_maps = MapConfig(**{"kind": "depth", **self.depth_maps})
+        if isinstance(self.confidence_maps, dict):
+            self.confidence_maps = MapConfig(**{"kind": "confidence", **self.confidence_maps})
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error: expected 'raise' or 'skip', got {self.on_error!r}")
         if self.background not in BACKGROUNDS:
@@ -79,6 +93,9 @@ class ViewBatch(TypedDict, total=False):
     index: Int[Tensor, "v 2"]  # (frame index in opencv_cameras.json, sample index)
     bg_color: Float[Tensor, "3"]
     depth: Float[Tensor, "v 1 h w"]  # z-depth in normalized units, 0 = none (only with load_depth)
+    depth_prior: Float[Tensor, "v 1 h w"]  # precomputed prior as disparity (only with depth_maps)
+    confidence: Float[Tensor, "v 1 h w"]  # in [0, 1], 1 = trusted (only with confidence_maps)
+    names: list[str]  # "<sample dir>/<file_path>" per view: the key of per-image caches
 
 
 def split_file(config: DataConfig, split: str) -> Path:
@@ -131,7 +148,7 @@ class MouseViewDataset(Dataset):
         selected = self.view_selection(frames, cameras_path)
         background = config.background_rgb
 
-        raw_images, raw_depths = [], []
+        raw_images, raw_depths, raw_maps = [], [], []
         for i in selected:
             frame = frames[i]
             image_path = sample_dir / frame.file_path
@@ -142,6 +159,7 @@ class MouseViewDataset(Dataset):
                     f"{rgba.shape[1]}x{rgba.shape[0]}"
                 )
             raw_images.append(rgba)
+            raw_maps.append(self.read_maps(sample_dir, frame.file_path, rgba.shape[:2]))
             if config.load_depth:
                 depth_path = sample_dir / "depth" / (Path(frame.file_path).stem + ".npy")
                 if not depth_path.is_file():
@@ -157,7 +175,7 @@ class MouseViewDataset(Dataset):
         transform = fit_rig_transform(raw_c2w, config.normalization)
         c2w_all, intrinsics_all = transform.apply(raw_c2w, np.stack([f.fxfycxcy for f in frames]))
 
-        images, intrinsics, depths = [], [], []
+        images, intrinsics, depths, maps = [], [], [], {}
         for slot, i in enumerate(selected):
             image, k = crop_resize(raw_images[slot], intrinsics_all[i], windows[slot], config.image_size, background)
             images.append(image)
@@ -166,6 +184,8 @@ class MouseViewDataset(Dataset):
                 depths.append(
                     crop_resize_depth(raw_depths[slot], windows[slot], config.image_size) * transform.depth_scale()
                 )
+            for key, (array, mode) in raw_maps[slot].items():
+                maps.setdefault(key, []).append(crop_resize_map(array, windows[slot], config.image_size, mode))
 
         batch: ViewBatch = {
             "image": torch.from_numpy(np.stack(images)),
@@ -176,7 +196,28 @@ class MouseViewDataset(Dataset):
         }
         if config.load_depth:
             batch["depth"] = torch.from_numpy(np.stack(depths))[:, None]
+        for key, arrays in maps.items():
+            batch[key] = torch.from_numpy(np.stack(arrays))[:, None]
+        batch["names"] = [f"{sample_dir}/{frames[i].file_path}" for i in selected]
         return batch
+
+    def read_maps(self, sample_dir: Path, image_file: str, shape: tuple[int, int]) -> dict:
+        """Precomputed maps of one image at its raw size: {batch key: (array, resize mode)}."""
+        maps = {}
+        depth, confidence = self.config.depth_maps, self.config.confidence_maps
+        if depth is not None:
+            array = resize_map(
+                read_map(find_map(sample_dir, image_file, depth, "data.depth_maps"), depth.png_scale), *shape
+            )
+            maps["depth_prior"] = (to_disparity(array, depth.kind), "bilinear")
+        if confidence is not None:
+            path = find_map(sample_dir, image_file, confidence, "data.confidence_maps")
+            array = resize_map(read_map(path, confidence.png_scale), *shape)
+            maps["confidence"] = (
+                to_confidence(array, confidence.kind, confidence.uncertainty_to_confidence),
+                "bilinear",
+            )
+        return maps
 
     def __getitem__(self, index: int) -> ViewBatch | None:
         try:

@@ -15,10 +15,10 @@ from gslrm.config import coerce
 from gslrm.lit.optim import OptimConfig, build_optimizer, warmup_cosine
 from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
-from gslrm.losses.metrics import mask_iou, per_image_masked_psnr, per_image_psnr
+from gslrm.losses.metrics import depth_abs_rel, mask_iou, per_image_masked_psnr, per_image_psnr
 from gslrm.model.gslrm import GSLRM, ModelConfig, ModelOutput, load_facelift_checkpoint
 from gslrm.predict import predict_and_render
-from gslrm.render import RenderConfig, RenderOutput
+from gslrm.render import RenderConfig, RenderOutput, render
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class GSLRMModule(L.LightningModule):
         self.val_psnr_white = MeanMetric()
         self.val_psnr_masked_white = MeanMetric(nan_strategy="ignore")
         self.val_mask_iou = MeanMetric()
+        self.val_depth_abs_rel = MeanMetric()  # when the data has depth (data.load_depth=true)
         self.val_lpips = MeanMetric()
         self.val_lpips_net, self.val_lpips_missing = None, None
         if val_lpips:
@@ -92,10 +93,17 @@ class GSLRMModule(L.LightningModule):
 
     def loss_inputs(self, batch: dict, output: ModelOutput, rendered: RenderOutput) -> LossInputs:
         image = batch["image"]
+        height, width = image.shape[-2:]
+        settings = self.render_config
+
+        def render_fn(c2w, fxfycxcy):  # other cameras for the same Gaussians (the pseudo-view depth term)
+            return render(output.gaussians, c2w, fxfycxcy, width, height, background=batch["bg_color"],
+                          tile_size=settings.tile_size, max_alpha=settings.max_alpha)  # fmt: skip
+
         return LossInputs(
             render=rendered.rgb, target=image[:, :, :3], mask=image[:, :, 3:4], background=batch["bg_color"],
             gaussians=output.gaussians, pixel_means=output.pixel_means, ray_o=output.ray_o, ray_d=output.ray_d,
-            input_mask=image[:, : self.num_input_views, 3:4],
+            input_mask=image[:, : self.num_input_views, 3:4], depth=rendered.depth, batch=batch, render_fn=render_fn,
         )  # fmt: skip
 
     # -- training ----------------------------------------------------------------------------------------------
@@ -188,6 +196,9 @@ class GSLRMModule(L.LightningModule):
             "val/psnr_white": self.val_psnr_white, "val/psnr_masked_white": self.val_psnr_masked_white,
             "val/mask_iou": self.val_mask_iou,
         }  # fmt: skip
+        if "depth" in batch:
+            self.val_depth_abs_rel(depth_abs_rel(rendered.depth, batch["depth"], alpha))
+            metrics["val/depth_abs_rel"] = self.val_depth_abs_rel
         if self.val_lpips_net is not None:
             self.val_lpips(self.val_lpips_net(render_flat * 2 - 1, target_flat * 2 - 1).flatten())
             metrics["val/lpips"] = self.val_lpips

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,12 @@ class LossInputs:
     ray_o: Float[Tensor, "b vi 3 h w"]
     ray_d: Float[Tensor, "b vi 3 h w"]
     input_mask: Float[Tensor, "b vi 1 h w"]
+    # for the depth-aware terms (seed 000); the loss computer fills depth_prior and confidence from the batch
+    depth: Float[Tensor, "b v 1 h w"] | None = None  # rendered expected depth
+    batch: dict | None = None  # the data batch (cameras, image names, depth / confidence maps)
+    render_fn: Callable | None = None  # (c2w [b, n, 4, 4], fxfycxcy [b, n, 4]) -> RenderOutput of these Gaussians
+    depth_prior: Float[Tensor, "b v 1 h w"] | None = None  # disparity
+    confidence: Float[Tensor, "b v 1 h w"] | None = None
 
 
 @dataclass

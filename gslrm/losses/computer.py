@@ -1,7 +1,9 @@
 """The LossComputer: FaceLift's weighted sum of terms, its warmups, and the diagnostics it logs.
 
 total = w_l2 l2 + w_perceptual perceptual + w_lpips lpips + w_ssim ssim + w_pixelalign pixelalign
-        + w_pointsdist pointsdist
+        + w_pointsdist pointsdist + w_image image + w_depth depth + ramp(step) w_pseudo_depth pseudo_depth
+The last three are seed 000's confidence/depth pipeline (``loss=confidence``); their depth priors and confidence
+maps come from one ``DepthPriors`` object (``gslrm/depth``), built only when one of them is on.
 Warmups (FaceLift's ``set_training_step``): before ``l2_warmup_steps`` the perceptual and LPIPS weights are 0;
 before ``pointsdist_warmup_steps`` l2 = perceptual = 0, pointsdist = 0.1 and ``clip_xyz`` is off.
 Disabled terms (weight 0) are not computed and their networks are not built.
@@ -15,7 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from gslrm.config import coerce
+from gslrm.depth.estimators import MidasConfig
+from gslrm.depth.priors import ConfidenceConfig, DepthPriors
 from gslrm.losses.base import LossInputs
+from gslrm.losses.confidence import ImageConfig, ImageLoss
+from gslrm.losses.depth import DepthConfig, DepthLoss, PseudoDepthConfig, PseudoDepthLoss, pseudo_ramp
 from gslrm.losses.geometry import PixelAlignConfig, PixelAlignLoss, PointsDistConfig, PointsDistLoss
 from gslrm.losses.lpips_term import LPIPSConfig, LPIPSLoss
 from gslrm.losses.metrics import mask_iou, psnr_from_mse
@@ -32,7 +38,11 @@ TERMS = {
     "ssim": (SSIMConfig, SSIMLoss),
     "pixelalign": (PixelAlignConfig, PixelAlignLoss),
     "pointsdist": (PointsDistConfig, PointsDistLoss),
+    "image": (ImageConfig, ImageLoss),
+    "depth": (DepthConfig, DepthLoss),
+    "pseudo_depth": (PseudoDepthConfig, PseudoDepthLoss),
 }
+NESTED = {"confidence": ConfidenceConfig, "midas": MidasConfig}
 POINTSDIST_WARMUP_WEIGHT = 0.1
 
 
@@ -46,12 +56,19 @@ class LossConfig:
     ssim: SSIMConfig = field(default_factory=SSIMConfig)
     pixelalign: PixelAlignConfig = field(default_factory=PixelAlignConfig)
     pointsdist: PointsDistConfig = field(default_factory=PointsDistConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    pseudo_depth: PseudoDepthConfig = field(default_factory=PseudoDepthConfig)
+    confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)  # weights of the image term
+    midas: MidasConfig = field(default_factory=MidasConfig)
     l2_warmup_steps: int = 0
     pointsdist_warmup_steps: int = 0  # FaceLift stage 1: 1000
     mask_iou_threshold: float = 0.1
 
     def __post_init__(self) -> None:
         for name, (config_type, _) in TERMS.items():
+            setattr(self, name, coerce(config_type, getattr(self, name)))
+        for name, config_type in NESTED.items():
             setattr(self, name, coerce(config_type, getattr(self, name)))
 
 
@@ -67,6 +84,17 @@ class LossComputer(nn.Module):
                 if getattr(config, name).weight > 0 or name in warmup_terms
             }
         )
+        self.priors = None
+        uses_confidence = "image" in self.terms and config.confidence.source != "none"
+        if "depth" in self.terms or "pseudo_depth" in self.terms or uses_confidence:
+            self.priors = DepthPriors(
+                config.depth.estimator,
+                config.midas,
+                config.confidence,
+                need_image_estimator="pseudo_depth" in self.terms,
+            )
+        if "pseudo_depth" in self.terms:
+            self.terms["pseudo_depth"].estimator = self.priors.midas
 
     def weights(self, step: int) -> dict[str, float]:
         """The weight of every term at ``step`` (the warmup switches applied)."""
@@ -76,6 +104,8 @@ class LossComputer(nn.Module):
         if step < self.config.pointsdist_warmup_steps:
             weights["l2"] = weights["perceptual"] = 0.0
             weights["pointsdist"] = POINTSDIST_WARMUP_WEIGHT
+        pseudo = self.config.pseudo_depth
+        weights["pseudo_depth"] *= pseudo_ramp(step, pseudo.start, pseudo.end, pseudo.interval)
         return weights
 
     def clip_xyz_allowed(self, step: int) -> bool:
@@ -85,6 +115,8 @@ class LossComputer(nn.Module):
         """``loss``, every active term as ``<term>_loss`` (FaceLift's key names: l2_loss, perceptual_loss, ...),
         ``norm_<term>`` = term / l2, and the diagnostics (no gradient)."""
         weights = self.weights(step)
+        if self.priors is not None:
+            self.attach_priors(inputs, weights)
         out: dict[str, Tensor] = {}
         total = inputs.render.new_zeros(())
         for name, term in self.terms.items():
@@ -111,4 +143,17 @@ class LossComputer(nn.Module):
             )
             out["pred_min"], out["pred_max"], out["pred_mean"] = render.min(), render.max(), render.mean()
             out["gaussians_usage"] = inputs.gaussians.usage(0.05)
+            if "pseudo_depth" in self.terms:
+                out["pseudo_depth_skipped"] = torch.tensor(float(self.terms["pseudo_depth"].skipped))
         return out
+
+    def attach_priors(self, inputs: LossInputs, weights: dict[str, float]) -> None:
+        """Fill ``inputs.depth_prior`` / ``inputs.confidence`` for the depth-aware terms active at this step."""
+        if inputs.batch is None:
+            raise ValueError("the depth and confidence terms need LossInputs.batch (the data batch)")
+        confidence = self.config.confidence
+        gradient_confidence = confidence.source == "runtime" and confidence.method == "simple"
+        if weights["depth"] > 0 or (weights["image"] > 0 and gradient_confidence):
+            inputs.depth_prior = self.priors.disparity(inputs.batch)
+        if weights["image"] > 0:
+            inputs.confidence = self.priors.confidence(inputs.batch, inputs.depth_prior)

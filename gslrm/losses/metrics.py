@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["psnr_from_mse", "mask_iou", "predicted_mask", "per_image_psnr", "per_image_masked_psnr"]
+__all__ = [
+    "psnr_from_mse", "mask_iou", "predicted_mask", "per_image_psnr", "per_image_masked_psnr", "depth_abs_rel",
+]  # fmt: skip
 
 
 def psnr_from_mse(mse: Tensor) -> Tensor:
@@ -39,3 +41,10 @@ def per_image_masked_psnr(render: Tensor, target: Tensor, alpha: Tensor) -> Tens
     count = m.flatten(1).sum(1) * render.shape[1]
     mse = squared / count.clamp_min(1.0)
     return torch.where(count > 0, psnr_from_mse(mse), torch.full_like(mse, float("nan")))
+
+
+def depth_abs_rel(rendered: Tensor, truth: Tensor, alpha: Tensor) -> Tensor:
+    """Mean |d - d_gt| / d_gt over pixels that are foreground (alpha > 0.5) with a known depth (d_gt > 0)."""
+    valid = (alpha > 0.5) & (truth > 0)
+    error = (rendered - truth).abs() / truth.clamp_min(1e-6)
+    return (error * valid).sum() / valid.sum().clamp_min(1)

@@ -1,0 +1,7 @@
+"""Depth priors and confidence maps for depth-supervised training and refinement (seed 000).
+
+estimators.py  MiDaS through torch.hub (local code + weights only), and disparity from ground-truth depth
+confidence.py  confidence from depth variance under augmentations (or depth gradients), and its per-image cache
+pseudo.py      pseudo cameras on the rig's orbit between training cameras, drawn from a refilling stack
+priors.py      one object the loss terms ask for a batch's depth prior and confidence
+"""

@@ -1,0 +1,104 @@
+"""What the depth-aware loss terms ask for: a batch's depth prior (disparity) and confidence maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from gslrm.depth.confidence import ConfidenceCache, gradient_confidence, variance_confidence
+from gslrm.depth.estimators import ESTIMATORS, MidasConfig, MidasEstimator, disparity_from_depth
+
+__all__ = ["ConfidenceConfig", "DepthPriors"]
+
+CONFIDENCE_SOURCES = ("none", "precomputed", "runtime")
+
+
+@dataclass
+class ConfidenceConfig:
+    source: str = "none"  # none | precomputed (data.confidence_maps) | runtime
+    method: str = "variance"  # runtime: variance (MiDaS under augmentations) | simple (depth-prior gradients)
+    num_augmentations: int = 4  # 2..4: original, flip, grayscale, noise
+    noise_std: float = 0.01
+    cache_size: int = 10000  # maps kept in memory
+    cache_dir: str | None = None  # also keep them on disk (shared by ranks and later runs)
+
+    def __post_init__(self) -> None:
+        if self.source not in CONFIDENCE_SOURCES:
+            raise ValueError(f"loss.confidence.source: expected one of {CONFIDENCE_SOURCES}, got {self.source!r}")
+        if self.method not in ("variance", "simple"):
+            raise ValueError(f"loss.confidence.method: expected variance | simple, got {self.method!r}")
+
+
+class DepthPriors(nn.Module):
+    """Depth priors from ``estimator`` and confidence maps from ``confidence``, cached per image name. MiDaS is
+    loaded at construction (so a missing model fails at start-up) when the estimator, the runtime variance method
+    or the pseudo-view term (``need_image_estimator``) needs it."""
+
+    def __init__(
+        self, estimator: str, midas: MidasConfig, confidence: ConfidenceConfig, need_image_estimator: bool = False
+    ) -> None:
+        super().__init__()
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"loss.depth.estimator: expected one of {ESTIMATORS}, got {estimator!r}")
+        self.estimator, self.confidence_config = estimator, confidence
+        runtime_variance = confidence.source == "runtime" and confidence.method == "variance"
+        needs_midas = estimator == "midas" or runtime_variance or need_image_estimator
+        self.midas = MidasEstimator(midas) if needs_midas else None
+        self.confidence_cache = ConfidenceCache(confidence.cache_size, confidence.cache_dir)
+        self.disparity_cache = ConfidenceCache(confidence.cache_size)  # MiDaS's prior of a photo never changes
+
+    def disparity(self, batch: dict) -> Float[Tensor, "b v 1 h w"]:
+        """The depth prior of every view of the batch, as disparity."""
+        if self.estimator == "ground_truth":
+            if "depth" not in batch:
+                raise KeyError(
+                    "loss.depth.estimator=ground_truth needs the rendered depth maps: set data.load_depth=true"
+                )
+            return disparity_from_depth(batch["depth"])
+        if self.estimator == "precomputed":
+            if "depth_prior" not in batch:
+                raise KeyError("loss.depth.estimator=precomputed needs data.depth_maps.dir (the maps' directory)")
+            return batch["depth_prior"]
+        return self._per_image(batch, self.disparity_cache, lambda images: self.midas(images))
+
+    def confidence(self, batch: dict, disparity: Tensor | None) -> Float[Tensor, "b v 1 h w"] | None:
+        config = self.confidence_config
+        if config.source == "none":
+            return None
+        if config.source == "precomputed":
+            if "confidence" not in batch:
+                raise KeyError(
+                    "loss.confidence.source=precomputed needs data.confidence_maps.dir (the maps' directory)"
+                )
+            return batch["confidence"]
+        if config.method == "simple":
+            disparity = self.disparity(batch) if disparity is None else disparity
+            flat = disparity.flatten(0, 1)
+            return self._per_image(batch, self.confidence_cache, None, computed=gradient_confidence(flat)[:, None])
+
+        def estimate(images: Tensor) -> Tensor:
+            return variance_confidence(images, self.midas, config.num_augmentations, config.noise_std)[:, None]
+
+        return self._per_image(batch, self.confidence_cache, estimate)
+
+    @torch.no_grad()
+    def _per_image(self, batch: dict, cache: ConfidenceCache, compute, computed: Tensor | None = None) -> Tensor:
+        """Cached per image name; ``compute`` runs once over the images not in the cache."""
+        images = batch["image"][:, :, :3]
+        b, v, _, h, w = images.shape
+        names = batch.get("names")
+        if names is None:
+            raise KeyError("the batch has no image names (batch['names']): per-image caching needs them")
+        flat_names = [name for sample in names for name in sample]
+        flat_images = images.flatten(0, 1).float()
+        missing = [i for i, name in enumerate(flat_names) if cache.get(name) is None]
+        if missing:
+            fresh = computed[missing] if computed is not None else compute(flat_images[missing])
+            for i, value in zip(missing, fresh, strict=True):
+                cache.put(flat_names[i], value)
+                cache.misses += 1
+        maps = [cache.get(name) for name in flat_names]
+        return torch.stack(maps).to(images.device, images.dtype).view(b, v, 1, h, w)
