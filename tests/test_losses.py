@@ -185,7 +185,17 @@ def test_warmup_switches():
     early, middle, late = computer.weights(0), computer.weights(700), computer.weights(1000)
     assert early["l2"] == 0 and early["perceptual"] == 0 and early["lpips"] == 0 and early["pointsdist"] == 0.1
     assert middle["l2"] == 0 and middle["perceptual"] == 0 and middle["lpips"] == 0.2 and middle["pointsdist"] == 0.1
-    assert late == {"l2": 1.0, "perceptual": 0.5, "lpips": 0.2, "ssim": 0.0, "pixelalign": 0.0, "pointsdist": 0.0}
+    assert late == {
+        "l2": 1.0,
+        "perceptual": 0.5,
+        "lpips": 0.2,
+        "ssim": 0.0,
+        "pixelalign": 0.0,
+        "pointsdist": 0.0,
+        "image": 0.0,
+        "depth": 0.0,
+        "pseudo_depth": 0.0,
+    }
     assert not computer.clip_xyz_allowed(999) and computer.clip_xyz_allowed(1000)
     only_l2 = LossComputer(LossConfig(perceptual={"weight": 0.5, "pretrained": False}, l2_warmup_steps=500))
     assert only_l2.weights(499)["perceptual"] == 0 and only_l2.weights(500)["perceptual"] == 0.5
