@@ -49,12 +49,12 @@ test-fast: install ## the test suite without the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: install ## ruff
-	$(VENV)/bin/ruff check gslrm tests train.py eval.py
-	$(VENV)/bin/ruff format --check gslrm tests train.py eval.py
+	$(VENV)/bin/ruff check gslrm tests train.py eval.py refine.py
+	$(VENV)/bin/ruff format --check gslrm tests train.py eval.py refine.py
 
 format: install ## ruff format + autofix
-	$(VENV)/bin/ruff format gslrm tests train.py eval.py
-	$(VENV)/bin/ruff check --fix gslrm tests train.py eval.py
+	$(VENV)/bin/ruff format gslrm tests train.py eval.py refine.py
+	$(VENV)/bin/ruff check --fix gslrm tests train.py eval.py refine.py
 
 bench: install ## performance table (python -m gslrm.bench)
 	$(PY) -m gslrm.bench $(ARGS)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAINED_IMAGE_SIZE = 16  # conftest.trained_run trains at this size
 
 
 def data_overrides(rodent_root) -> list[str]:

@@ -17,6 +17,20 @@ def rodent_root(tmp_path_factory):
     return ensure_dataset(tmp_path_factory.mktemp("rodent") / "rodent", samples=4, val_samples=1, seed=3)
 
 
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, rodent_root):
+    """train.py run directory: the tiny model trained 4 steps on rodent_root with the (offline) wandb logger,
+    pictures every 2 passes (shared by the eval and refinement tests)."""
+    from cli import TRAINED_IMAGE_SIZE, run_script
+
+    tmp_path = tmp_path_factory.mktemp("trained")
+    run_script(
+        "train.py", tmp_path, rodent_root, "loss=l2", f"data.image_size={TRAINED_IMAGE_SIZE}", "trainer.max_steps=4",
+        "val_every=2", "vis_every=2", "trainer.log_every_n_steps=1", "callbacks.visuals.turntable_views=4",
+    )  # fmt: skip
+    return next((tmp_path / "logs" / "train" / "runs").glob("*"))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -7,15 +7,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from cli import TRAINED_IMAGE_SIZE as IMAGE_SIZE
 from cli import run_script
 from wandb_records import read_run
 
+from gslrm.data.datamodule import collate_views
 from gslrm.data.mouse import DataConfig, MouseViewDataset
 from gslrm.evaluate import EvalConfig, Evaluator, load_model
 from gslrm.model.gslrm import GSLRM, ModelConfig
 from gslrm.render import RenderConfig, render
 
-IMAGE_SIZE = 16
 IMAGE_KEYS = ["images/train/supervision_0", "images/train/input_0", "images/train/turntable_0",
               "images/val/gt_vs_pred_0"]  # fmt: skip
 SCALAR_KEYS = ["metrics/iter", "metrics/lr", "metrics/grad_norm", "train/loss", "train/l2_loss", "train/psnr",
@@ -23,15 +24,8 @@ SCALAR_KEYS = ["metrics/iter", "metrics/lr", "metrics/grad_norm", "train/loss", 
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, rodent_root):
-    """A tiny model trained 4 steps with the (offline) wandb logger, pictures every 2 passes."""
-    tmp_path = tmp_path_factory.mktemp("trained")
-    run_script(
-        "train.py", tmp_path, rodent_root, "loss=l2", f"data.image_size={IMAGE_SIZE}", "trainer.max_steps=4",
-        "val_every=2", "vis_every=2", "trainer.log_every_n_steps=1", "callbacks.visuals.turntable_views=4",
-    )  # fmt: skip
-    run_dir = next((tmp_path / "logs" / "train" / "runs").glob("*"))
-    return run_dir
+def trained(trained_run):
+    return trained_run
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +80,7 @@ def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent
     model = GSLRM(ModelConfig(**checkpoint["hyper_parameters"]["model"])).eval()
     model.load_state_dict({k[6:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")})
     dataset = MouseViewDataset(DataConfig(root=str(rodent_root), image_size=IMAGE_SIZE, normalization={"up": [0, 0, 1]}), "val")  # fmt: skip
-    sample = {k: v[None] for k, v in dataset[0].items()}
+    sample = collate_views([dataset[0]])
     with torch.no_grad():
         gaussians = model(sample["image"][:, :4, :3], sample["c2w"][:, :4], sample["fxfycxcy"][:, :4]).gaussians
         rgb = render(gaussians, sample["c2w"], sample["fxfycxcy"], IMAGE_SIZE, IMAGE_SIZE).rgb[0].numpy()

@@ -139,3 +139,11 @@ def test_ddp_inside_a_multirun_runs_each_job_once(tmp_path, rodent_root):
         assert (job_dir / "train_ddp_process_1.log").is_file() and not (job_dir / "FAILED.txt").exists()
         state = torch.load(job_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
         assert state["global_step"] == 3
+
+
+def test_rodent_depth_experiment_smoke(tmp_path, rodent_root):
+    """The confidence/depth pipeline through train.py (ground-truth depth prior, gradient confidence)."""
+    result = run_train(
+        tmp_path, rodent_root, "experiment=rodent_depth", "debug=fdr", "logger=csv", "data.image_size=16"
+    )
+    assert "Traceback" not in result.stderr

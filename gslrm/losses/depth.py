@@ -109,7 +109,8 @@ class PseudoDepthLoss(Term):
         self.skipped = 0
 
     def forward(self, inputs: LossInputs) -> Tensor:
-        c2w, fxfycxcy = inputs.batch["c2w"], inputs.batch["fxfycxcy"]
+        batch = inputs.batch  # the orbit runs through all training cameras (refinement passes them as orbit_*)
+        c2w, fxfycxcy = batch.get("orbit_c2w", batch["c2w"]), batch.get("orbit_fxfycxcy", batch["fxfycxcy"])
         cameras = [orbit_cameras(c2w[b], fxfycxcy[b], c2w.new_tensor([self.stack.pop()])) for b in range(len(c2w))]
         rendered = inputs.render_fn(torch.stack([c for c, _ in cameras]), torch.stack([k for _, k in cameras]))
         estimated = self.estimator(flat_images(rendered.rgb))

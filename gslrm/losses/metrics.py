@@ -7,6 +7,7 @@ from torch import Tensor
 
 __all__ = [
     "psnr_from_mse", "mask_iou", "predicted_mask", "per_image_psnr", "per_image_masked_psnr", "depth_abs_rel",
+    "aligned_depth_abs_rel",
 ]  # fmt: skip
 
 
@@ -48,3 +49,17 @@ def depth_abs_rel(rendered: Tensor, truth: Tensor, alpha: Tensor) -> Tensor:
     valid = (alpha > 0.5) & (truth > 0)
     error = (rendered - truth).abs() / truth.clamp_min(1e-6)
     return (error * valid).sum() / valid.sum().clamp_min(1)
+
+
+def aligned_depth_abs_rel(rendered: Tensor, truth: Tensor, alpha: Tensor) -> Tensor:
+    """``depth_abs_rel`` after the least-squares scale and shift of each view's rendered depth onto the truth (over
+    the same pixels): the error of the depth's shape, which is all a correlation loss can see."""
+    valid = ((alpha > 0.5) & (truth > 0)).flatten(1).to(rendered.dtype)  # [views, pixels]
+    d, g = rendered.flatten(1), truth.flatten(1)
+    count = valid.sum(1, keepdim=True).clamp_min(1)
+    d_mean, g_mean = (d * valid).sum(1, keepdim=True) / count, (g * valid).sum(1, keepdim=True) / count
+    scale = (valid * (d - d_mean) * (g - g_mean)).sum(1, keepdim=True) / (valid * (d - d_mean) ** 2).sum(
+        1, keepdim=True
+    ).clamp_min(1e-12)
+    aligned = scale * (d - d_mean) + g_mean
+    return depth_abs_rel(aligned.view_as(rendered), truth, alpha)
