@@ -42,13 +42,15 @@ def run(cfg: DictConfig) -> dict:
 
     from gslrm.config import build
     from gslrm.data.datamodule import MouseDataModule, collate_views
+    from gslrm.depth.priors import check_data_loads_priors
     from gslrm.evaluate import load_model
     from gslrm.refine import refine_sample
     from gslrm.runs import resolve_checkpoint
 
     L.seed_everything(cfg.seed)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.train_task)
-    data_config = build(cfg.data)
+    data_config, loss_config = build(cfg.data), build(cfg.loss)
+    check_data_loads_priors(loss_config, data_config)
     datamodule = MouseDataModule(data_config)
     datamodule.prepare_data()  # the rodent default is generated on first use
     dataset = datamodule.dataset(cfg.split)

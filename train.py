@@ -58,15 +58,17 @@ def train(cfg: DictConfig) -> float:
 
     from gslrm.config import build
     from gslrm.data.datamodule import MouseDataModule
+    from gslrm.depth.priors import check_data_loads_priors
     from gslrm.lit.launch import install_multirun_safe_ddp_launch
     from gslrm.lit.module import GSLRMModule
     from gslrm.runs import resolve_checkpoint, wandb_id_for
 
     L.seed_everything(cfg.seed, workers=True)
-    data_config = build(cfg.data)
+    data_config, loss_config = build(cfg.data), build(cfg.loss)
+    check_data_loads_priors(loss_config, data_config)
     datamodule = MouseDataModule(data_config)
     module = GSLRMModule(
-        model=build(cfg.model), loss=build(cfg.loss), optim=build(cfg.optim), render=build(cfg.render),
+        model=build(cfg.model), loss=loss_config, optim=build(cfg.optim), render=build(cfg.render),
         num_input_views=data_config.num_input_views, val_lpips=cfg.val_lpips,
     )  # fmt: skip
     ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)

@@ -404,3 +404,29 @@ def test_depth_estimator_needs_its_data(rodent_root):
         DepthPriors("precomputed", MidasConfig(), ConfidenceConfig()).disparity(batch)
     with pytest.raises(ValueError, match="loss.depth.estimator"):
         DepthPriors("zoe", MidasConfig(), ConfidenceConfig())
+
+
+def test_the_loss_config_is_checked_against_the_data_config_at_start():
+    from gslrm.data.format import DataFormatError
+    from gslrm.data.mouse import DataConfig
+    from gslrm.depth.priors import check_data_loads_priors
+    from gslrm.losses.computer import LossConfig
+
+    def loss(**terms):
+        return LossConfig(l2={"weight": 0.0}, perceptual={"weight": 0.0}, **terms)
+
+    with pytest.raises(DataFormatError, match="data.depth_maps.dir"):
+        check_data_loads_priors(loss(depth={"weight": 0.05, "estimator": "precomputed"}), DataConfig())
+    with pytest.raises(DataFormatError, match="data.confidence_maps.dir"):
+        check_data_loads_priors(loss(image={"weight": 1.0}, confidence={"source": "precomputed"}), DataConfig())
+    with pytest.raises(DataFormatError, match="data.load_depth=true"):  # the gradient confidence reads the prior
+        check_data_loads_priors(
+            loss(
+                image={"weight": 1.0},
+                depth={"estimator": "ground_truth"},
+                confidence={"source": "runtime", "method": "simple"},
+            ),
+            DataConfig(),
+        )
+    check_data_loads_priors(loss(depth={"weight": 0.05, "estimator": "ground_truth"}), DataConfig(load_depth=True))
+    check_data_loads_priors(loss(depth={"weight": 0.0, "estimator": "precomputed"}), DataConfig())  # term off: fine

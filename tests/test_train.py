@@ -147,3 +147,10 @@ def test_rodent_depth_experiment_smoke(tmp_path, rodent_root):
         tmp_path, rodent_root, "experiment=rodent_depth", "debug=fdr", "logger=csv", "data.image_size=16"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_depth_prior_without_depth_data_is_one_line_at_start(tmp_path, rodent_root):
+    result = run_train(tmp_path, rodent_root, "experiment=rodent_depth", "data.load_depth=false", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "loss.depth.estimator=ground_truth: set data.load_depth=true" in output
+    assert "Traceback" not in output

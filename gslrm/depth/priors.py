@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from gslrm.depth.confidence import ConfidenceCache, gradient_confidence, variance_confidence
 from gslrm.depth.estimators import ESTIMATORS, MidasConfig, MidasEstimator, disparity_from_depth
 
-__all__ = ["ConfidenceConfig", "DepthPriors"]
+__all__ = ["ConfidenceConfig", "DepthPriors", "check_data_loads_priors"]
 
 CONFIDENCE_SOURCES = ("none", "precomputed", "runtime")
 
@@ -102,3 +102,23 @@ class DepthPriors(nn.Module):
                 cache.misses += 1
         maps = [cache.get(name) for name in flat_names]
         return torch.stack(maps).to(images.device, images.dtype).view(b, v, 1, h, w)
+
+
+def check_data_loads_priors(loss, data) -> None:
+    """At start-up, one line when the loss config needs maps that the data config does not load (instead of a
+    traceback from inside the first training step). ``loss``: LossConfig, ``data``: DataConfig."""
+    from gslrm.data.format import DataFormatError
+
+    confidence = loss.confidence
+    uses_confidence = loss.image.weight > 0 and confidence.source != "none"
+    uses_prior = loss.depth.weight > 0 or (
+        uses_confidence and confidence.source == "runtime" and confidence.method == "simple"
+    )
+    if uses_prior and loss.depth.estimator == "ground_truth" and not data.load_depth:
+        raise DataFormatError(
+            "loss.depth.estimator=ground_truth: set data.load_depth=true (the depth maps are the prior)"
+        )
+    if uses_prior and loss.depth.estimator == "precomputed" and data.depth_maps is None:
+        raise DataFormatError("loss.depth.estimator=precomputed: set data.depth_maps.dir (the precomputed depth maps)")
+    if uses_confidence and confidence.source == "precomputed" and data.confidence_maps is None:
+        raise DataFormatError("loss.confidence.source=precomputed: set data.confidence_maps.dir (the confidence maps)")
