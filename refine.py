@@ -39,6 +39,7 @@ def find_sample(dataset, name: str) -> int:
 
 def run(cfg: DictConfig) -> dict:
     import lightning as L
+    import torch
 
     from gslrm.config import build
     from gslrm.data.datamodule import MouseDataModule, collate_views
@@ -56,6 +57,9 @@ def run(cfg: DictConfig) -> dict:
     dataset = datamodule.dataset(cfg.split)
     sample = collate_views([dataset[find_sample(dataset, str(cfg.sample))]])
     model, render_config = load_model(ckpt_path, build(cfg.model) if cfg.get("model") else None)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(device)
+    sample = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in sample.items()}
     return refine_sample(
         model,
         sample,

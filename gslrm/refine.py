@@ -153,11 +153,12 @@ def refine_sample(
     config: RefineConfig,
     settings: RenderConfig,
 ) -> dict:
-    """Refine one sample (a batch of 1 from the dataset); writes the outputs and returns the report."""
+    """Refine one sample (a batch of 1 from the dataset, on the model's device); writes the outputs and returns
+    the report."""
     views = sample["image"].shape[1]
     holdout = sorted(set(config.holdout_views))
     inputs = list(range(num_input_views))
-    if any(not 0 <= v < views for v in holdout) or set(holdout) & set(inputs):
+    if not holdout or any(not 0 <= v < views for v in holdout) or set(holdout) & set(inputs):
         raise ValueError(
             f"refine.holdout_views: {holdout} must be view slots in {num_input_views}..{views - 1} (not the model's inputs)"
         )
@@ -174,7 +175,7 @@ def refine_sample(
     parameters = GaussianParameters(predicted)
     extent = 1.1 * float(sample["c2w"][0, :, :3, 3].norm(dim=-1).max())
     optimizer = parameters.optimizer(config.lr, extent)
-    computer = LossComputer(loss_config)
+    computer = LossComputer(loss_config).to(image.device)
     stack = ViewpointStack(fit, config.seed)
     history: dict[str, list[float]] = {}
     started = time.perf_counter()

@@ -55,10 +55,13 @@ def _confidence_loss(depth_weight):
     )  # fmt: skip
 
 
-def test_holdout_views_cannot_be_model_inputs(trained_run, rodent_root, tmp_path):
+def test_holdout_views_must_be_novel_views_of_the_sample(trained_run, rodent_root, tmp_path):
     sample, model, render_config = _sample_and_model(trained_run, rodent_root)
-    with pytest.raises(ValueError, match="refine.holdout_views"):
-        refine_sample(model, sample, 4, _confidence_loss(0.0), RefineConfig(str(tmp_path), 1, [2]), render_config)
+    for holdout in ([2], [], [6]):  # an input, none, outside the sample
+        with pytest.raises(ValueError, match="refine.holdout_views"):
+            refine_sample(
+                model, sample, 4, _confidence_loss(0.0), RefineConfig(str(tmp_path), 1, holdout), render_config
+            )
 
 
 @pytest.mark.slow
