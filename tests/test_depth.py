@@ -257,49 +257,61 @@ def test_midas_estimator_normalizes_resizes_and_is_frozen(fake_midas):
 
 
 # -- precomputed maps through the dataset ------------------------------------------------------------------------
-def test_precomputed_depth_and_confidence_maps_are_matched_and_cropped(tiny_root):
+def _write_priors(root, samples=("s0", "s1", "s2")):
+    """priors/cam_XXX.npy holding 2 + view (depth, or uncertainty) at the raw 36x32 size, per sample."""
+    for sample in samples:
+        priors = root / sample / "priors"
+        priors.mkdir()
+        for view in range(6):
+            np.save(priors / f"cam_{view:03d}.npy", np.full((32, 36), 2.0 + view, np.float32))
+
+
+def test_precomputed_maps_found_by_image_stem(tiny_root):
+    from gslrm.data.mouse import DataConfig, MouseViewDataset
+
+    _write_priors(tiny_root)
+    config = DataConfig(
+        root=str(tiny_root), image_size=16, depth_maps={"dir": "priors", "kind": "depth"},
+        confidence_maps={"dir": "priors", "kind": "uncertainty", "uncertainty_to_confidence": "inverse"},
+    )  # fmt: skip
+    sample = MouseViewDataset(config, "train")[0]
+    assert sample["depth_prior"].shape == sample["confidence"].shape == (6, 1, 16, 16)
+    assert float(sample["depth_prior"][1, 0, 8, 8]) == pytest.approx(1 / 3.0, abs=1e-6)  # disparity of depth 3
+    assert float(sample["confidence"][0, 0, 8, 8]) == pytest.approx(1 / 3.0, abs=1e-6)  # 1 / (1 + 2)
+    assert sample["names"][0].endswith("s0/images/cam_000.png")
+
+
+def test_precomputed_maps_through_a_mapping_file_and_a_16_bit_png(tiny_root):
     from PIL import Image
 
     from gslrm.data.format import DataFormatError
     from gslrm.data.mouse import DataConfig, MouseViewDataset
 
-    for sample in ("s0", "s1", "s2"):
-        priors = tiny_root / sample / "priors"
-        priors.mkdir()
-        for view in range(6):
-            np.save(priors / f"cam_{view:03d}.npy", np.full((32, 36), 2.0 + view, np.float32))  # depth 2..7
-        Image.fromarray(np.full((16, 18), 4000, np.uint16)).save(priors / "cam_000_u.png")  # half size, 16 bit
-    (tiny_root / "s0" / "priors" / "map.json").write_text(json.dumps({"cam_000.png": "cam_000_u.png"}))
-    config = DataConfig(
-        root=str(tiny_root), image_size=16, num_workers=0,
-        depth_maps={"dir": "priors", "kind": "depth"},
-        confidence_maps={"dir": "priors", "mapping": "map.json", "kind": "uncertainty", "png_scale": 0.001},
-    )  # fmt: skip
-    dataset = MouseViewDataset(config, "train")
-    with pytest.raises(DataFormatError, match=r"map.json: no entry for images/cam_001.png"):
-        dataset[0]  # the mapping names only cam_000
-    config.confidence_maps.mapping = None
-    config.confidence_maps.kind, config.confidence_maps.dir = "uncertainty", "priors"
-    sample = dataset[0]
-    assert sample["depth_prior"].shape == (6, 1, 16, 16)
-    assert float(sample["depth_prior"][1, 0, 8, 8]) == pytest.approx(1 / 3.0, abs=1e-6)  # disparity of depth 3
-    # uncertainty 2 + view from the .npy -> inverse: 1 / (1 + u)
-    assert float(sample["confidence"][0, 0, 8, 8]) == pytest.approx(1 / 3.0, abs=1e-6)
-    assert sample["names"][0].endswith("s0/images/cam_000.png")
-    # the mapping file, a 16-bit PNG at half size: 4000 * 0.001 = 4 -> 1 / 5, resized to the image
-    config.confidence_maps.mapping = "map.json"
-    config.confidence_maps.kind = "uncertainty"
-    mapped = MouseViewDataset(DataConfig(**config.__dict__), "train")
-    mapping_path = tiny_root / "s0" / "priors" / "map.json"
-    mapping_path.write_text(json.dumps({f"cam_{v:03d}.png": "cam_000_u.png" for v in range(6)}))
+    _write_priors(tiny_root, ["s0"])
+    priors = tiny_root / "s0" / "priors"
+    Image.fromarray(np.full((16, 18), 4000, np.uint16)).save(priors / "u.png")  # half the image size, 16 bit
+    (priors / "map.json").write_text(json.dumps({f"cam_{v:03d}.png": "u.png" for v in range(6)}))
+    maps = {"dir": "priors", "mapping": "map.json", "kind": "uncertainty", "png_scale": 0.001}
+    sample = MouseViewDataset(DataConfig(root=str(tiny_root), image_size=16, confidence_maps=maps), "train")[0]
+    # 4000 * 0.001 = 4 -> 1 / (1 + 4) = 0.2, resized to the image then cropped like it
+    assert torch.allclose(sample["confidence"][:, 0, 4:12, 4:12], torch.tensor(0.2), atol=1e-6)
+    (priors / "map.json").write_text(json.dumps({"cam_000.png": "u.png"}))
     from gslrm.data.maps import _mapping
 
-    _mapping.cache_clear()
-    first = mapped[0]
-    assert torch.allclose(first["confidence"][:, 0, 4:12, 4:12], torch.tensor(0.2), atol=1e-6)
+    _mapping.cache_clear()  # mapping files are read once per process
+    with pytest.raises(DataFormatError, match=r"map.json: no entry for images/cam_001.png"):
+        MouseViewDataset(DataConfig(root=str(tiny_root), image_size=16, confidence_maps=maps), "train")[0]
+
+
+def test_a_missing_precomputed_map_names_the_file(tiny_root):
+    from gslrm.data.format import DataFormatError
+    from gslrm.data.mouse import DataConfig, MouseViewDataset
+
+    _write_priors(tiny_root)
     (tiny_root / "s1" / "priors" / "cam_002.npy").unlink()
+    dataset = MouseViewDataset(DataConfig(root=str(tiny_root), image_size=16, depth_maps={"dir": "priors"}), "train")
     with pytest.raises(DataFormatError, match=r"s1/priors/cam_002.npy: data.depth_maps: no map for images/cam_002.png"):
-        MouseViewDataset(DataConfig(root=str(tiny_root), image_size=16, depth_maps={"dir": "priors"}), "train")[1]
+        dataset[1]
 
 
 # -- the pipeline on real batches ---------------------------------------------------------------------------------
