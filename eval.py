@@ -48,23 +48,11 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def hydra_main(cfg: DictConfig) -> None:
-    from hydra.errors import InstantiationException
-    from omegaconf.errors import MissingMandatoryValue
-
-    from gslrm.data.format import DataFormatError
-    from gslrm.losses.weights import MissingWeightsError
-    from gslrm.runs import save_config_tree
+    from gslrm.runs import one_line_errors, save_config_tree
 
     save_config_tree(cfg, Path(cfg.paths.output_dir))
-    try:
+    with one_line_errors(ValueError):  # ValueError: a checkpoint that is not a GS-LRM's
         evaluate(cfg)
-    except (
-        DataFormatError, MissingWeightsError, InstantiationException, FileNotFoundError, MissingMandatoryValue,
-        ValueError,
-    ) as error:  # fmt: skip
-        lines = str(error).splitlines()
-        log.error("%s", lines[-1] if isinstance(error, InstantiationException) else lines[0])
-        raise SystemExit(1) from None  # a clear one-line error, not a deep traceback
 
 
 if __name__ == "__main__":

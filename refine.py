@@ -60,35 +60,17 @@ def run(cfg: DictConfig) -> dict:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device)
     sample = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in sample.items()}
-    return refine_sample(
-        model,
-        sample,
-        data_config.num_input_views,
-        build(cfg.loss),
-        build(cfg.refine),
-        render_config or build(cfg.render),
-    )
+    settings = render_config or build(cfg.render)
+    return refine_sample(model, sample, data_config.num_input_views, loss_config, build(cfg.refine), settings)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="refine")
 def hydra_main(cfg: DictConfig) -> None:
-    from hydra.errors import InstantiationException
-    from omegaconf.errors import MissingMandatoryValue
-
-    from gslrm.data.format import DataFormatError
-    from gslrm.losses.weights import MissingWeightsError
-    from gslrm.runs import save_config_tree
+    from gslrm.runs import one_line_errors, save_config_tree
 
     save_config_tree(cfg, Path(cfg.paths.output_dir))
-    try:
+    with one_line_errors(ValueError):  # ValueError: an unknown sample, bad holdout views, a foreign checkpoint
         run(cfg)
-    except (
-        DataFormatError, MissingWeightsError, InstantiationException, FileNotFoundError, MissingMandatoryValue,
-        ValueError, KeyError,
-    ) as error:  # fmt: skip
-        lines = str(error).strip("'\"").splitlines()
-        log.error("%s", lines[-1] if isinstance(error, InstantiationException) else lines[0])
-        raise SystemExit(1) from None  # a clear one-line error, not a deep traceback
 
 
 if __name__ == "__main__":

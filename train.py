@@ -117,24 +117,11 @@ def _end_job() -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
-    from hydra.errors import InstantiationException
-    from omegaconf.errors import MissingMandatoryValue
-
-    from gslrm.data.format import DataFormatError
-    from gslrm.losses.weights import MissingWeightsError
+    from gslrm.runs import one_line_errors
 
     try:
-        return main(cfg)
-    except (
-        DataFormatError,
-        MissingWeightsError,
-        InstantiationException,
-        FileNotFoundError,
-        MissingMandatoryValue,
-    ) as error:
-        lines = str(error).splitlines()
-        log.error("%s", lines[-1] if isinstance(error, InstantiationException) else lines[0])
-        raise SystemExit(1) from None  # a clear one-line error, not a deep traceback
+        with one_line_errors():
+            return main(cfg)
     finally:
         _end_job()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,7 +12,7 @@ from gslrm.lit.callbacks import WANDB_ID_FILE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["save_config_tree", "resolve_checkpoint", "wandb_id_for"]
+__all__ = ["save_config_tree", "resolve_checkpoint", "wandb_id_for", "one_line_errors"]
 
 
 def save_config_tree(cfg: DictConfig, output_dir: Path) -> None:
@@ -52,3 +53,24 @@ def wandb_id_for(ckpt_path: str) -> str | None:
     """The wandb run id recorded beside the checkpoint, so the resumed run continues the same wandb run."""
     id_file = Path(ckpt_path).parent / WANDB_ID_FILE
     return id_file.read_text().strip() if id_file.is_file() else None
+
+
+@contextmanager
+def one_line_errors(*also: type[BaseException]):
+    """For the entry points (train.py, eval.py, refine.py): a user's mistake (bad data, missing weights, a config
+    typo or missing value, a missing file, and the script's own ``also`` kinds) ends the run with exit code 1 and the
+    error's one line in the log, not a deep traceback."""
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import MissingMandatoryValue
+
+    from gslrm.data.format import DataFormatError
+    from gslrm.losses.weights import MissingWeightsError
+
+    kinds = (DataFormatError, MissingWeightsError, InstantiationException, FileNotFoundError, MissingMandatoryValue)
+    try:
+        yield
+    except kinds + also as error:
+        lines = str(error).splitlines()
+        # Hydra wraps a failed instantiation; its last line is the cause
+        log.error("%s", lines[-1] if isinstance(error, InstantiationException) else lines[0])
+        raise SystemExit(1) from None
