@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -62,7 +63,8 @@ class DepthPriors(nn.Module):
             if "depth_prior" not in batch:
                 raise KeyError("loss.depth.estimator=precomputed needs data.depth_maps.dir (the maps' directory)")
             return batch["depth_prior"]
-        return self._per_image(batch, self.disparity_cache, lambda images: self.midas(images))
+        images = batch["image"][:, :, :3].flatten(0, 1)
+        return self._per_image(batch, self.disparity_cache, lambda i: self.midas(images[i].float()))
 
     def confidence(self, batch: dict, disparity: Tensor | None) -> Float[Tensor, "b v 1 h w"] | None:
         config = self.confidence_config
@@ -75,33 +77,37 @@ class DepthPriors(nn.Module):
                 )
             return batch["confidence"]
         if config.method == "simple":
-            disparity = self.disparity(batch) if disparity is None else disparity
-            flat = disparity.flatten(0, 1)
-            return self._per_image(batch, self.confidence_cache, None, computed=gradient_confidence(flat)[:, None])
 
-        def estimate(images: Tensor) -> Tensor:
+            def from_prior(i: list[int]) -> Tensor:  # the prior is only needed for images not cached yet
+                prior = self.disparity(batch) if disparity is None else disparity
+                return gradient_confidence(prior.flatten(0, 1)[i])[:, None]
+
+            return self._per_image(batch, self.confidence_cache, from_prior)
+
+        def estimate(i: list[int]) -> Tensor:
+            images = batch["image"][:, :, :3].flatten(0, 1)[i].float()
             return variance_confidence(images, self.midas, config.num_augmentations, config.noise_std)[:, None]
 
         return self._per_image(batch, self.confidence_cache, estimate)
 
     @torch.no_grad()
-    def _per_image(self, batch: dict, cache: ConfidenceCache, compute, computed: Tensor | None = None) -> Tensor:
-        """Cached per image name; ``compute`` runs once over the images not in the cache."""
-        images = batch["image"][:, :, :3]
-        b, v, _, h, w = images.shape
+    def _per_image(self, batch: dict, cache: ConfidenceCache, compute: Callable[[list[int]], Tensor]) -> Tensor:
+        """One map per view of the batch, cached by image name: ``compute(indices)`` runs once, for the flattened
+        (sample, view) indices whose images are not in the cache yet."""
+        b, v, _, h, w = batch["image"].shape
         names = batch.get("names")
         if names is None:
             raise KeyError("the batch has no image names (batch['names']): per-image caching needs them")
         flat_names = [name for sample in names for name in sample]
-        flat_images = images.flatten(0, 1).float()
-        missing = [i for i, name in enumerate(flat_names) if cache.get(name) is None]
+        maps = [cache.get(name) for name in flat_names]
+        missing = [i for i, value in enumerate(maps) if value is None]
         if missing:
-            fresh = computed[missing] if computed is not None else compute(flat_images[missing])
-            for i, value in zip(missing, fresh, strict=True):
+            for i, value in zip(missing, compute(missing), strict=True):
                 cache.put(flat_names[i], value)
                 cache.misses += 1
-        maps = [cache.get(name) for name in flat_names]
-        return torch.stack(maps).to(images.device, images.dtype).view(b, v, 1, h, w)
+                maps[i] = value.detach().float().cpu()
+        image = batch["image"]
+        return torch.stack(maps).to(image.device, image.dtype).view(b, v, 1, h, w)
 
 
 def check_data_loads_priors(loss, data) -> None:

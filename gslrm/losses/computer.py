@@ -151,9 +151,7 @@ class LossComputer(nn.Module):
         """Fill ``inputs.depth_prior`` / ``inputs.confidence`` for the depth-aware terms active at this step."""
         if inputs.batch is None:
             raise ValueError("the depth and confidence terms need LossInputs.batch (the data batch)")
-        confidence = self.config.confidence
-        gradient_confidence = confidence.source == "runtime" and confidence.method == "simple"
-        if weights["depth"] > 0 or (weights["image"] > 0 and gradient_confidence):
+        if weights["depth"] > 0:
             inputs.depth_prior = self.priors.disparity(inputs.batch)
-        if weights["image"] > 0:
+        if weights["image"] > 0:  # the gradient confidence reuses the prior, or asks for it when it is not cached
             inputs.confidence = self.priors.confidence(inputs.batch, inputs.depth_prior)
