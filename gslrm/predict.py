@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from torch import Tensor
+
+from gslrm.model.gaussians import Gaussians
 from gslrm.model.gslrm import GSLRM, ModelOutput
 from gslrm.render import RenderConfig, RenderOutput, render
 
-__all__ = ["predict_and_render"]
+__all__ = ["predict_and_render", "renderer"]
+
+
+def renderer(gaussians: Gaussians, batch: dict, settings: RenderConfig) -> Callable[[Tensor, Tensor], RenderOutput]:
+    """``(c2w [b, n, 4, 4], fxfycxcy [b, n, 4]) -> RenderOutput`` of ``gaussians`` at the batch's image size and
+    background: other cameras for the same Gaussians (pseudo views, refinement)."""
+    height, width = batch["image"].shape[-2:]
+
+    def render_cameras(c2w: Tensor, fxfycxcy: Tensor) -> RenderOutput:
+        return render(gaussians, c2w, fxfycxcy, width, height, background=batch["bg_color"],
+                      tile_size=settings.tile_size, max_alpha=settings.max_alpha)  # fmt: skip
+
+    return render_cameras
 
 
 def predict_and_render(

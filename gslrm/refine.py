@@ -26,7 +26,8 @@ from gslrm.losses.computer import LossComputer, LossConfig
 from gslrm.losses.metrics import aligned_depth_abs_rel, depth_abs_rel, mask_iou
 from gslrm.model.gaussians import Gaussians, save_ply
 from gslrm.model.gslrm import GSLRM
-from gslrm.render import RenderConfig, RenderOutput, render
+from gslrm.predict import renderer
+from gslrm.render import RenderConfig, RenderOutput
 from gslrm.turntable import render_turntable, write_video
 from gslrm.viz import error_panel, image_row, save_png, to_uint8
 
@@ -119,11 +120,8 @@ def _views(sample: dict, views: list[int]) -> dict:
 
 
 def _render(gaussians: Gaussians, sample: dict, settings: RenderConfig) -> RenderOutput:
-    height, width = sample["image"].shape[-2:]
-    return render(
-        gaussians, sample["c2w"], sample["fxfycxcy"], width, height, background=sample["bg_color"],
-        tile_size=settings.tile_size, max_alpha=settings.max_alpha,
-    )  # fmt: skip
+    """``gaussians`` seen from every camera of ``sample``."""
+    return renderer(gaussians, sample, settings)(sample["c2w"], sample["fxfycxcy"])
 
 
 @torch.no_grad()
@@ -212,12 +210,7 @@ def refine_sample(
 
 def _loss_inputs(one: dict, gaussians: Gaussians, rendered: RenderOutput, settings: RenderConfig) -> LossInputs:
     image = one["image"]
-    height, width = image.shape[-2:]
-
-    def render_fn(c2w: Tensor, fxfycxcy: Tensor) -> RenderOutput:
-        return render(gaussians, c2w, fxfycxcy, width, height, background=one["bg_color"],
-                      tile_size=settings.tile_size, max_alpha=settings.max_alpha)  # fmt: skip
-
+    render_fn = renderer(gaussians, one, settings)
     return LossInputs(
         render=rendered.rgb, target=image[:, :, :3], mask=image[:, :, 3:4], background=one["bg_color"],
         gaussians=gaussians, pixel_means=None, ray_o=None, ray_d=None, input_mask=None,

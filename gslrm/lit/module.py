@@ -17,8 +17,8 @@ from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
 from gslrm.losses.metrics import depth_abs_rel, mask_iou, per_image_masked_psnr, per_image_psnr
 from gslrm.model.gslrm import GSLRM, ModelConfig, ModelOutput, load_facelift_checkpoint
-from gslrm.predict import predict_and_render
-from gslrm.render import RenderConfig, RenderOutput, render
+from gslrm.predict import predict_and_render, renderer
+from gslrm.render import RenderConfig, RenderOutput
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +93,7 @@ class GSLRMModule(L.LightningModule):
 
     def loss_inputs(self, batch: dict, output: ModelOutput, rendered: RenderOutput) -> LossInputs:
         image = batch["image"]
-        height, width = image.shape[-2:]
-        settings = self.render_config
-
-        def render_fn(c2w, fxfycxcy):  # other cameras for the same Gaussians (the pseudo-view depth term)
-            return render(output.gaussians, c2w, fxfycxcy, width, height, background=batch["bg_color"],
-                          tile_size=settings.tile_size, max_alpha=settings.max_alpha)  # fmt: skip
-
+        render_fn = renderer(output.gaussians, batch, self.render_config)  # the pseudo-view depth term's cameras
         return LossInputs(
             render=rendered.rgb, target=image[:, :, :3], mask=image[:, :, 3:4], background=batch["bg_color"],
             gaussians=output.gaussians, pixel_means=output.pixel_means, ray_o=output.ray_o, ray_d=output.ray_d,
