@@ -29,8 +29,8 @@ from gslrm.model.gaussians import prune, save_ply
 from gslrm.model.gslrm import GSLRM, ModelConfig, load_facelift_checkpoint, read_checkpoint
 from gslrm.predict import predict_and_render
 from gslrm.render import RenderConfig
-from gslrm.turntable import VIDEO_FORMATS, render_turntable, write_video
-from gslrm.viz import ERROR_VMAX, error_panel, image_row, save_png, to_uint8
+from gslrm.turntable import VIDEO_FORMATS, render_turntable, save_turntable
+from gslrm.viz import ERROR_VMAX, error_panel, image_row, save_png, view_titles
 
 log = logging.getLogger(__name__)
 
@@ -146,16 +146,14 @@ class Evaluator(L.LightningModule):
     def write_visuals(self, name: str, image, pred, gaussians, background) -> None:
         folder = Path(self.config.output_dir) / "samples" / name.replace("/", "__")
         inputs = self.num_input_views
-        titles = [("input " if v < inputs else "novel ") + str(v) for v in range(image.shape[0])]
+        titles = view_titles(image.shape[0], inputs)
         save_png(error_panel(image[:, :3], pred, self.config.error_vmax, titles).image, folder / "gt_vs_pred.png")
         save_png(image_row(image[:inputs, :3]), folder / "input.png")
         turntable = render_turntable(
             gaussians, self.config.turntable_views, image.shape[-1], elevation_deg=self.config.turntable_elevation,
             background=background, settings=self.render_config,
         )  # fmt: skip
-        write_video(to_uint8(turntable), folder / f"turntable.{self.config.video_format}", fps=self.config.fps)
-        preview = turntable[:: max(1, len(turntable) // 8)][:8]
-        save_png(image_row(preview), folder / "turntable_preview.png")
+        save_turntable(turntable, folder, "turntable", self.config.video_format, self.config.fps)
         if self.config.save_ply:
             save_ply(folder / "gaussians.ply", prune(gaussians.float()))
 

@@ -28,8 +28,8 @@ from gslrm.model.gaussians import Gaussians, save_ply
 from gslrm.model.gslrm import GSLRM
 from gslrm.predict import renderer
 from gslrm.render import RenderConfig, RenderOutput
-from gslrm.turntable import render_turntable, write_video
-from gslrm.viz import error_panel, image_row, save_png, to_uint8
+from gslrm.turntable import render_turntable, save_turntable
+from gslrm.viz import error_panel, save_png
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,7 @@ def write_outputs(folder: Path, report, predicted, refined, held_out, before, af
     save_png(error_panel(target, after.rgb[0], titles=titles).image, folder / "heldout_refined.png")
     frames = render_turntable(refined, config.turntable_views, target.shape[-1], config.turntable_elevation,
                               background=held_out["bg_color"][0], settings=settings)  # fmt: skip
-    write_video(to_uint8(frames), folder / f"turntable_refined.{config.video_format}")
-    save_png(image_row(frames[:: max(1, len(frames) // 8)][:8]), folder / "turntable_refined_preview.png")
+    save_turntable(frames, folder, "turntable_refined", config.video_format)
     log.info(
         "held-out views %s: PSNR %.2f -> %.2f, SSIM %.3f -> %.3f%s (files in %s)",
         report["holdout_views"], report["heldout_before"]["psnr"], report["heldout_after"]["psnr"],

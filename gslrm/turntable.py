@@ -12,8 +12,9 @@ from torch import Tensor
 from gslrm.cameras import FACELIFT_RADIUS, turntable_cameras
 from gslrm.model.gaussians import Gaussians
 from gslrm.render import RenderConfig, render
+from gslrm.viz import image_row, save_png, to_uint8
 
-__all__ = ["render_turntable", "write_video", "VIDEO_FORMATS"]
+__all__ = ["render_turntable", "write_video", "save_turntable", "VIDEO_FORMATS"]
 
 VIDEO_FORMATS = ("gif", "mp4")
 VIEWS_PER_CALL = 8  # bounds the renderer's memory for long (150-view) orbits
@@ -63,3 +64,9 @@ def write_video(frames: np.ndarray, path: Path | str, fps: int = 30) -> Path:
     else:
         raise ValueError(f"{path}: video format must be one of {VIDEO_FORMATS}")
     return path
+
+
+def save_turntable(frames: Float[Tensor, "v 3 h w"], folder: Path, stem: str, video_format: str, fps: int = 30) -> None:
+    """``<stem>.<gif|mp4>`` and ``<stem>_preview.png`` (8 frames side by side) in ``folder``."""
+    write_video(to_uint8(frames), Path(folder) / f"{stem}.{video_format}", fps=fps)
+    save_png(image_row(frames[:: max(1, len(frames) // 8)][:8]), Path(folder) / f"{stem}_preview.png")

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from gslrm.losses.metrics import per_image_psnr
 
-__all__ = ["to_uint8", "image_row", "image_rows", "ErrorPanel", "error_panel", "save_png"]
+__all__ = ["to_uint8", "image_row", "image_rows", "ErrorPanel", "error_panel", "save_png", "view_titles"]
 
 ERROR_VMAX = 0.3  # the colorbar's top: the fork's panels (seed 002 section 9.2)
 CELL_PIXELS = 160  # each view is drawn at least this large in the panel, whatever the training resolution
@@ -38,6 +38,11 @@ def image_row(images: Float[Tensor, "v 3 h w"]) -> np.ndarray:
 def image_rows(*rows: Float[Tensor, "v 3 h w"]) -> np.ndarray:
     """Rows of views stacked vertically (e.g. GT over render): uint8 [r*h, v*w, 3]."""
     return np.concatenate([image_row(row) for row in rows], axis=0)
+
+
+def view_titles(views: int, num_input_views: int) -> list[str]:
+    """Panel column titles: which views the model saw as inputs and which are novel."""
+    return [("input " if view < num_input_views else "novel ") + str(view) for view in range(views)]
 
 
 def save_png(image: np.ndarray, path: Path | str) -> Path:

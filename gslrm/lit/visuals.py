@@ -17,7 +17,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from gslrm.turntable import render_turntable
-from gslrm.viz import ERROR_VMAX, error_panel, image_row, image_rows, save_png
+from gslrm.viz import ERROR_VMAX, error_panel, image_row, image_rows, save_png, view_titles
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class TrainingVisuals(Callback):
             return
         rendered, images = outputs["rendered"], batch["image"][:, :, :3]
         inputs = module.num_input_views
-        titles = [("input " if v < inputs else "novel ") + str(v) for v in range(images.shape[1])]
+        titles = view_titles(images.shape[1], inputs)
         for i in range(min(self.max_samples, images.shape[0])):
             panel = error_panel(images[i], rendered.rgb[i], vmax=self.error_vmax, titles=titles)
             caption = f"sample {int(batch['index'][i, 0, 1])}: PSNR {panel.psnr:.2f} dB"
