@@ -23,6 +23,7 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m gslrm.render.compiled
 	@touch $(STAMP)
 
 sysdeps: ## Debian packages MuJoCo needs to render on CPU (OSMesa)

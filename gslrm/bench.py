@@ -1,7 +1,12 @@
 """``python -m gslrm.bench [--json FILE] [--quick]``: speed and memory, measured side by side in one run.
 
-- ``rasterizer``: CPU tiled rasterizer vs the dense all-pairs oracle, forward + backward, at (2k Gaussians, 64^2) and
-  (16k, 128^2), one view of random Gaussians in the unit cube (scales 0.007-0.05) seen from FaceLift's orbit.
+- ``rasterizer``: the CPU rasterizers (compiled, torch tiled, dense all-pairs oracle), forward + backward, at
+  (2k Gaussians, 64^2), (16k, 128^2) and the default training shape (``train``: 2 scenes x 4096 Gaussians, each seen
+  by 6 views at 32^2), random Gaussians in the unit cube (scales 0.007-0.05) seen from FaceLift's orbit. Each is
+  timed twice: ``render`` (gsplat's torch projection + rasterization, gradients to the Gaussians) and ``raster``
+  (rasterization alone, gradients to the 2D splats: the part the compiled backend replaces). The compiled backend's
+  Gaussian-pixel pairs per second (tile intersections x tile pixels, forward) are set against this machine's
+  fp32 FLOP peak (a large matmul, measured in the same run) at ``FORWARD_FLOPS_PER_PAIR``.
 - ``model``: forward + backward of the transformer (``tiny``, ``small``) on a batch of 2 x 4 input views, analytic
   FLOPs, and MFU = achieved FLOP/s / the fp32 matmul FLOP/s of a large ``torch.matmul`` measured in the same run.
 - ``loader``: samples/s of the rodent training loader at the default config (32x32, batch 2) with 0 and 2 workers.
@@ -22,6 +27,10 @@ from pathlib import Path
 
 __all__ = ["main"]
 
+# FLOPs (an FMA counted as 2) per Gaussian-pixel pair in the compiled forward: offsets and sigma 9, exp 22 (range
+# reduction, degree-7 polynomial, exponent scaling), alpha, transmittance and weight 6, four channels blended 8
+FORWARD_FLOPS_PER_PAIR = 45
+RASTER_CASES = {"2k_64": (1, 1, 2000, 64), "16k_128": (1, 1, 16000, 128), "train": (2, 6, 4096, 32)}
 MODEL_SIZES = {"tiny": dict(dim=128, depth=4, head_dim=32), "small": dict(dim=384, depth=8, head_dim=64)}
 
 
@@ -79,45 +88,63 @@ def _timed(function, device: str, repeats: int) -> tuple[float, float]:
     return sorted(times)[len(times) // 2], peak.mib
 
 
-def _random_gaussians(n: int, device: str):
+def _random_gaussians(n: int, device: str, batch: int = 1):
     import torch
 
     from gslrm.model.gaussians import Gaussians
 
     g = torch.Generator().manual_seed(0)
     scene = Gaussians(
-        means=(torch.rand(1, n, 3, generator=g) * 2 - 1) * 0.8,
-        features=torch.randn(1, n, 1, 3, generator=g),
-        scales=torch.exp(torch.empty(1, n, 3).uniform_(-5.0, -3.0, generator=g)),
-        quats=torch.nn.functional.normalize(torch.randn(1, n, 4, generator=g), dim=-1),
-        opacities=torch.rand(1, n, generator=g),
+        means=(torch.rand(batch, n, 3, generator=g) * 2 - 1) * 0.8,
+        features=torch.randn(batch, n, 1, 3, generator=g),
+        scales=torch.exp(torch.empty(batch, n, 3).uniform_(-5.0, -3.0, generator=g)),
+        quats=torch.nn.functional.normalize(torch.randn(batch, n, 4, generator=g), dim=-1),
+        opacities=torch.rand(batch, n, generator=g),
     )
     return scene.map(lambda t: t.to(device).requires_grad_(True))
 
 
-def job_rasterizer(n: int, resolution: int, method: str, repeats: int) -> dict:
+def job_rasterizer(case: str, method: str, repeats: int) -> dict:
     import torch
 
     from gslrm.cameras import turntable_cameras
+    from gslrm.render.compiled import intersect_tiles, rasterize_compiled
     from gslrm.render.oracle import rasterize_dense
-    from gslrm.render.projection import project
+    from gslrm.render.projection import Splats, project
     from gslrm.render.tiles import rasterize_tiles
 
-    scene = _random_gaussians(n, "cpu")
-    c2w, k = turntable_cameras(1, resolution, elevation_deg=20.0)
-    background = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
-    rasterize = rasterize_tiles if method == "tiled" else rasterize_dense
-    weights = torch.randn(1, resolution, resolution, 4, generator=torch.Generator().manual_seed(1))
+    batch, views, n, resolution = RASTER_CASES[case]
+    scene = _random_gaussians(n, "cpu", batch)
+    c2w, k = turntable_cameras(views, resolution, elevation_deg=20.0)
+    c2w, k = c2w.expand(batch, -1, -1, -1), k.expand(batch, -1, -1)
+    images = batch * views
+    background = torch.tensor([[1.0, 1.0, 1.0, 0.0]]).expand(images, 4)
+    rasterize = {"compiled": rasterize_compiled, "tiled": rasterize_tiles, "dense": rasterize_dense}[method]
+    weights = torch.randn(images, resolution, resolution, 4, generator=torch.Generator().manual_seed(1))
     result = {}
 
-    def step():
-        splats = project(scene, c2w[None], k[None], resolution, resolution)
-        colors, alphas = rasterize(splats, resolution, resolution, background)
+    def render_step():
+        colors, alphas = rasterize(project(scene, c2w, k, resolution, resolution), resolution, resolution, background)
         ((colors * weights).sum() + alphas.sum()).backward()
         result["image"] = torch.cat([colors, alphas], -1).detach()
 
-    seconds, peak = _timed(step, "cpu", repeats)
-    return {"seconds": seconds, "peak_mib": peak, "image": result["image"].numpy()}  # by value across processes
+    fixed = project(scene, c2w, k, resolution, resolution)
+    differentiable = ("means2d", "conics", "features", "opacities")
+
+    def raster_step(backward: bool = True):
+        splats = Splats(**{f: getattr(fixed, f).detach().requires_grad_(f in differentiable) for f in vars(fixed)})
+        colors, alphas = rasterize(splats, resolution, resolution, background)
+        if backward:
+            ((colors * weights).sum() + alphas.sum()).backward()
+
+    seconds, peak = _timed(render_step, "cpu", repeats)
+    raster_seconds, _ = _timed(raster_step, "cpu", repeats)
+    out = {"seconds": seconds, "peak_mib": peak, "raster_seconds": raster_seconds, "image": result["image"].numpy()}
+    if method == "compiled":
+        forward_seconds, _ = _timed(lambda: raster_step(backward=False), "cpu", repeats)
+        ids = intersect_tiles(fixed, 8, -(-resolution // 8), -(-resolution // 8))[0]
+        out |= {"forward_seconds": forward_seconds, "pairs": len(ids) * 64}
+    return out  # the image by value across processes
 
 
 def _model_flops(config, tokens: int, batch: int) -> float:
@@ -231,19 +258,33 @@ def run(quick: bool = False) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     repeats = 1 if quick else 3
     results: dict = {"device": device, "threads": torch.get_num_threads(), "rasterizer": {}, "model": {}, "memory": {}}
-    cases = [(2000, 64)] if quick else [(2000, 64), (16000, 128)]
-    max_diff = 0.0
-    for n, resolution in cases:
-        tiled = _run("job_rasterizer", n, resolution, "tiled", repeats)
-        dense = _run("job_rasterizer", n, resolution, "dense", 1)
-        diff = float(abs(tiled.pop("image") - dense.pop("image")).max())
+    cases = ["2k_64"] if quick else ["2k_64", "16k_128", "train"]
+    max_diff, compiled_diff = 0.0, 0.0
+    for key in cases:
+        measured = {method: _run("job_rasterizer", key, method, repeats) for method in ("compiled", "tiled")}
+        if key != "train":  # the dense oracle at the training shape takes minutes
+            measured["dense"] = _run("job_rasterizer", key, "dense", 1)
+        images = {method: value.pop("image") for method, value in measured.items()}
+        reference = images.get("dense", images["tiled"])
+        diff = float(abs(images["tiled"] - reference).max())
+        compiled_diff = max(compiled_diff, float(abs(images["compiled"] - reference).max()),
+                            float(abs(images["compiled"] - images["tiled"]).max()))  # fmt: skip
         max_diff = max(max_diff, diff)
-        key = f"{n // 1000}k_{resolution}"
-        results["rasterizer"][key] = {"tiled": tiled, "dense": dense, "max_abs_diff": diff}
-        results["rasterizer"][f"speedup_{key}"] = dense["seconds"] / tiled["seconds"]
+        results["rasterizer"][key] = measured | {"max_abs_diff": diff}
+        if "dense" in measured:
+            results["rasterizer"][f"speedup_{key}"] = measured["dense"]["seconds"] / measured["tiled"]["seconds"]
+        compiled, tiled = measured["compiled"], measured["tiled"]
+        results["rasterizer"][f"compiled_speedup_{key}"] = tiled["raster_seconds"] / compiled["raster_seconds"]
+        results["rasterizer"][f"render_speedup_{key}"] = tiled["seconds"] / compiled["seconds"]
+        results["rasterizer"][f"pairs_per_second_{key}"] = compiled["pairs"] / compiled["forward_seconds"]
+    results["rasterizer"]["compiled_max_abs_diff"] = compiled_diff
     results["rasterizer"]["max_abs_diff"] = max_diff
     peak_flops = _run("job_matmul", device)["flops_per_second"]
     results["model"]["matmul_flops_per_second"] = peak_flops
+    cpu_peak = peak_flops if device == "cpu" else _run("job_matmul", "cpu")["flops_per_second"]
+    for key in cases:
+        pairs_per_second = results["rasterizer"][f"pairs_per_second_{key}"]
+        results["rasterizer"][f"flop_fraction_{key}"] = pairs_per_second * FORWARD_FLOPS_PER_PAIR / cpu_peak
     for size in ["tiny"] if quick else ["tiny", "small"]:
         measured = _run("job_model", size, device, repeats)
         measured["mfu"] = measured["flops"] / measured["seconds"] / peak_flops
@@ -269,12 +310,17 @@ def run(quick: bool = False) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = [f"device: {results['device']} ({results['threads']} threads)", "", "| rasterizer | tiled s | dense s | speedup | tiled MiB | dense MiB | max abs diff |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for key, value in results["rasterizer"].items():
+    raster = results["rasterizer"]
+    lines = [f"device: {results['device']} ({results['threads']} threads)", "",
+             "| rasterizer, fwd+bwd | compiled s | torch tiled s | dense s | rasterization speedup | render() speedup | "
+             "Gaussian-pixel pairs/s (fwd) | of FLOP peak | max abs diff (torch, compiled) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for key, value in raster.items():
         if isinstance(value, dict):
-            t, d = value["tiled"], value["dense"]
-            speedup = results["rasterizer"][f"speedup_{key}"]
-            lines.append(f"| {key} | {t['seconds']:.3f} | {d['seconds']:.3f} | {speedup:.1f}x | {t['peak_mib']:.0f} | {d['peak_mib']:.0f} | {value['max_abs_diff']:.1e} |")  # fmt: skip
+            c, t, d = value["compiled"], value["tiled"], value.get("dense")
+            dense = f"{d['seconds']:.3f}" if d else "-"
+            lines.append(f"| {key} | {c['raster_seconds']:.4f} (render {c['seconds']:.4f}) | {t['raster_seconds']:.3f} (render {t['seconds']:.3f}) | {dense} | "
+                         f"{raster[f'compiled_speedup_{key}']:.1f}x | {raster[f'render_speedup_{key}']:.1f}x | {raster[f'pairs_per_second_{key}'] / 1e9:.2f} G | "
+                         f"{raster[f'flop_fraction_{key}']:.0%} | {value['max_abs_diff']:.1e}, {raster['compiled_max_abs_diff']:.1e} |")  # fmt: skip
     lines += ["", f"fp32 matmul peak: {results['model']['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s", "",
               "| model | fwd+bwd s | GFLOP | GFLOP/s | MFU | peak MiB |", "|---|---|---|---|---|---|"]  # fmt: skip
     for size in ("tiny", "small"):

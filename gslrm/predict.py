@@ -19,8 +19,8 @@ def renderer(gaussians: Gaussians, batch: dict, settings: RenderConfig) -> Calla
     height, width = batch["image"].shape[-2:]
 
     def render_cameras(c2w: Tensor, fxfycxcy: Tensor) -> RenderOutput:
-        return render(gaussians, c2w, fxfycxcy, width, height, background=batch["bg_color"],
-                      tile_size=settings.tile_size, max_alpha=settings.max_alpha)  # fmt: skip
+        return render(gaussians, c2w, fxfycxcy, width, height, background=batch["bg_color"], settings=settings,
+                      deferred=False)  # fmt: skip
 
     return render_cameras
 
@@ -41,6 +41,6 @@ def predict_and_render(
     height, width = image.shape[-2:]
     rendered = render(
         output.gaussians, c2w, fxfycxcy, width, height, background=batch["bg_color"],
-        deferred=settings.deferred and training, tile_size=settings.tile_size, max_alpha=settings.max_alpha,
+        settings=settings, deferred=settings.deferred and training,
     )  # fmt: skip
     return output, rendered

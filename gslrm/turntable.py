@@ -41,7 +41,7 @@ def render_turntable(
         chunk = slice(start, start + VIEWS_PER_CALL)
         rendered = render(
             sample, c2w[None, chunk].to(device), fxfycxcy[None, chunk].to(device), resolution, resolution,
-            background=background, tile_size=settings.tile_size, max_alpha=settings.max_alpha,
+            background=background, settings=settings, deferred=False,
         )  # fmt: skip
         frames.append(rendered.rgb[0].float().clamp(0, 1))
     return torch.cat(frames)

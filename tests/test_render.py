@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,10 @@ from gslrm.model.gaussians import SH_C0, Gaussians
 from gslrm.render import render
 from gslrm.render.oracle import rasterize_dense
 from gslrm.render.projection import project
-from gslrm.render.tiles import blend, rasterize_tiles
+from gslrm.render.compiled import intersect_tiles, rasterize_compiled
+from gslrm.render.tiles import blend, intersections, rasterize_tiles
+
+RASTERIZERS = {"torch": rasterize_tiles, "compiled": rasterize_compiled}
 
 
 def one_gaussian(x, y, z, scale, opacity, rgb, dtype=torch.float32):
@@ -82,26 +86,29 @@ def cameras(batch, views, size, dtype=torch.float32):
     return c2w.expand(batch, -1, -1, -1).clone(), k.expand(batch, -1, -1).clone()
 
 
+@pytest.mark.parametrize("backend", RASTERIZERS)
 @pytest.mark.parametrize("tile_size", [8, 16])
-def test_tiled_equals_dense_oracle(tile_size):
+def test_tiled_equals_dense_oracle(tile_size, backend):
     g = random_scene(600, batch=2)
     c2w, k = cameras(2, 2, 40)  # 40 is not a multiple of the tile size: edge tiles are cropped
     splats = project(g, c2w, k, 40, 40)
     background = torch.tensor([1.0, 1.0, 1.0, 0.0]).expand(4, 4)
-    tiled, tiled_alpha = rasterize_tiles(splats, 40, 40, background, tile_size=tile_size, chunk_elements=1 << 14)
+    options = {"chunk_elements": 1 << 14} if backend == "torch" else {}
+    tiled, tiled_alpha = RASTERIZERS[backend](splats, 40, 40, background, tile_size=tile_size, **options)
     dense, dense_alpha = rasterize_dense(splats, 40, 40, background)
     assert (tiled - dense).abs().max() <= 1e-5 and (tiled_alpha - dense_alpha).abs().max() <= 1e-5
     assert 0.2 < dense_alpha.mean() < 0.99  # a non-trivial scene
 
 
-def test_tiled_gradients_equal_dense_oracle():
+@pytest.mark.parametrize("backend", RASTERIZERS)
+def test_tiled_gradients_equal_dense_oracle(backend):
     g = random_scene(200)
     leaves = [t.requires_grad_(True) for t in (g.means, g.features, g.scales, g.opacities)]
     c2w, k = cameras(1, 2, 24)
     background = torch.tensor([1.0, 1.0, 1.0, 0.0]).expand(2, 4)
     weights = torch.randn(2, 24, 24, 4)
     grads = []
-    for rasterize in (rasterize_tiles, rasterize_dense):
+    for rasterize in (RASTERIZERS[backend], rasterize_dense):
         splats = project(g, c2w, k, 24, 24)
         colors, alphas = rasterize(splats, 24, 24, background)
         grads.append(torch.autograd.grad((colors * weights).sum() + alphas.sum(), leaves))
@@ -109,7 +116,8 @@ def test_tiled_gradients_equal_dense_oracle():
         assert (tiled - dense).abs().max() <= 1e-5 * max(1.0, dense.abs().max().item())
 
 
-def test_gradients_match_finite_differences():
+@pytest.mark.parametrize("backend", RASTERIZERS)
+def test_gradients_match_finite_differences(backend):
     g = random_scene(6, dtype=torch.float64)
     g.scales = g.scales * 4  # a few large Gaussians covering many pixels
     c2w, k = cameras(1, 1, 12, dtype=torch.float64)
@@ -130,11 +138,59 @@ def test_gradients_match_finite_differences():
     def image64(means, features, opacities):
         scene = Gaussians(means, features, g.scales, g.quats, opacities)
         splats = project(scene, c2w, k, 12, 12)
-        colors, alphas = rasterize_tiles(splats, 12, 12, torch.tensor([[1.0, 1.0, 1.0, 0.0]], dtype=torch.float64))
+        background = torch.tensor([[1.0, 1.0, 1.0, 0.0]], dtype=torch.float64)
+        colors, alphas = RASTERIZERS[backend](splats, 12, 12, background)
         return torch.cat([colors, alphas], dim=-1)
 
     assert torch.autograd.gradcheck(image64, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
     assert image(*inputs).shape == (1, 1, 4, 12, 12) and render_views is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compiled_equals_torch_tiled_path(dtype):
+    """The compiled rasterizer against the torch reference on a dense scene with opaque, overlapping splats (pixels
+    that stop early, clamped alphas): values and every gradient, and the same tile lists."""
+    g = random_scene(3000, batch=2, dtype=dtype)
+    g.opacities = 0.5 + 0.5 * g.opacities  # up to 1: exercises the 0.999 clamp and the transmittance stop
+    leaves = [t.requires_grad_(True) for t in (g.means, g.features, g.scales, g.quats, g.opacities)]
+    c2w, k = cameras(2, 2, 36, dtype=dtype)
+    background = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=dtype).expand(4, 4)
+    weights = torch.randn(4, 36, 36, 5, dtype=dtype)
+    outputs, grads = [], []
+    for rasterize in (rasterize_tiles, rasterize_compiled):
+        splats = project(g, c2w, k, 36, 36)
+        colors, alphas = rasterize(splats, 36, 36, background)
+        stacked = torch.cat([colors, alphas], dim=-1)
+        outputs.append(stacked.detach())
+        grads.append(torch.autograd.grad((stacked * weights).sum(), leaves))
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    assert (outputs[0] - outputs[1]).abs().max() <= tolerance
+    assert (outputs[0][..., 4] > 0.99).float().mean() > 0.2  # many pixels saturate
+    for reference, compiled in zip(*grads, strict=True):
+        assert (reference - compiled).abs().max() <= tolerance * max(1.0, reference.abs().max().item())
+    splats = project(g, c2w, k, 36, 36)
+    reference_ids, reference_counts, _ = intersections(splats, 8, 5, 5)
+    ids, starts, counts = intersect_tiles(splats, 8, 5, 5)
+    assert torch.equal(ids, reference_ids) and torch.equal(counts, reference_counts)
+    assert torch.equal(starts, torch.cumsum(counts, 0) - counts)
+
+
+def test_compiled_rasterizer_uses_every_thread_count_alike():
+    """Per-pair gradient slots summed in a fixed order: 1 thread and 2 threads give identical bits."""
+    g = random_scene(2000, batch=1)
+    leaves = [t.requires_grad_(True) for t in (g.means, g.opacities)]
+    c2w, k = cameras(1, 3, 32)
+    background = torch.tensor([1.0, 1.0, 1.0, 0.0]).expand(3, 4)
+    results, threads = [], torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            colors, alphas = rasterize_compiled(project(g, c2w, k, 32, 32), 32, 32, background)
+            results.append((colors.detach(), *torch.autograd.grad(colors.sum() + alphas.sum(), leaves)))
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*results, strict=True):
+        assert torch.equal(one, two)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -184,3 +240,44 @@ def test_cpu_rasterizer_matches_gsplat_cuda():
     cuda = render(g.map(lambda t: t.cuda()), c2w.cuda(), k.cuda(), 64, 64)
     for field in ["rgb", "alpha", "depth"]:
         assert (getattr(cpu, field) - getattr(cuda, field).cpu()).abs().max() < 1e-3, field
+
+
+def test_without_a_compiler_render_falls_back_to_torch_with_one_warning(tmp_path):
+    """No C++ compiler and nothing cached: `auto` renders with the torch path (same image) and warns once;
+    `compiled` fails in one line with the reason."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import logging, torch
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+from gslrm.render import RenderConfig, render
+from gslrm.render.compiled import available
+from tests.test_render import cameras, random_scene
+g = random_scene(300)
+c2w, k = cameras(1, 2, 24)
+auto = [render(g, c2w, k, 24, 24).rgb for _ in range(2)]
+torch_path = render(g, c2w, k, 24, 24, settings=RenderConfig(cpu_backend="torch")).rgb
+print("AVAILABLE", available(), "EQUAL", torch.equal(auto[0], torch_path))
+try:
+    render(g, c2w, k, 24, 24, settings=RenderConfig(cpu_backend="compiled"))
+except RuntimeError as error:
+    print("ERROR", error)
+"""
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "GSLRM_EXT_DIR": str(tmp_path / "ext")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=Path(__file__).parents[1]
+    )
+    assert done.returncode == 0, done.stderr
+    assert "AVAILABLE False EQUAL True" in done.stdout
+    assert done.stderr.count("compiled CPU rasterizer unavailable") == 1
+    assert "ERROR render.cpu_backend=compiled, but the compiled rasterizer is unavailable" in done.stdout
+    assert "no-such-compiler" in done.stdout or "compiler" in done.stdout
+
+
+def test_render_config_rejects_an_unknown_cpu_backend():
+    from gslrm.render import RenderConfig
+
+    with pytest.raises(ValueError, match="render.cpu_backend must be one of auto, compiled, torch"):
+        RenderConfig(cpu_backend="numba")

@@ -1,14 +1,17 @@
 """One ``render()`` entry: RGB, expected z-depth and alpha of a batch of Gaussians seen by a batch of cameras.
 
 The backend follows the device: ``gsplat.rasterization`` on CUDA (batched over scenes x views in one call,
-``render_mode="RGB+ED"``), our tiled PyTorch rasterizer (``tiles.py``) elsewhere. Both use FaceLift's near 0.01 /
-far 100, eps2d 0.3, and blend over the background (white by default). ``deferred=True`` renders without a graph and
+``render_mode="RGB+ED"``); on CPU the compiled rasterizer (``compiled.py``, C++ built on first use) or, where it
+cannot be built or ``cpu_backend="torch"``, the tiled PyTorch rasterizer (``tiles.py``, the readable reference).
+All use FaceLift's near 0.01 / far 100, eps2d 0.3, and blend over the background (white by default). ``deferred=True`` renders without a graph and
 re-renders one view at a time in the backward pass (FaceLift's deferred backpropagation, ``deferred.py``).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 from jaxtyping import Float
@@ -18,14 +21,22 @@ from gslrm.model.gaussians import Gaussians
 from gslrm.render.projection import EPS2D, FAR_PLANE, NEAR_PLANE, project
 from gslrm.render.tiles import GSPLAT_MAX_ALPHA, rasterize_tiles
 
-__all__ = ["RenderConfig", "RenderOutput", "render", "render_views"]
+__all__ = ["RenderConfig", "RenderOutput", "render", "render_views", "CPU_BACKENDS"]
+
+log = logging.getLogger(__name__)
+CPU_BACKENDS = ("auto", "compiled", "torch")
 
 
 @dataclass
 class RenderConfig:
     deferred: bool = False  # FaceLift's deferred backpropagation: one view's graph at a time (less memory, ~2x time)
-    tile_size: int = 8  # CPU rasterizer only
+    tile_size: int = 8  # CPU rasterizers only
     max_alpha: float = GSPLAT_MAX_ALPHA  # 0.999 as gsplat; FaceLift's graphdeco rasterizer used 0.99
+    cpu_backend: str = "auto"  # auto: compiled if it builds, else torch (one warning) | compiled (required) | torch
+
+    def __post_init__(self) -> None:
+        if self.cpu_backend not in CPU_BACKENDS:
+            raise ValueError(f"render.cpu_backend must be one of {', '.join(CPU_BACKENDS)}, not {self.cpu_backend!r}")
 
 
 @dataclass
@@ -70,11 +81,30 @@ def _render_gsplat(gaussians: Gaussians, c2w, fxfycxcy, width, height, backgroun
     return torch.cat([colors, alphas], dim=-1)
 
 
-def _render_torch(gaussians: Gaussians, c2w, fxfycxcy, width, height, background, tile_size, max_alpha) -> Tensor:
+@cache
+def _compiled_or_warn(required: bool) -> bool:
+    """Whether the compiled rasterizer is usable; without it, ``required`` is an error and ``auto`` warns once."""
+    from gslrm.render import compiled
+
+    if compiled.available():
+        return True
+    if required:
+        raise RuntimeError(f"render.cpu_backend=compiled, but the compiled rasterizer is unavailable: "
+                           f"{compiled.unavailable_reason()}")  # fmt: skip
+    log.warning("compiled CPU rasterizer unavailable (%s): rendering with the torch path, about 20x slower",
+                compiled.unavailable_reason())  # fmt: skip
+    return False
+
+
+def _render_cpu(gaussians: Gaussians, c2w, fxfycxcy, width, height, background, settings: RenderConfig) -> Tensor:
     batch, views = c2w.shape[:2]
     splats = project(gaussians, c2w, fxfycxcy, width, height)
     backgrounds = torch.cat([background, torch.zeros_like(background[..., :1])], dim=-1).reshape(batch * views, 4)
-    colors, alphas = rasterize_tiles(splats, width, height, backgrounds, tile_size=tile_size, max_alpha=max_alpha)
+    rasterize = rasterize_tiles
+    if settings.cpu_backend != "torch" and _compiled_or_warn(settings.cpu_backend == "compiled"):
+        from gslrm.render.compiled import rasterize_compiled as rasterize
+    colors, alphas = rasterize(splats, width, height, backgrounds, tile_size=settings.tile_size,
+                               max_alpha=settings.max_alpha)  # fmt: skip
     depth = colors[..., 3:] / alphas.clamp(min=1e-10)  # expected depth, as gsplat's "ED"
     out = torch.cat([colors[..., :3], depth, alphas], dim=-1)
     return out.reshape(batch, views, height, width, 5)
@@ -87,10 +117,10 @@ def render_views(
     width: int,
     height: int,
     background: Tensor | None = None,
-    tile_size: int = 8,
-    max_alpha: float = GSPLAT_MAX_ALPHA,
+    settings: RenderConfig | None = None,
 ) -> Float[Tensor, "b v h w 5"]:
     """Channels-last ``[rgb, depth, alpha]`` (the form the deferred path re-renders)."""
+    settings = settings or RenderConfig()
     batch, views = c2w.shape[:2]
     dtype = torch.float64 if gaussians.means.dtype == torch.float64 else torch.float32  # never bf16/fp16
     gaussians = gaussians.map(lambda t: t.to(dtype))
@@ -98,7 +128,7 @@ def render_views(
     backgrounds = _backgrounds(background, batch, views, c2w.device, dtype)
     if c2w.is_cuda:
         return _render_gsplat(gaussians, c2w, fxfycxcy, width, height, backgrounds)
-    return _render_torch(gaussians, c2w, fxfycxcy, width, height, backgrounds, tile_size, max_alpha)
+    return _render_cpu(gaussians, c2w, fxfycxcy, width, height, backgrounds, settings)
 
 
 def render(
@@ -108,17 +138,19 @@ def render(
     width: int,
     height: int,
     background: Tensor | None = None,
-    deferred: bool = False,
-    tile_size: int = 8,
-    max_alpha: float = GSPLAT_MAX_ALPHA,
+    settings: RenderConfig | None = None,
+    deferred: bool | None = None,
 ) -> RenderOutput:
-    """Render every view of every scene; in fp32 (fp64 for fp64 inputs) whatever the autocast context, as FaceLift."""
+    """Render every view of every scene; in fp32 (fp64 for fp64 inputs) whatever the autocast context, as FaceLift.
+    ``deferred`` (default: ``settings.deferred``) applies only when gradients are being recorded."""
+    settings = settings or RenderConfig()
+    deferred = settings.deferred if deferred is None else deferred
     with torch.autocast(device_type=c2w.device.type, enabled=False):
         if deferred and torch.is_grad_enabled():
             from gslrm.render.deferred import render_deferred
 
-            out = render_deferred(gaussians, c2w, fxfycxcy, width, height, background, tile_size, max_alpha)
+            out = render_deferred(gaussians, c2w, fxfycxcy, width, height, background, settings)
         else:
-            out = render_views(gaussians, c2w, fxfycxcy, width, height, background, tile_size, max_alpha)
+            out = render_views(gaussians, c2w, fxfycxcy, width, height, background, settings)
     out = out.permute(0, 1, 4, 2, 3)
     return RenderOutput(rgb=out[:, :, :3], depth=out[:, :, 3:4], alpha=out[:, :, 4:5])

@@ -17,14 +17,14 @@ __all__ = ["render_deferred"]
 
 class _DeferredRender(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, features, scales, quats, opacities, c2w, fxfycxcy, background, settings):
+    def forward(ctx, means, features, scales, quats, opacities, c2w, fxfycxcy, background, size, settings):
         from gslrm.render import render_views
 
         ctx.save_for_backward(means, features, scales, quats, opacities, c2w, fxfycxcy)
-        ctx.background, ctx.settings = background, settings
+        ctx.background, ctx.size, ctx.settings = background, size, settings
         gaussians = Gaussians(means, features, scales, quats, opacities)
         with torch.no_grad():
-            return render_views(gaussians, c2w, fxfycxcy, *settings[:2], background, *settings[2:])
+            return render_views(gaussians, c2w, fxfycxcy, *size, background, settings)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
@@ -33,7 +33,7 @@ class _DeferredRender(torch.autograd.Function):
         means, features, scales, quats, opacities, c2w, fxfycxcy = ctx.saved_tensors
         leaves = [t.detach().requires_grad_(True) for t in (means, features, scales, quats, opacities)]
         background = ctx.background
-        width, height, tile_size, max_alpha = ctx.settings
+        width, height = ctx.size
         with torch.enable_grad():
             for b in range(c2w.shape[0]):
                 scene = Gaussians(*(leaf[b : b + 1] for leaf in leaves))
@@ -43,17 +43,15 @@ class _DeferredRender(torch.autograd.Function):
                 for v in range(c2w.shape[1]):
                     out = render_views(
                         scene, c2w[b : b + 1, v : v + 1], fxfycxcy[b : b + 1, v : v + 1], width, height,
-                        scene_background, tile_size, max_alpha,
+                        scene_background, ctx.settings,
                     )  # fmt: skip
                     out.backward(grad_output[b : b + 1, v : v + 1])
         grads = [leaf.grad for leaf in leaves]
-        return (*grads, None, None, None, None)
+        return (*grads, None, None, None, None, None)
 
 
-def render_deferred(
-    gaussians: Gaussians, c2w, fxfycxcy, width: int, height: int, background, tile_size: int, max_alpha: float
-) -> Tensor:
+def render_deferred(gaussians: Gaussians, c2w, fxfycxcy, width: int, height: int, background, settings) -> Tensor:
     return _DeferredRender.apply(
         gaussians.means, gaussians.features, gaussians.scales, gaussians.quats, gaussians.opacities,
-        c2w.detach(), fxfycxcy.detach(), background, (width, height, tile_size, max_alpha),
+        c2w.detach(), fxfycxcy.detach(), background, (width, height), settings,
     )  # fmt: skip

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from gslrm.render.projection import Splats
 
-__all__ = ["rasterize_tiles", "blend", "ALPHA_MIN", "TRANSMITTANCE_MIN", "GSPLAT_MAX_ALPHA"]
+__all__ = ["rasterize_tiles", "blend", "intersections", "ALPHA_MIN", "TRANSMITTANCE_MIN", "GSPLAT_MAX_ALPHA"]
 
 ALPHA_MIN = 1.0 / 255.0
 TRANSMITTANCE_MIN = 1e-4
@@ -110,7 +110,7 @@ def blend(
     return _Blend.apply(means2d, conics, opacities, features, xs, ys, valid, max_alpha)
 
 
-def _intersections(splats: Splats, tile_size: int, tiles_x: int, tiles_y: int) -> tuple[Tensor, Tensor, Tensor]:
+def intersections(splats: Splats, tile_size: int, tiles_x: int, tiles_y: int) -> tuple[Tensor, Tensor, Tensor]:
     """(tile id, flat Gaussian id) pairs sorted by tile then depth, and the per-tile counts (gsplat's isect_tiles)."""
     images, n = splats.depths.shape
     means2d, radii = splats.means2d.detach(), splats.radii
@@ -167,7 +167,7 @@ def rasterize_tiles(
     images, n, channels = splats.features.shape
     device, dtype = splats.features.device, splats.features.dtype
     tiles_x, tiles_y = -(-width // tile_size), -(-height // tile_size)
-    gaussian, per_tile, _ = _intersections(splats, tile_size, tiles_x, tiles_y)
+    gaussian, per_tile, _ = intersections(splats, tile_size, tiles_x, tiles_y)
     starts = torch.cumsum(per_tile, 0) - per_tile
     local = torch.arange(tile_size, device=device, dtype=dtype) + 0.5  # pixel centres within a tile
 
