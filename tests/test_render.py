@@ -8,9 +8,9 @@ import torch
 from gslrm.cameras import turntable_cameras
 from gslrm.model.gaussians import SH_C0, Gaussians
 from gslrm.render import render
+from gslrm.render.compiled import intersect_tiles, rasterize_compiled
 from gslrm.render.oracle import rasterize_dense
 from gslrm.render.projection import project
-from gslrm.render.compiled import intersect_tiles, rasterize_compiled
 from gslrm.render.tiles import blend, intersections, rasterize_tiles
 
 RASTERIZERS = {"torch": rasterize_tiles, "compiled": rasterize_compiled}
