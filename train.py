@@ -79,12 +79,28 @@ def train(cfg: DictConfig) -> float:
         loggers.append(instantiate(node))
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
     install_multirun_safe_ddp_launch()
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=_plugins())
     if cfg.validate_before_training and ckpt_path is None and not trainer.fast_dev_run:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # the starting point, logged at step 0
         _report(trainer, "start")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return _report(trainer, "end").get("val/psnr", math.nan)
+
+
+def _plugins() -> list:
+    """Atomic checkpoint writes everywhere; under SLURM, Lightning's requeue on submitit's pre-timeout signal."""
+    import signal
+
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from gslrm.lit.checkpoint_io import AtomicCheckpointIO
+
+    plugins: list = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        # submitit (hydra/launcher=slurm) sends SIGUSR2 `signal_delay_s` before the time limit or on preemption:
+        # Lightning then saves hpc_ckpt_N.ckpt in the run dir, requeues the job, and the requeued job resumes from it
+        plugins.append(SLURMEnvironment(requeue_signal=signal.SIGUSR2))
+    return plugins
 
 
 def _report(trainer, when: str) -> dict[str, float]:

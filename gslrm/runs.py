@@ -12,7 +12,10 @@ from gslrm.lit.callbacks import WANDB_ID_FILE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["save_config_tree", "resolve_checkpoint", "wandb_id_for", "one_line_errors"]
+__all__ = [
+    "save_config_tree", "resolve_checkpoint", "readable_checkpoints", "wandb_id_for", "one_line_errors",
+    "UnreadableCheckpointError",
+]  # fmt: skip
 
 
 def save_config_tree(cfg: DictConfig, output_dir: Path) -> None:
@@ -34,19 +37,54 @@ def save_config_tree(cfg: DictConfig, output_dir: Path) -> None:
     (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
 
 
+class UnreadableCheckpointError(FileNotFoundError):
+    """An explicitly named checkpoint that cannot be read (one line naming it)."""
+
+
+def _step_of(path: Path) -> int:
+    """Training step in ModelCheckpoint's ``step_0000500.ckpt`` names (-1 for others, e.g. ``last.ckpt``)."""
+    digits = "".join(ch for ch in path.stem if ch.isdigit())
+    return int(digits) if path.stem.startswith("step_") and digits else -1
+
+
+def readable_checkpoints(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The ``*.ckpt`` files of ``folder``, newest first (modification time, then step), split into the readable
+    ones and the unreadable ones with the reason."""
+    from gslrm.lit.checkpoint_io import unreadable_reason
+
+    files = sorted(folder.glob("*.ckpt"), key=lambda p: (p.stat().st_mtime, _step_of(p)), reverse=True)
+    readable, unreadable = [], []
+    for path in files:
+        reason = unreadable_reason(path)
+        (readable.append(path) if reason is None else unreadable.append((path, reason)))
+    return readable, unreadable
+
+
 def resolve_checkpoint(ckpt_path: str | None, task_dir: Path) -> str | None:
-    """``last`` = the newest ``checkpoints/last.ckpt`` under this task's runs (and sweeps); else the path itself."""
+    """``last``: the newest readable checkpoint of the newest run of this task (runs and sweeps), warning about
+    each unreadable file passed over; else the path itself, which must exist and be readable."""
+    from gslrm.lit.checkpoint_io import unreadable_reason
+
     if ckpt_path is None:
         return None
     if ckpt_path != "last":
         if not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"ckpt_path: {ckpt_path}: file not found")
+        reason = unreadable_reason(ckpt_path)
+        if reason is not None:
+            raise UnreadableCheckpointError(f"ckpt_path: {ckpt_path}: {reason}")
         return str(ckpt_path)
-    candidates = sorted(task_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise FileNotFoundError(f"ckpt_path=last: no checkpoints/last.ckpt under {task_dir}")
-    log.info("resuming from %s", candidates[-1])
-    return str(candidates[-1])
+    folders = {path.parent for path in task_dir.glob("**/checkpoints/*.ckpt")}
+    runs = sorted(folders, key=lambda folder: max(p.stat().st_mtime for p in folder.glob("*.ckpt")), reverse=True)
+    if not runs:
+        raise FileNotFoundError(f"ckpt_path=last: no checkpoints/*.ckpt under {task_dir}")
+    readable, unreadable = readable_checkpoints(runs[0])
+    for path, reason in unreadable:
+        log.warning("ckpt_path=last: skipping unreadable %s: %s", path, reason)
+    if not readable:
+        raise FileNotFoundError(f"ckpt_path=last: no readable checkpoint in {runs[0]} (newest run of {task_dir})")
+    log.info("resuming from %s", readable[0])
+    return str(readable[0])
 
 
 def wandb_id_for(ckpt_path: str) -> str | None:
@@ -64,9 +102,11 @@ def one_line_errors(*also: type[BaseException]):
     from omegaconf.errors import MissingMandatoryValue
 
     from gslrm.data.format import DataFormatError
+    from gslrm.lit.checkpoint_io import CheckpointSaveError
     from gslrm.losses.weights import MissingWeightsError
 
-    kinds = (DataFormatError, MissingWeightsError, InstantiationException, FileNotFoundError, MissingMandatoryValue)
+    kinds = (DataFormatError, MissingWeightsError, InstantiationException, FileNotFoundError, MissingMandatoryValue,
+             CheckpointSaveError)  # fmt: skip
     try:
         yield
     except kinds + also as error:

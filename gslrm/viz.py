@@ -15,7 +15,7 @@ from torch import Tensor
 
 from gslrm.losses.metrics import per_image_psnr
 
-__all__ = ["to_uint8", "image_row", "image_rows", "ErrorPanel", "error_panel", "save_png", "view_titles"]
+__all__ = ["enlarged", "to_uint8", "image_row", "image_rows", "ErrorPanel", "error_panel", "save_png", "view_titles"]
 
 ERROR_VMAX = 0.3  # the colorbar's top: the fork's panels (seed 002 section 9.2)
 CELL_PIXELS = 160  # each view is drawn at least this large in the panel, whatever the training resolution
@@ -30,14 +30,21 @@ def to_uint8(images: Float[Tensor, "*batch 3 h w"]) -> np.ndarray:
     return np.moveaxis(array, -3, -1)
 
 
-def image_row(images: Float[Tensor, "v 3 h w"]) -> np.ndarray:
-    """The views side by side: uint8 [h, v*w, 3] (FaceLift's turntable/input strip layout)."""
-    return np.concatenate(list(to_uint8(images)), axis=1)
+def image_row(images: Float[Tensor, "v 3 h w"], min_size: int = 0) -> np.ndarray:
+    """The views side by side: uint8 [h, v*w, 3] (FaceLift's turntable/input strip layout), each view enlarged by
+    an integer factor (nearest neighbour: no invented detail) to at least ``min_size`` pixels high."""
+    return np.concatenate(list(to_uint8(enlarged(images, min_size))), axis=1)
 
 
-def image_rows(*rows: Float[Tensor, "v 3 h w"]) -> np.ndarray:
+def enlarged(images: Float[Tensor, "v c h w"], min_size: int) -> Float[Tensor, "v c h2 w2"]:
+    """``images`` repeated by the smallest integer factor that makes them at least ``min_size`` pixels high."""
+    factor = -(-min_size // images.shape[-2]) if min_size else 1
+    return images if factor <= 1 else images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def image_rows(*rows: Float[Tensor, "v 3 h w"], min_size: int = 0) -> np.ndarray:
     """Rows of views stacked vertically (e.g. GT over render): uint8 [r*h, v*w, 3]."""
-    return np.concatenate([image_row(row) for row in rows], axis=0)
+    return np.concatenate([image_row(row, min_size) for row in rows], axis=0)
 
 
 def view_titles(views: int, num_input_views: int) -> list[str]:

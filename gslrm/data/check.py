@@ -25,6 +25,7 @@ class Report:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     views: Counter = field(default_factory=Counter)
+    samples_by_views: dict = field(default_factory=dict)  # view count -> sample folders
     sizes: Counter = field(default_factory=Counter)
     distances: list[float] = field(default_factory=list)
     normalized_distances: list[float] = field(default_factory=list)
@@ -61,6 +62,7 @@ class Report:
 def _check_sample(sample: Path, report: Report, normalization: NormalizationConfig, mask_threshold: float) -> None:
     frames = read_cameras(sample / CAMERAS_FILE)
     report.views[len(frames)] += 1
+    report.samples_by_views.setdefault(len(frames), []).append(str(sample))
     c2w = np.stack([frame.c2w for frame in frames])
     centre, residual = optical_axes_center(c2w)
     up = np.asarray(normalization.up, dtype=np.float64) if normalization.up is not None else estimate_up(c2w)
@@ -88,8 +90,8 @@ def _check_sample(sample: Path, report: Report, normalization: NormalizationConf
         rgba = load_rgba(sample / frame.file_path, background, mask_threshold)
         if rgba.shape[:2] != (frame.height, frame.width):
             raise DataFormatError(
-                f"{sample / CAMERAS_FILE}: frames[{index}].w/h: {frame.width}x{frame.height} but the image is "
-                f"{rgba.shape[1]}x{rgba.shape[0]}"
+                f"{sample / CAMERAS_FILE}: frames[{index}].w/h: {frame.width}x{frame.height} but the image "
+                f"{sample / frame.file_path} is {rgba.shape[1]}x{rgba.shape[0]}"
             )
         report.sizes[(frame.width, frame.height)] += 1
         report.coverage.append(float(rgba[..., 3].mean() * 100.0))
@@ -120,7 +122,16 @@ def _advise(report: Report, normalization: NormalizationConfig) -> None:
     if any(w != h for w, h in report.sizes):
         report.warnings.append("non-square images: they are centre-cropped (data.square=crop) or padded (pad)")
     if len(report.views) > 1:
-        report.errors.append(f"samples have different view counts {dict(report.views)}: set data.view_order")
+        usual = report.views.most_common(1)[0][0]
+        odd = {count: folders for count, folders in report.samples_by_views.items() if count != usual}
+        named = "; ".join(
+            f"{count} views: {', '.join(folders[:5])}{' ...' if len(folders) > 5 else ''}"
+            for count, folders in odd.items()
+        )
+        report.errors.append(
+            f"samples have different view counts {dict(report.views)} (most have {usual}; {named}): "
+            "fix or drop those samples, or set data.view_order"
+        )
     if report.coverage:
         if min(report.coverage) < 1.0:
             report.warnings.append(

@@ -15,21 +15,27 @@ from gslrm.data.mouse import DataConfig, MouseViewDataset, split_file
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MouseDataModule", "collate_views"]
+__all__ = ["MouseDataModule", "collate_views", "is_empty"]
 
 
 def collate_views(samples: list) -> dict | None:
     """Stack samples, dropping the ones the dataset skipped (``on_error: skip``); the count travels with the batch
-    (``num_skipped``) so it is known in the main process even when workers did the skipping."""
+    (``num_skipped``) so it is known in the main process even when workers did the skipping. A batch whose every
+    sample was skipped is ``{"num_skipped": n}`` alone (see ``is_empty``)."""
     kept = [sample for sample in samples if sample is not None]
     if not kept:
-        return None
+        return {"num_skipped": torch.tensor(len(samples))}
     names = [sample.pop("names") for sample in kept if "names" in sample]
     batch = default_collate(kept)
     if names:
         batch["names"] = names  # [b][v] strings (default_collate would transpose them to [v][b])
     batch["num_skipped"] = torch.tensor(len(samples) - len(kept))
     return batch
+
+
+def is_empty(batch: dict | None) -> bool:
+    """True for a batch with no sample left (all skipped by the data policy)."""
+    return batch is None or "image" not in batch
 
 
 def _seed_worker(worker_id: int) -> None:

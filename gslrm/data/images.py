@@ -20,6 +20,15 @@ from gslrm.data.format import DataFormatError
 __all__ = ["load_rgba", "square_window", "foreground_window", "crop_resize", "crop_resize_depth"]
 
 
+def _require_finite(path: Path, pixels: np.ndarray) -> None:
+    bad = ~np.isfinite(pixels)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0][:2])
+        raise DataFormatError(
+            f"{path}: image: {int(bad.sum())} pixel values are NaN or Inf (first at row {row}, column {col})"
+        )
+
+
 def _decode(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode any PNG/JPEG into float RGB [H,W,3] in [0,1] and, if the file has one, alpha [H,W]."""
     try:
@@ -30,11 +39,14 @@ def _decode(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 gray = np.asarray(image, dtype=np.float64)
                 gray = gray / (65535.0 if gray.max() > 255 or mode.startswith("I;16") else 255.0)
                 return np.repeat(gray[..., None], 3, axis=-1).astype(np.float32), None
-            if mode == "F":
-                gray = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
-                return np.repeat(gray[..., None], 3, axis=-1), None
+            if mode == "F":  # float images (TIFF): the one source of non-finite pixels; never clip them into range
+                gray = np.asarray(image, dtype=np.float32)
+                _require_finite(path, gray)
+                return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1), None
             has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info)
             array = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
+    except DataFormatError:
+        raise
     except FileNotFoundError:
         raise DataFormatError(f"{path}: image: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:

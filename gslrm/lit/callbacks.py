@@ -1,4 +1,5 @@
-"""Callbacks: the checkpoint every run ends with, and the wandb run id kept for resuming."""
+"""Callbacks: the checkpoint every run ends with (also on SIGTERM, e.g. SLURM preemption), and the wandb run id kept
+for resuming."""
 
 from __future__ import annotations
 
@@ -41,7 +42,18 @@ class SaveLastOnExit(Callback):
         self._save(trainer)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.world_size > 1:  # other ranks may be anywhere: a collective save could hang
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        from gslrm.lit.checkpoint_io import CheckpointSaveError
+
+        if isinstance(exception, CheckpointSaveError):  # the disk refused a save: do not try again on the way out
+            return
+        # SIGTERM (preemption) reaches every rank at the same step (Lightning broadcasts it), so a collective save is
+        # safe; after another exception the other ranks may be anywhere and a collective save could hang
+        if trainer.world_size > 1 and not isinstance(exception, SIGTERMException):
             log.warning("not saving last.ckpt after %s in a multi-process run", type(exception).__name__)
             return
-        self._save(trainer)
+        try:
+            self._save(trainer)
+        except CheckpointSaveError as error:
+            log.error("%s", error)

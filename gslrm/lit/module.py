@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from gslrm.config import coerce
+from gslrm.data.datamodule import is_empty
 from gslrm.lit.optim import OptimConfig, build_optimizer, warmup_cosine
 from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
@@ -63,6 +64,9 @@ class GSLRMModule(L.LightningModule):
         self.register_buffer("attempted_steps", torch.zeros((), dtype=torch.long))  # forward/backward passes
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("accepted_steps", torch.zeros((), dtype=torch.long))
+        # samples trained on and samples the data policy skipped (on_error: skip), over the whole run (this rank)
+        self.register_buffer("trained_samples", torch.zeros((), dtype=torch.long))
+        self.register_buffer("skipped_samples", torch.zeros((), dtype=torch.long))
         self.register_buffer("grad_norm_mean", torch.zeros(()))
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
@@ -102,7 +106,9 @@ class GSLRMModule(L.LightningModule):
 
     # -- training ----------------------------------------------------------------------------------------------
     def training_step(self, batch: dict | None, batch_index: int) -> None:
-        if batch is None:  # every sample of the batch was skipped by the data policy (on_error: skip)
+        if batch is not None:
+            self.skipped_samples += int(batch.get("num_skipped", 0))
+        if is_empty(batch):  # every sample of the batch was skipped by the data policy (on_error: skip)
             return
         # FaceLift schedules its warmups by forward/backward passes, which go on when a step is skipped;
         # Lightning's global_step counts the optimizer steps taken
@@ -128,12 +134,14 @@ class GSLRMModule(L.LightningModule):
         scheduler.step()  # FaceLift steps the schedule after every attempt, skipped or not
 
         batch_size = batch["image"].shape[0]
+        self.trained_samples += batch_size
         self.log_dict({f"train/{name}": value.detach().float() for name, value in terms.items()}, batch_size=batch_size)
         self.log_dict(
             {"metrics/lr": optimizer.param_groups[0]["lr"], "metrics/grad_norm": grad_norm.float(),
              "metrics/skipped_steps": self.skipped_steps.float(), "metrics/iter": float(step),
              "metrics/param_update_step": float(self.global_step),
-             "metrics/skipped_samples": batch.get("num_skipped", torch.zeros(())).float()},
+             "metrics/skipped_samples": self.skipped_samples.float(),
+             "metrics/trained_samples": self.trained_samples.float()},
             batch_size=batch_size,
         )  # fmt: skip
         self.last_train = {  # detached: holding the graph would keep a whole step's activations alive
@@ -171,7 +179,7 @@ class GSLRMModule(L.LightningModule):
 
     # -- validation --------------------------------------------------------------------------------------------
     def validation_step(self, batch: dict | None, batch_index: int) -> dict | None:
-        if batch is None:
+        if is_empty(batch):
             return None
         output, rendered = self.predict_batch(batch)
         target, alpha = batch["image"][:, :, :3], batch["image"][:, :, 3:4]

@@ -17,7 +17,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from gslrm.turntable import render_turntable
-from gslrm.viz import ERROR_VMAX, error_panel, image_row, image_rows, save_png, view_titles
+from gslrm.viz import ERROR_VMAX, enlarged, error_panel, image_row, image_rows, save_png, view_titles
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class TrainingVisuals(Callback):
         turntable_views: int = 8,
         turntable_elevation: float = 20.0,
         error_vmax: float = ERROR_VMAX,
+        min_size: int = 128,
     ) -> None:
         if vis_every <= 0:
             raise ValueError(f"callbacks.visuals.vis_every: must be positive, got {vis_every}")
@@ -70,6 +71,7 @@ class TrainingVisuals(Callback):
         self.turntable_views = turntable_views
         self.turntable_elevation = turntable_elevation
         self.error_vmax = error_vmax
+        self.min_size = min_size  # pixels per view at least (a 32 px strip is unreadable in wandb)
         self.sink: ImageSink | None = None
 
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
@@ -85,11 +87,12 @@ class TrainingVisuals(Callback):
         images = batch["image"][:, :, :3]
         for i in range(min(self.max_samples, images.shape[0])):
             caption = f"sample {int(batch['index'][i, 0, 1])}, pass {last['step']}"
-            self.sink.log(f"images/train/supervision_{i}", image_rows(images[i], rendered.rgb[i]), step, caption)
-            self.sink.log(f"images/train/input_{i}", image_row(images[i, :inputs]), step, caption)
-            turntable = render_turntable(
-                gaussians[i], self.turntable_views, images.shape[-1], elevation_deg=self.turntable_elevation,
-                background=batch["bg_color"][i], settings=module.render_config,
+            supervision = image_rows(images[i], rendered.rgb[i], min_size=self.min_size)
+            self.sink.log(f"images/train/supervision_{i}", supervision, step, caption)
+            self.sink.log(f"images/train/input_{i}", image_row(images[i, :inputs], self.min_size), step, caption)
+            turntable = render_turntable(  # the Gaussians do not depend on resolution: render the orbit large
+                gaussians[i], self.turntable_views, max(images.shape[-1], self.min_size),
+                elevation_deg=self.turntable_elevation, background=batch["bg_color"][i], settings=module.render_config,
             )  # fmt: skip
             self.sink.log(f"images/train/turntable_{i}", image_row(turntable), step, caption)
 
@@ -100,6 +103,7 @@ class TrainingVisuals(Callback):
         inputs = module.num_input_views
         titles = view_titles(images.shape[1], inputs)
         for i in range(min(self.max_samples, images.shape[0])):
-            panel = error_panel(images[i], rendered.rgb[i], vmax=self.error_vmax, titles=titles)
+            gt, pred = enlarged(images[i], self.min_size), enlarged(rendered.rgb[i], self.min_size)
+            panel = error_panel(gt, pred, vmax=self.error_vmax, titles=titles)
             caption = f"sample {int(batch['index'][i, 0, 1])}: PSNR {panel.psnr:.2f} dB"
             self.sink.log(f"images/val/gt_vs_pred_{i}", panel.image, trainer.global_step, caption)
