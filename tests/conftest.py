@@ -3,6 +3,9 @@ import os
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault(
+    "GSLRM_OFFLINE", "1"
+)  # no test reaches a real weights host (tests/test_weights.py serves its own)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -230,11 +230,13 @@ def test_offline_midas_errors_say_what_to_place_where(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError) as error:
         load_midas(MidasConfig())
     message = str(error.value)
-    assert "intel-isl_MiDaS_master/hubconf.py" in message and "loss.midas.repo_dir" in message and "\n" not in message
+    expected = tmp_path / "empty" / "hub" / "intel-isl_MiDaS_master"
+    assert f"intel-isl_MiDaS_master not found at {expected}" in message and "\n" not in message
+    assert "python -m gslrm.weights fetch midas_repo" in message and "loss.midas.repo_dir" in message
     repo = tmp_path / "empty" / "hub" / "intel-isl_MiDaS_master"
     repo.mkdir(parents=True)
     (repo / "hubconf.py").write_text(HUBCONF)
-    with pytest.raises(MissingWeightsError, match=r"dpt_hybrid_384.pt.*loss.midas.weights_path"):
+    with pytest.raises(MissingWeightsError, match=r"dpt_hybrid_384.pt not found.*fetch midas.*loss.midas.weights_path"):
         load_midas(MidasConfig())
 
 

@@ -18,12 +18,11 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from gslrm.losses.weights import MissingWeightsError, load_state_dict
+from gslrm.losses.weights import MissingWeightsError, hub_checkpoint, load_state_dict
 
 __all__ = ["MidasConfig", "MidasEstimator", "load_midas", "disparity_from_depth", "ESTIMATORS", "MIDAS_WEIGHTS"]
 
 ESTIMATORS = ("midas", "precomputed", "ground_truth")
-HUB_REPO_DIR = "intel-isl_MiDaS_master"  # where torch.hub keeps intel-isl/MiDaS
 MIDAS_WEIGHTS = {  # the files MiDaS's hubconf downloads into the hub checkpoint cache
     "DPT_Large": "dpt_large_384.pt",
     "DPT_Hybrid": "dpt_hybrid_384.pt",
@@ -45,14 +44,19 @@ class MidasConfig:
 
 def load_midas(config: MidasConfig, config_key: str = "loss.midas") -> nn.Module:
     """MiDaS from local code and weights, or a one-line MissingWeightsError saying what to place where."""
-    repo = Path(config.repo_dir).expanduser() if config.repo_dir else Path(torch.hub.get_dir()) / HUB_REPO_DIR
+    from gslrm.weights import ensure
+
+    repo = (
+        Path(config.repo_dir).expanduser()
+        if config.repo_dir
+        else ensure("midas_repo", f"{config_key}.repo_dir=/path/to/MiDaS")
+    )
     if not (repo / "hubconf.py").is_file():
         raise MissingWeightsError(
             f"MiDaS code not found at {repo / 'hubconf.py'}: put a checkout of https://github.com/isl-org/MiDaS "
-            f"there (or set {config_key}.repo_dir=/path/to/MiDaS); this machine cannot download it"
+            f"there (or set {config_key}.repo_dir=/path/to/MiDaS)"
         )
-    filename = MIDAS_WEIGHTS.get(config.model, f"{config.model}.pt")
-    state = load_state_dict(config.weights_path, filename, f"MiDaS {config.model}", f"{config_key}.weights_path")
+    state = _midas_state(config, f"{config_key}.weights_path")
     try:
         net = torch.hub.load(str(repo), config.model, source="local", pretrained=False, trust_repo=True)
     except ImportError as error:  # DPT models need timm
@@ -61,6 +65,18 @@ def load_midas(config: MidasConfig, config_key: str = "loss.midas") -> nn.Module
         ) from None
     net.load_state_dict(state)
     return net.eval().requires_grad_(False)
+
+
+def _midas_state(config: MidasConfig, config_key: str) -> dict:
+    """DPT_Hybrid (the default) is fetched on first use; the other MiDaS models must be in the hub cache already."""
+    if config.weights_path or config.model == "DPT_Hybrid":
+        return load_state_dict(config.weights_path, "midas", config_key)
+    filename = MIDAS_WEIGHTS.get(config.model, f"{config.model}.pt")
+    path = hub_checkpoint(filename)
+    if not path.is_file():
+        raise MissingWeightsError(f"MiDaS {config.model} weights not found at {path}: copy {filename} there (or set "
+                                  f"{config_key}=/path/to/{filename})")  # fmt: skip
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 class MidasEstimator(nn.Module):

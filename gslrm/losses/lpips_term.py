@@ -30,7 +30,7 @@ def build_lpips(
 
     state = None
     if pretrained_backbone:
-        state = load_state_dict(weights_path, VGG16_FILE, "VGG16 (LPIPS)", config_key)
+        state = load_state_dict(weights_path, "vgg16", config_key)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False)

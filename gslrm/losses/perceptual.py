@@ -4,8 +4,9 @@ features relu1_2, relu2_2, relu3_2, relu4_2, relu5_2 of a VGG19 whose max-pools 
 inputs x*255 - [123.68, 116.779, 103.939] (RGB order; FaceLift's comment says BGR but it never flips);
 loss = (1.0 L1(inputs) + L1(f1)/2.6 + L1(f2)/4.8 + L1(f3)/3.7 + L1(f4)/5.6 + 10 L1(f5)/1.5) / 255, L1 = mean |a - b|.
 
-Weights: torchvision's VGG19 ImageNet state dict (``vgg19-dcbb9e9d.pth``) from the torch hub cache or
-``weights_path``; with ``VGG19_WEIGHTS_PATH`` set, FaceLift's MatConvNet ``imagenet-vgg-verydeep-19.mat``. The
+Weights (``weights``): ``torchvision``, its VGG19 ImageNet state dict (``vgg19-dcbb9e9d.pth``) from ``weights_path`` or
+the torch hub cache; ``mat``, FaceLift's MatConvNet ``imagenet-vgg-verydeep-19.mat`` from ``VGG19_WEIGHTS_PATH`` or
+FaceLift's cache ``~/.cache/openfacelift``. A cached file missing is downloaded on first use (``gslrm.weights``). The
 torchvision network expects (x - mean)/std: that normalization is folded into conv1 so both weight files see
 FaceLift's x*255 - mean input (equal up to conv1's zero padding at the border).
 """
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gslrm.losses.base import LossInputs, Term, TermConfig, flat_images
-from gslrm.losses.weights import MissingWeightsError, load_state_dict
+from gslrm.losses.weights import load_state_dict, weights_path
 
 __all__ = ["PerceptualConfig", "PerceptualLoss", "VGG19Features"]
 
@@ -84,6 +85,11 @@ class VGG19Features(nn.Module):
 class PerceptualConfig(TermConfig):
     pretrained: bool = True  # false = random weights: for tests only, the loss is then meaningless
     weights_path: str | None = None  # torchvision vgg19 state dict; default: the torch hub cache
+    weights: str = "torchvision"  # torchvision | mat (FaceLift's file; path from VGG19_WEIGHTS_PATH or its cache)
+
+    def __post_init__(self) -> None:
+        if self.weights not in ("torchvision", "mat"):
+            raise ValueError(f"loss.perceptual.weights: torchvision | mat, got {self.weights!r}")
 
 
 class PerceptualLoss(Term):
@@ -94,18 +100,11 @@ class PerceptualLoss(Term):
         self.net = VGG19Features()
         if config.pretrained:
             mat = os.environ.get("VGG19_WEIGHTS_PATH")
-            if mat and Path(mat).is_file():
-                self.net.load_mat(Path(mat))
-            elif mat:
-                raise MissingWeightsError(
-                    f"VGG19_WEIGHTS_PATH={mat}: file not found (FaceLift's imagenet-vgg-verydeep-19.mat)"
-                )
+            if config.weights == "mat" or mat:  # FaceLift's file: its environment variable, else its cache
+                self.net.load_mat(weights_path(mat, "vgg19_mat", "VGG19_WEIGHTS_PATH"))
             else:
-                self.net.load_torchvision(
-                    load_state_dict(
-                        config.weights_path, VGG19_FILE, "VGG19 (perceptual loss)", "loss.perceptual.weights_path"
-                    )
-                )
+                key = "loss.perceptual.weights_path"
+                self.net.load_torchvision(load_state_dict(config.weights_path, "vgg19", key))
         self.net.requires_grad_(False).eval()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN_255).view(1, 3, 1, 1), persistent=False)
         self.train(False)
@@ -123,10 +122,14 @@ class PerceptualLoss(Term):
 
 
 def vgg19_weights_available(weights_path: str | None = None) -> bool:
-    """Whether PerceptualLoss(pretrained=True) can load its weights on this machine (nothing is downloaded)."""
-    from gslrm.losses.weights import hub_checkpoint
+    """Whether PerceptualLoss(pretrained=True) can get its weights here: present, or fetched now if the network
+    allows (``make train`` falls back to ``loss=l2`` when not)."""
+    from gslrm.losses.weights import MissingWeightsError
+    from gslrm.losses.weights import weights_path as resolve
 
     mat = os.environ.get("VGG19_WEIGHTS_PATH")
-    if mat:
-        return Path(mat).is_file()
-    return Path(os.path.expanduser(weights_path)).is_file() if weights_path else hub_checkpoint(VGG19_FILE).is_file()
+    try:
+        resolve(mat or weights_path, "vgg19_mat" if mat else "vgg19", "loss.perceptual.weights_path")
+    except MissingWeightsError:
+        return False
+    return True

@@ -1,4 +1,6 @@
-"""Offline-safe loading of pretrained weights for the frozen loss networks (no download ever happens at run time)."""
+"""Loading pretrained weights for the frozen networks: a configured path as it is, else the ecosystem's cache, where
+``gslrm.weights`` downloads the file on first use when the network allows (``python -m gslrm.weights fetch`` does
+it ahead of time for offline clusters)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["MissingWeightsError", "hub_checkpoint", "load_state_dict"]
+__all__ = ["MissingWeightsError", "hub_checkpoint", "load_state_dict", "weights_path"]
 
 
 class MissingWeightsError(FileNotFoundError):
-    """Pretrained weights are not on this machine; the message says what to put where (one line)."""
+    """Pretrained weights are not on this machine and cannot be fetched; the message says what to do (one line)."""
 
 
 def hub_checkpoint(filename: str) -> Path:
@@ -19,13 +21,19 @@ def hub_checkpoint(filename: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def load_state_dict(configured: str | None, filename: str, what: str, config_key: str) -> dict:
-    """Load ``configured`` if set, else the torch hub cache copy of ``filename``; never download."""
-    path = Path(os.path.expanduser(configured)) if configured else hub_checkpoint(filename)
-    if not path.is_file():
-        raise MissingWeightsError(
-            f"{what} weights not found at {path}: copy {filename} there (or set {config_key}=/path/to/{filename}); "
-            "this machine cannot download them"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def weights_path(configured: str | None, name: str, config_key: str) -> Path:
+    """``configured`` if set (a user's path: never downloaded over), else the cached file of the registry's
+    ``name``, downloaded first if it is missing and the network allows."""
+    if configured:
+        path = Path(os.path.expanduser(configured))
+        if not path.is_file():
+            raise MissingWeightsError(f"{config_key}={configured}: file not found")
+        return path
+    from gslrm.weights import ensure
+
+    return ensure(name, f"{config_key}=/path/to/file")
+
+
+def load_state_dict(configured: str | None, name: str, config_key: str) -> dict:
+    state = torch.load(weights_path(configured, name, config_key), map_location="cpu", weights_only=True)
     return state.get("state_dict", state) if isinstance(state, dict) else state

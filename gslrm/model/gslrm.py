@@ -16,7 +16,10 @@ from gslrm.cameras import pixel_rays, posed_input
 from gslrm.model.gaussians import Gaussians, raw_channels, to_gs
 from gslrm.model.transformer import Transformer, init_weights
 
-__all__ = ["ModelConfig", "GSLRM", "ModelOutput", "load_facelift_checkpoint", "read_checkpoint", "count_parameters"]
+__all__ = [
+    "ModelConfig", "GSLRM", "ModelOutput", "load_facelift_checkpoint", "read_checkpoint", "pretrained_path",
+    "count_parameters",
+]  # fmt: skip
 
 
 @dataclass
@@ -133,9 +136,10 @@ def load_facelift_checkpoint(
     unmatched keys. Loaded with ``weights_only=True`` (no code from the file runs); ``checkpoint`` is the file's
     content when the caller has already read it that way. Errors name ``config_key``.
     """
-    path = Path(path)
     if checkpoint is None:
+        path = pretrained_path(path)
         checkpoint = read_checkpoint(path, config_key)
+    path = Path(path)
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{config_key}: {path}: expected a dict checkpoint, got {type(checkpoint).__name__}")
     if "model" in checkpoint:
@@ -163,6 +167,21 @@ def load_facelift_checkpoint(
         raise ValueError(f"{config_key}: {path}: keys do not match the model config: " + "; ".join(details))
     model.load_state_dict(state, strict=True)
     return {"ignored": ignored}
+
+
+def pretrained_path(path: str | Path) -> Path:
+    """``facelift`` (FaceLift's released GS-LRM) or ``hf://owner/repo/file`` through huggingface_hub (its cache,
+    ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``), downloaded on first use; anything else is a local path."""
+    text = str(path)
+    if text == "facelift":
+        from gslrm.weights import ensure
+
+        return ensure("facelift")
+    if text.startswith("hf://"):
+        from gslrm.weights.download import fetch_hf_url
+
+        return fetch_hf_url(text)
+    return Path(path)
 
 
 def read_checkpoint(path: str | Path, config_key: str = "model.init_from"):
