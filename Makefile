@@ -37,9 +37,9 @@ train: install ## train with the defaults (rodent data generated on first use, t
 	@if $(PY) -c "from gslrm.losses.perceptual import vgg19_weights_available as ok; raise SystemExit(not ok())"; then \
 	  $(PY) train.py $(ARGS); \
 	else \
-	  echo "NOTE: no VGG19 weights on this machine (torch hub cache or VGG19_WEIGHTS_PATH), so FaceLift's perceptual"; \
-	  echo "      term cannot be built: training with loss=l2. Put vgg19-dcbb9e9d.pth in ~/.cache/torch/hub/checkpoints/"; \
-	  echo "      to train with the default loss=facelift."; \
+	  echo "NOTE: the VGG19 weights are not cached and could not be downloaded, so FaceLift's perceptual term cannot"; \
+	  echo "      be built: training with loss=l2. 'python -m gslrm.weights fetch vgg19' where there is network (then"; \
+	  echo "      copy ~/.cache/torch) gives the default loss=facelift (docs/weights.md)."; \
 	  $(PY) train.py loss=l2 $(ARGS); \
 	fi
 

@@ -71,7 +71,10 @@ def test_eval_writes_metrics_csv_and_pictures(evaluated):
         assert (sample / name).is_file(), name
     import imageio.v3 as iio
 
-    assert iio.imread(sample / "turntable.gif").shape == (6, IMAGE_SIZE, IMAGE_SIZE, 3)
+    # panels and turntables at eval.render_size (256) whatever the training size (16 here)
+    assert iio.imread(sample / "turntable.gif").shape == (6, 256, 256, 3)
+    assert iio.imread(sample / "input.png").shape == (256, 4 * 256, 3)
+    assert iio.imread(sample / "gt_vs_pred.png").shape[1] > 6 * 256
 
 
 @pytest.mark.slow
@@ -79,17 +82,28 @@ def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent
     checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     model = GSLRM(ModelConfig(**checkpoint["hyper_parameters"]["model"])).eval()
     model.load_state_dict({k[6:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")})
-    dataset = MouseViewDataset(DataConfig(root=str(rodent_root), image_size=IMAGE_SIZE, normalization={"up": [0, 0, 1]}), "val")  # fmt: skip
+    dataset = MouseViewDataset(DataConfig(root=str(rodent_root), image_size=IMAGE_SIZE, recenter=True, normalization={"up": [0, 0, 1]}), "val")  # fmt: skip
     sample = collate_views([dataset[0]])
     with torch.no_grad():
         gaussians = model(sample["image"][:, :4, :3], sample["c2w"][:, :4], sample["fxfycxcy"][:, :4]).gaussians
         rgb = render(gaussians, sample["c2w"], sample["fxfycxcy"], IMAGE_SIZE, IMAGE_SIZE).rgb[0].numpy()
     target = sample["image"][0, :, :3].numpy()
-    mse = ((np.clip(rgb, 0, 1) - target) ** 2).reshape(len(target), -1).mean(axis=1)
-    psnr = -10 * np.log10(mse)
+    def psnr(prediction, mask=None):
+        squared = (np.clip(prediction, 0, 1) - target) ** 2
+        if mask is None:
+            mse = squared.reshape(len(target), -1).mean(axis=1)
+        else:
+            mse = (squared * mask).reshape(len(target), -1).sum(axis=1) / (3 * mask.reshape(len(target), -1).sum(axis=1))
+        return -10 * np.log10(mse)
+
+    foreground = (sample["image"][0, :, 3:4].numpy() > 0.5).astype(np.float64)
+    white = np.ones_like(target)
     row = next(csv.DictReader((evaluated / "per_sample.csv").open()))
-    assert float(row["psnr"]) == pytest.approx(psnr.mean(), abs=1e-4)
-    assert float(row["psnr_novel"]) == pytest.approx(psnr[4:].mean(), abs=1e-4)
+    for key, values in {"psnr": psnr(rgb), "psnr_white": psnr(white), "psnr_masked": psnr(rgb, foreground),
+                        "psnr_masked_white": psnr(white, foreground)}.items():  # fmt: skip
+        assert float(row[key]) == pytest.approx(values.mean(), abs=1e-4), key
+        assert float(row[f"{key}_novel"]) == pytest.approx(values[4:].mean(), abs=1e-4), key
+        assert float(row[f"{key}_input"]) == pytest.approx(values[:4].mean(), abs=1e-4), key
 
 
 @pytest.mark.slow

@@ -85,12 +85,12 @@ def test_resume_continues_step_optimizer_and_wandb_run(tmp_path, rodent_root):
 def test_multirun_sweep_each_job_own_dir_and_failures_isolated(tmp_path, rodent_root):
     run_train(
         tmp_path, rodent_root, "loss=l2", "logger=csv", "trainer.max_steps=2", "validate_before_training=false",
-        "trainer.val_check_interval=2", "data.image_size=20,16", multirun=True,
+        "trainer.val_check_interval=2", "data.image_size=18,16", multirun=True,
     )  # fmt: skip
     sweep = run_dirs(tmp_path, "multiruns")[-1]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
-    # job 0 (20 px is not a multiple of the 8 px patch) failed and said why; job 1 still trained
+    # job 0 (18 px is not a multiple of the 4 px patch) failed and said why; job 1 still trained
     assert "multiple of patch_size" in (jobs[0] / "FAILED.txt").read_text()
     assert (jobs[1] / "checkpoints" / "last.ckpt").is_file() and not (jobs[1] / "FAILED.txt").exists()
     assert "image_size: 16" in (jobs[1] / "config_resolved.yaml").read_text()

@@ -1,8 +1,8 @@
 """Getting a pretrained file onto this machine: from the cache, else downloaded once, verified and written atomically.
 
-- ``ensure(name)``: the cached file, downloading it first when it is missing and the network allows. Under DDP
-  (``LOCAL_RANK`` > 0) a rank never downloads: it waits for local rank 0's file. Concurrent processes sharing a cache
-  take a lock file, so one downloads and the others find the file.
+- ``ensure(name)``: the cached file, downloading it first when it is missing and the network allows. Processes
+  sharing a cache take a lock file, so one downloads and the others wait, then find its file; under DDP that one is
+  local rank 0 (the others give it a head start).
 - A download streams to a hidden ``.<name>.partial-<pid>`` file beside the target with a progress bar, hashes as it
   goes, checks the published checksum, and only then renames (atomic) onto the target: an interrupted or corrupt
   download never leaves a file where the loaders look.
@@ -185,16 +185,14 @@ def fetch(name: str, config_key: str | None = None) -> Path:
 
 
 def ensure(name: str, config_key: str | None = None) -> Path:
-    """The cached file of ``name``, fetched first if needed. DDP ranks other than local rank 0 wait for rank 0."""
+    """The cached file of ``name``, fetched first if needed.
+
+    Under DDP, local rank 0 downloads: the other ranks give it a head start (Lightning's launcher starts them only
+    after rank 0 built its modules; torchrun starts all at once), then queue on the download lock and find the file
+    rank 0 wrote. If rank 0 could not get it, each rank fails the same way instead of waiting for nothing."""
     entry = source(name)
-    if entry.cache != "hf" and _local_rank() != 0:
-        path = destination(entry)
-        deadline = time.time() + float(os.environ.get("GSLRM_WEIGHTS_WAIT_S", "3600"))
-        while not path.exists():
-            if time.time() > deadline:
-                raise _missing(entry, path, "local rank 0 did not provide it in time", config_key)
-            time.sleep(1.0)
-        return path
+    if entry.cache != "hf" and _local_rank() != 0 and not offline() and not destination(entry).exists():
+        time.sleep(float(os.environ.get("GSLRM_WEIGHTS_RANK_HEAD_START_S", "2")))
     return fetch(name, config_key)
 
 
