@@ -88,12 +88,15 @@ def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent
         gaussians = model(sample["image"][:, :4, :3], sample["c2w"][:, :4], sample["fxfycxcy"][:, :4]).gaussians
         rgb = render(gaussians, sample["c2w"], sample["fxfycxcy"], IMAGE_SIZE, IMAGE_SIZE).rgb[0].numpy()
     target = sample["image"][0, :, :3].numpy()
+
     def psnr(prediction, mask=None):
         squared = (np.clip(prediction, 0, 1) - target) ** 2
         if mask is None:
             mse = squared.reshape(len(target), -1).mean(axis=1)
         else:
-            mse = (squared * mask).reshape(len(target), -1).sum(axis=1) / (3 * mask.reshape(len(target), -1).sum(axis=1))
+            mse = (squared * mask).reshape(len(target), -1).sum(axis=1) / (
+                3 * mask.reshape(len(target), -1).sum(axis=1)
+            )
         return -10 * np.log10(mse)
 
     foreground = (sample["image"][0, :, 3:4].numpy() > 0.5).astype(np.float64)

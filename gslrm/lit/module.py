@@ -144,6 +144,10 @@ class GSLRMModule(L.LightningModule):
              "metrics/trained_samples": self.trained_samples.float()},
             batch_size=batch_size,
         )  # fmt: skip
+        if loss.is_cuda:  # the memory a step really needs (README memory guidance)
+            self.log(
+                "metrics/peak_memory_gib", torch.cuda.max_memory_allocated(loss.device) / 2**30, batch_size=batch_size
+            )
         self.last_train = {  # detached: holding the graph would keep a whole step's activations alive
             "batch": batch,
             "rendered": RenderOutput(rendered.rgb.detach(), rendered.depth.detach(), rendered.alpha.detach()),
