@@ -86,7 +86,8 @@ def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent
     sample = collate_views([dataset[0]])
     with torch.no_grad():
         gaussians = model(sample["image"][:, :4, :3], sample["c2w"][:, :4], sample["fxfycxcy"][:, :4]).gaussians
-        rgb = render(gaussians, sample["c2w"], sample["fxfycxcy"], IMAGE_SIZE, IMAGE_SIZE).rgb[0].numpy()
+        rendered = render(gaussians, sample["c2w"], sample["fxfycxcy"], IMAGE_SIZE, IMAGE_SIZE)
+        rgb, rendered_alpha = rendered.rgb[0].numpy(), rendered.alpha[0].numpy()
     target = sample["image"][0, :, :3].numpy()
 
     def psnr(prediction, mask=None):
@@ -107,6 +108,11 @@ def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent
         assert float(row[key]) == pytest.approx(values.mean(), abs=1e-4), key
         assert float(row[f"{key}_novel"]) == pytest.approx(values[4:].mean(), abs=1e-4), key
         assert float(row[f"{key}_input"]) == pytest.approx(values[:4].mean(), abs=1e-4), key
+    predicted, truth = rendered_alpha > 0.5, foreground > 0.5
+    for suffix, views in (("", slice(None)), ("_novel", slice(4, None)), ("_input", slice(0, 4))):
+        union = (predicted[views] | truth[views]).sum()
+        expected = (predicted[views] & truth[views]).sum() / max(union, 1)
+        assert float(row[f"mask_iou_alpha{suffix}"]) == pytest.approx(expected, abs=1e-6), suffix
 
 
 @pytest.mark.slow
