@@ -175,7 +175,7 @@ def check_dataset(
     return report
 
 
-def _print(report: Report) -> None:
+def print_report(report: Report) -> None:
     summary = report.as_json()
     print(f"samples: {summary['samples_per_split']} (total {summary['samples']})")
     print(f"views per sample: {summary['views_per_sample']}   image sizes: {summary['image_sizes']}")
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report.as_json(), indent=1))
     else:
-        _print(report)
+        print_report(report)
     return 1 if report.errors else 0
 
 

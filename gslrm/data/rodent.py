@@ -66,8 +66,9 @@ def _asset_path() -> Path:
     return path
 
 
-def rig_cameras() -> tuple[np.ndarray, np.ndarray]:
-    """The fixed rig: OpenCV ``c2w [6,4,4]`` (units, Z-up) and ``fxfycxcy [6,4]`` of the raw 288x256 images.
+def rig_cameras(width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed rig: OpenCV ``c2w [6,4,4]`` (units, Z-up) and ``fxfycxcy [6,4]`` of ``width x height`` images
+    (the real rig's 288x256 by default; same field of view at any size).
 
     Aim points and rolls carry a small fixed jitter (seed 1234), as hand-mounted cameras do, so the optical axes
     do not meet in one point (the normalization reports their RMS residual).
@@ -89,15 +90,15 @@ def rig_cameras() -> tuple[np.ndarray, np.ndarray]:
         c2w = np.eye(4)
         c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, -up, forward, position
         c2ws.append(c2w)
-    focal = (HEIGHT / 2.0) / math.tan(math.radians(FOVY_DEG) / 2.0)  # MuJoCo: square pixels, centred principal point
-    intrinsics = np.tile([focal, focal, WIDTH / 2.0, HEIGHT / 2.0], (len(RIG), 1))
+    focal = (height / 2.0) / math.tan(math.radians(FOVY_DEG) / 2.0)  # MuJoCo: square pixels, centred principal point
+    intrinsics = np.tile([focal, focal, width / 2.0, height / 2.0], (len(RIG), 1))
     return np.stack(c2ws), intrinsics
 
 
 class RodentScene:
     """The MuJoCo model (rodent with a free root, white sky, rig cameras) and an offscreen renderer."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = WIDTH, height: int = HEIGHT) -> None:
         import mujoco
 
         self.mujoco = mujoco
@@ -117,7 +118,9 @@ class RodentScene:
         self.model.vis.headlight.diffuse[:] = 0.55
         self.model.vis.quality.shadowsize = 0
         self.data = mujoco.MjData(self.model)
-        self.renderer = mujoco.Renderer(self.model, HEIGHT, WIDTH)
+        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, width)
+        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, height)
+        self.renderer = mujoco.Renderer(self.model, height, width)
         self.options = mujoco.MjvOption()
         self.options.geomgroup[:] = 0  # only the skinned mesh is visible, not the bones or collision capsules
         hinge = self.model.jnt_type == mujoco.mjtJoint.mjJNT_HINGE
@@ -126,23 +129,34 @@ class RodentScene:
         body = lambda name: mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, name)  # noqa: E731
         self.anchor_bodies = (body("skull"), body("vertebra_C1"))
 
-    def pose(self, rng: np.random.Generator, config: RodentConfig) -> dict:
-        """Random joint angles within limits, random yaw; the body centre lands near the rig centre."""
-        mujoco, model, data = self.mujoco, self.model, self.data
-        data.qpos[:] = 0.0
+    def random_pose(self, rng: np.random.Generator, config: RodentConfig) -> tuple[np.ndarray, float, np.ndarray]:
+        """Joint angles within limits, a yaw, and a body-centre offset from the rig centre (units)."""
         low, high = self.hinge_range[:, 0], self.hinge_range[:, 1]
         middle, half = (low + high) / 2.0, (high - low) / 2.0 * config.joint_spread
-        data.qpos[self.hinge_qpos] = rng.uniform(middle - half, middle + half)
+        joints = rng.uniform(middle - half, middle + half)
         yaw = rng.uniform(0.0, 2.0 * math.pi)
+        offset = rng.uniform(-config.offset, config.offset, 3) * [1.0, 1.0, 0.5]
+        return joints, yaw, offset
+
+    def place(self, joints: np.ndarray, yaw: float, offset: np.ndarray, coat: np.ndarray) -> None:
+        """Set the pose; the body centre lands at ``RIG_CENTER + offset``."""
+        mujoco, model, data = self.mujoco, self.model, self.data
+        data.qpos[:] = 0.0
+        data.qpos[self.hinge_qpos] = joints
         data.qpos[3:7] = [math.cos(yaw / 2.0), 0.0, 0.0, math.sin(yaw / 2.0)]
-        target = (RIG_CENTER + rng.uniform(-config.offset, config.offset, 3) * [1.0, 1.0, 0.5]) * BODY_LENGTH_M
+        target = (RIG_CENTER + offset) * BODY_LENGTH_M
         mujoco.mj_kinematics(model, data)
         centre = data.xpos[list(self.anchor_bodies)].mean(0)
         data.qpos[0:3] += target - centre
         mujoco.mj_forward(model, data)  # kinematics alone leaves the cameras (mj_camlight) at the origin
-        coat = np.asarray(COATS[rng.integers(len(COATS))]) * rng.uniform(0.92, 1.05)
         model.skin_rgba[0, :3] = np.clip(coat, 0.0, 1.0)
-        return {"yaw_deg": math.degrees(yaw), "coat": model.skin_rgba[0, :3].round(3).tolist()}
+
+    def pose(self, rng: np.random.Generator, config: RodentConfig) -> dict:
+        """A random pose and coat (one sample of the default dataset)."""
+        joints, yaw, offset = self.random_pose(rng, config)
+        coat = np.asarray(COATS[rng.integers(len(COATS))]) * rng.uniform(0.92, 1.05)
+        self.place(joints, yaw, offset, coat)
+        return {"yaw_deg": math.degrees(yaw), "coat": self.model.skin_rgba[0, :3].round(3).tolist()}
 
     def render(self, camera: int) -> tuple[np.ndarray, np.ndarray]:
         """uint8 RGB [H,W,3] on exact white and z-depth [H,W] in units (0 = background)."""

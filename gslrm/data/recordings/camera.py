@@ -1,0 +1,128 @@
+"""One calibrated camera of a recording rig, as the rig's calibration file states it, and its conversion to the
+trainer's on-disk format.
+
+Calibration files use OpenCV's model: ``x_cam = R X + t``, ``K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]]`` and the
+distortion ``(k1, k2, p1, p2, k3)``. They differ in where pixel coordinates start:
+
+- OpenCV (MAMMAL, anipose): the centre of the first pixel is (0, 0);
+- MATLAB (DANNCE / Label3D): the centre of the first pixel is (1, 1);
+- gslrm (FaceLift's rays): the first pixel spans [0, 1), so its centre is (0.5, 0.5).
+
+``RigCamera.K`` is always kept in OpenCV's convention (readers of MATLAB files subtract 1); ``to_frame`` adds 0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gslrm.data.format import DataFormatError
+
+__all__ = [
+    "MATLAB_MINUS_OPENCV", "OPENCV_TO_GSLRM", "RigCamera", "checked_intrinsics", "checked_matrix", "checked_rotation",
+    "distortion",
+]  # fmt: skip
+
+OPENCV_TO_GSLRM = 0.5  # gslrm's pixel coordinates are OpenCV's plus a half pixel
+MATLAB_MINUS_OPENCV = 1.0  # MATLAB's are OpenCV's plus one
+
+
+@dataclass(frozen=True)
+class RigCamera:
+    """A camera as calibrated: OpenCV's K (pixel centres at integers), world->camera R and t, distortion, size."""
+
+    name: str
+    K: np.ndarray  # [3,3] float64
+    R: np.ndarray  # [3,3] float64, world -> camera
+    t: np.ndarray  # [3] float64, in the calibration's units
+    dist: np.ndarray  # [5] float64: k1, k2, p1, p2, k3 (all zero for an undistorted video)
+    size: tuple[int, int] | None = None  # (width, height) when the calibration states it
+
+    @property
+    def is_pinhole(self) -> bool:
+        """No distortion and no skew: the video is already what the trainer's pinhole model expects."""
+        return not np.any(self.dist) and self.K[0, 1] == 0.0
+
+    @property
+    def pinhole_K(self) -> np.ndarray:
+        """K without skew: the camera frames are resampled to this one when they are not already pinhole."""
+        K = self.K.copy()
+        K[0, 1] = 0.0
+        return K
+
+    @property
+    def w2c(self) -> np.ndarray:
+        matrix = np.eye(4)
+        matrix[:3, :3], matrix[:3, 3] = self.R, self.t
+        return matrix
+
+    def fxfycxcy(self, scale_x: float = 1.0, scale_y: float = 1.0) -> np.ndarray:
+        """gslrm intrinsics of the pinhole camera, for images resized by (scale_x, scale_y).
+
+        In gslrm's convention (pixel edges at integers) resizing scales every coordinate, so cx' = s * cx; in OpenCV's
+        this is the familiar (cx + 0.5) * s - 0.5.
+        """
+        K = self.pinhole_K
+        return np.array([
+            K[0, 0] * scale_x, K[1, 1] * scale_y, (K[0, 2] + OPENCV_TO_GSLRM) * scale_x, (K[1, 2] + OPENCV_TO_GSLRM) * scale_y,
+        ])  # fmt: skip
+
+    @classmethod
+    def from_gslrm(cls, name: str, fxfycxcy, w2c, size: tuple[int, int] | None = None, dist=None) -> RigCamera:
+        """The inverse of ``w2c``/``fxfycxcy``: a gslrm view as a rig calibration would state it."""
+        fx, fy, cx, cy = np.asarray(fxfycxcy, dtype=np.float64)
+        K = np.array([[fx, 0.0, cx - OPENCV_TO_GSLRM], [0.0, fy, cy - OPENCV_TO_GSLRM], [0.0, 0.0, 1.0]])
+        w2c = np.asarray(w2c, dtype=np.float64)
+        dist = np.zeros(5) if dist is None else np.asarray(dist, dtype=np.float64)
+        return cls(name, K, w2c[:3, :3].copy(), w2c[:3, 3].copy(), dist, size)
+
+
+def checked_matrix(where: str, value: object, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as a finite float64 array of ``shape`` (a 3x1 or 1x3 vector counts as 3), else one line naming it."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise DataFormatError(f"{where}: not an array of numbers ({error})") from None
+    if shape == (3,) and array.size == 3:
+        array = array.reshape(3)
+    if array.shape != shape:
+        raise DataFormatError(f"{where}: expected shape {shape}, got {array.shape}")
+    if not np.isfinite(array).all():
+        raise DataFormatError(f"{where}: contains NaN or Inf")
+    return array
+
+
+def checked_rotation(where: str, value: object) -> np.ndarray:
+    """A 3x3 rotation (orthonormal, det +1), else one line naming the field and what is wrong."""
+    rotation = checked_matrix(where, value, (3, 3))
+    error = float(np.abs(rotation.T @ rotation - np.eye(3)).max())
+    if error > 1e-4:
+        raise DataFormatError(f"{where}: not a rotation matrix (max |R^T R - I| = {error:.3g})")
+    determinant = float(np.linalg.det(rotation))
+    if determinant < 0:
+        raise DataFormatError(f"{where}: a reflection, not a rotation (det = {determinant:.3f}); axes flipped?")
+    return rotation
+
+
+def checked_intrinsics(where: str, value: object) -> np.ndarray:
+    K = checked_matrix(where, value, (3, 3))
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise DataFormatError(f"{where}: focal lengths must be > 0, got fx={K[0, 0]:g}, fy={K[1, 1]:g}")
+    if np.abs(K[1:, 0]).max() > 0 or abs(K[2, 1]) > 0 or K[2, 2] != 1.0:
+        raise DataFormatError(f"{where}: expected [[fx, s, cx], [0, fy, cy], [0, 0, 1]], got {K.tolist()}")
+    return K
+
+
+def distortion(where: str, radial: object = (), tangential: object = ()) -> np.ndarray:
+    """OpenCV's (k1, k2, p1, p2, k3) from up to three radial and up to two tangential coefficients."""
+    k = np.asarray(radial, dtype=np.float64).reshape(-1)
+    p = np.asarray(tangential, dtype=np.float64).reshape(-1)
+    if k.size > 3 or p.size > 2:
+        raise DataFormatError(
+            f"{where}: expected up to 3 radial and 2 tangential coefficients, got {k.size} and {p.size}"
+        )
+    if not (np.isfinite(k).all() and np.isfinite(p).all()):
+        raise DataFormatError(f"{where}: contains NaN or Inf")
+    k, p = np.pad(k, (0, 3 - k.size)), np.pad(p, (0, 2 - p.size))
+    return np.array([k[0], k[1], p[0], p[1], k[2]])

@@ -1,0 +1,174 @@
+"""A rodent recording: the default dataset's animal moving through changing poses in front of its 6-camera rig,
+written as each rig format writes it (videos through the H.264 encoder, calibrations in each convention, masks).
+
+    python -m gslrm.data record --out DIR [--formats mammal,anipose,dannce] [--frames 24] [--size 1152x1024]
+
+``DIR/<format>/`` is then a recording to import; ``DIR/ground_truth/`` holds the exact pinhole cameras
+(``cameras.json``, gslrm's format, millimetres) and, with ``--depth``, each view's z-depth (mm) of every frame, which
+the tests use to check the import by reprojection. anipose frames and masks are distorted (OpenCV's model, non-zero
+k1, k2, p1, p2) so the importer has to undistort them; MAMMAL's videos are undistorted, as the real rig's are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from gslrm.data.format import Frame, write_cameras
+from gslrm.data.recordings import anipose, dannce, mammal
+from gslrm.data.recordings.camera import RigCamera
+from gslrm.data.recordings.video import VideoWriter
+
+__all__ = ["MM_PER_UNIT", "record", "rig_distortion"]
+
+MM_PER_UNIT = 170.0  # the rodent dataset's unit is its body length, 0.17 m
+KEYFRAME_EVERY = 8  # frames between random key poses; poses in between are eased
+CAMERA_NAMES = {
+    "mammal": [str(k) for k in range(6)],
+    "anipose": list("ABCDEF"),
+    "dannce": [f"Camera{k + 1}" for k in range(6)],
+}
+
+
+def rig_distortion(camera: int) -> np.ndarray:
+    """OpenCV (k1, k2, p1, p2, k3) of a modest lens, a little different per camera: ~6 px at a 1152 px corner."""
+    return np.array([-0.12 + 0.01 * camera, 0.04, 0.0012, -0.0008, 0.0])
+
+
+def _distortion_maps(camera: RigCamera, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every distorted pixel, where it lies in the pinhole image (to render distorted frames by remapping)."""
+    import cv2
+
+    grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).reshape(-1, 1, 2).astype(np.float64)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
+    pinhole = cv2.undistortPoints(grid, camera.K, camera.dist, R=None, P=camera.K, criteria=criteria).reshape(
+        height, width, 2
+    )
+    return pinhole[..., 0].astype(np.float32), pinhole[..., 1].astype(np.float32)
+
+
+class _FormatWriter:
+    """Videos, masks and calibration of one format."""
+
+    def __init__(self, root: Path, format: str, cameras: list[RigCamera], fps: int, stack: ExitStack) -> None:
+        self.format, self.cameras = format, cameras
+        names = [camera.name for camera in cameras]
+        if format == "mammal":
+            videos = [root / mammal.VIDEOS / f"{n}.mp4" for n in names]
+            masks = [root / mammal.MASKS / f"{n}.mp4" for n in names]
+        elif format == "anipose":
+            videos = [root / "videos-raw" / f"{anipose.video_name('rec', n)}.mp4" for n in names]
+            masks = [root / "masks" / f"{anipose.video_name('rec', n)}.mp4" for n in names]
+        else:
+            videos = [root / "videos" / n / "0.mp4" for n in names]
+            masks = [root / "masks" / f"{n}.mp4" for n in names]
+        for path in videos + masks:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.videos = [stack.enter_context(VideoWriter(p, fps)) for p in videos]
+        self.masks = [stack.enter_context(VideoWriter(p, fps)) for p in masks]
+        self.maps = [_distortion_maps(c, *c.size) if not c.is_pinhole else None for c in cameras]
+        if format == "mammal":
+            mammal.write_calibration(root / mammal.CALIBRATION, cameras)
+        elif format == "anipose":
+            anipose.write_calibration(root / anipose.CALIBRATION, cameras)
+        else:
+            dannce.write_hires(root, cameras)
+            dannce.write_label3d(root, cameras)  # both DANNCE calibration forms; the importer prefers calibration/
+
+    def write(self, camera: int, rgb: np.ndarray, mask: np.ndarray) -> None:
+        import cv2
+
+        if self.maps[camera] is not None:
+            rgb = cv2.remap(rgb, *self.maps[camera], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            mask = cv2.remap(mask, *self.maps[camera], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        self.videos[camera].write(rgb)
+        self.masks[camera].write(mask)
+
+
+def _eased(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
+    weight = 0.5 - 0.5 * math.cos(math.pi * fraction)
+    return (1.0 - weight) * a + weight * b
+
+
+def record(
+    out: Path, formats: tuple[str, ...] = ("mammal", "anipose", "dannce"), frames: int = 24, width: int = 1152,
+    height: int = 1024, seed: int = 0, fps: int = 100, depth: bool = False,
+) -> None:  # fmt: skip
+    """Render ``frames`` frames of a moving rodent and write them as each format (see the module docstring)."""
+    from tqdm import tqdm
+
+    from gslrm.data.rodent import COATS, RodentConfig, RodentScene, rig_cameras
+
+    if width % 2 or height % 2:
+        raise ValueError(f"--size {width}x{height}: H.264 (yuv420p) needs even sizes")
+    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    c2w, intrinsics = rig_cameras(width, height)
+    w2c = np.linalg.inv(c2w)
+    w2c[:, :3, 3] *= MM_PER_UNIT  # millimetres, as MAMMAL and DANNCE calibrations are
+    truth = out / "ground_truth"
+    (truth / "depth").mkdir(parents=True, exist_ok=True)
+    frames_gt = [Frame(f"cam_{k:03d}", width, height, intrinsics[k], w2c[k]) for k in range(len(w2c))]
+    write_cameras(truth / "cameras.json", frames_gt, "ground_truth", extra={"units": "mm", "recorded_frames": frames})
+    rng = np.random.default_rng(seed)
+    scene = RodentScene(width, height)
+    config = RodentConfig(offset=0.06)
+    keys = [scene.random_pose(rng, config) for _ in range(frames // KEYFRAME_EVERY + 2)]
+    coat = np.asarray(COATS[2])
+    try:
+        with ExitStack() as stack:
+            writers = []
+            for format in formats:
+                distorted = format == "anipose"
+                cameras = [
+                    RigCamera.from_gslrm(
+                        name, intrinsics[k], w2c[k], (width, height), rig_distortion(k) if distorted else None
+                    )
+                    for k, name in enumerate(CAMERA_NAMES[format])
+                ]
+                writers.append(_FormatWriter(out / format, format, cameras, fps, stack))
+            for index in tqdm(range(frames), desc="recording rodent frames"):
+                key, fraction = divmod(index, KEYFRAME_EVERY)
+                (j0, y0, o0), (j1, y1, o1) = keys[key], keys[key + 1]
+                t = fraction / KEYFRAME_EVERY
+                yaw = y0 + t * math.remainder(y1 - y0, 2 * math.pi)
+                scene.place(_eased(j0, j1, t), yaw, _eased(o0, o1, t), coat)
+                for camera in range(len(w2c)):
+                    rgb, z = scene.render(camera)
+                    mask = np.where(z > 0, 255, 0).astype(np.uint8)
+                    for writer in writers:
+                        writer.write(camera, rgb, mask)
+                    if depth:
+                        np.save(
+                            truth / "depth" / f"frame_{index:06d}_cam_{camera:03d}.npy",
+                            (z * MM_PER_UNIT).astype(np.float32),
+                        )
+    finally:
+        scene.close()
+    (out / "manifest.json").write_text(json.dumps(
+        {"generator": "gslrm.data.recordings.synthetic", "formats": list(formats), "frames": frames,
+         "size": [width, height], "seed": seed, "fps": fps, "units": "mm"}, indent=1))  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gslrm.data record", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--formats", default="mammal,anipose,dannce")
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--size", default="1152x1024", help="WxH of the videos (the real rig: 1152x1024)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--depth", action="store_true", help="also write ground-truth z-depth per frame and view")
+    args = parser.parse_args(argv)
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    unknown = set(formats) - set(CAMERA_NAMES)
+    if unknown:
+        parser.error(f"--formats: unknown {sorted(unknown)} (mammal, anipose, dannce)")
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    record(args.out, formats, args.frames, width, height, args.seed, depth=args.depth)
+    print(f"wrote {args.frames} frames x 6 cameras as {', '.join(formats)} under {args.out}")
+    return 0

@@ -1,0 +1,425 @@
+"""python -m gslrm.data import: a synthetic rodent recording written as MAMMAL, anipose (distorted) and DANNCE,
+imported back and checked by reprojection against the ground truth, by calibration round trips, and for every
+kind of bad input."""
+
+import json
+import pickle
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gslrm.data.check import check_dataset
+from gslrm.data.format import DataFormatError, read_cameras
+from gslrm.data.recordings import anipose, dannce, mammal
+from gslrm.data.recordings.camera import RigCamera
+from gslrm.data.recordings.frames import parse_frames, parse_split, split_frames
+from gslrm.data.recordings.importer import main as import_main
+from gslrm.data.recordings.video import VideoSource, VideoWriter
+
+FRAMES, WIDTH, HEIGHT = 20, 288, 256
+FORMATS = ("mammal", "anipose", "dannce")
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    from gslrm.data.recordings.synthetic import record
+
+    out = tmp_path_factory.mktemp("recording")
+    record(out, FORMATS, frames=FRAMES, width=WIDTH, height=HEIGHT, seed=5, depth=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def imported(recording, tmp_path_factory):
+    """Each format imported at half size (144x128) with the default worker count (2 processes here)."""
+    roots = {}
+    for format in FORMATS:
+        roots[format] = tmp_path_factory.mktemp("imported") / format
+        code = import_main([format, str(recording / format), "--out", str(roots[format]), "--scale", "0.5",
+                            "--split", "val=0.1,test=0.1", "--split-gap", "1"])  # fmt: skip
+        assert code == 0
+    return roots
+
+
+def run_import(capsys, *args):
+    """(exit code, the one-line error) of a failing import."""
+    capsys.readouterr()
+    code = import_main([str(a) for a in args])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def copy_of(recording, format, tmp_path):
+    target = tmp_path / format
+    shutil.copytree(recording / format, target)
+    return target
+
+
+# --- the imported datasets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_import_writes_the_documented_format(imported, format):
+    root = imported[format]
+    assert check_dataset(root).errors == []
+    splits = {key: (root / f"{key}.txt").read_text().split() for key in ("train", "val", "test")}
+    # 20 frames: train 0-15 | val 16-17 | test 18-19, and the frame before each boundary dropped (--split-gap 1)
+    assert splits == {"train": [f"frame_{i:06d}" for i in range(15)], "val": ["frame_000016"],
+                      "test": ["frame_000018", "frame_000019"]}  # fmt: skip
+    assert not (root / "frame_000015").exists() and not (root / "frame_000017").exists()
+    frames = read_cameras(root / "frame_000003" / "opencv_cameras.json")
+    assert len(frames) == 6 and {(f.width, f.height) for f in frames} == {(144, 128)}
+    image = np.asarray(Image.open(root / "frame_000003" / "images" / "cam_002.png"))
+    assert image.shape == (128, 144, 4)  # masks exist: RGBA with the mask as alpha
+    coverage = (image[..., 3] > 127).mean()
+    assert 0.02 < coverage < 0.6
+    info = json.loads((root / "import_info.json").read_text())
+    assert info["complete"] and info["frames"] == list(range(FRAMES)) and info["options"]["scale"] == 0.5
+    assert info["dropped_for_split_gap"] == [15, 17]
+    assert [v["undistorted"] for v in info["views"]] == [format == "anipose"] * 6
+    assert info["decoder"].startswith("PyAV")
+
+
+def dilate(mask):
+    padded = np.pad(mask, 1)
+    return np.max([padded[1 + dy : padded.shape[0] - 1 + dy, 1 + dx : padded.shape[1] - 1 + dx]
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)  # fmt: skip
+
+
+def reprojection_hit_rate(truth, root, frame, shift_px=0.0):
+    """Foreground pixels of each ground-truth view, back-projected with their true depth, projected through the
+    imported cameras into every imported view (itself included): the fraction landing within 1 px of its mask."""
+    truth_frames = read_cameras(truth / "cameras.json")
+    imported = read_cameras(root / f"frame_{frame:06d}" / "opencv_cameras.json")
+    masks = [np.asarray(Image.open(root / f"frame_{frame:06d}" / f.file_path))[..., 3] > 127 for f in imported]
+    hits = total = 0
+    for i, view in enumerate(truth_frames):
+        depth = np.load(truth / "depth" / f"frame_{frame:06d}_cam_{i:03d}.npy")
+        rows, cols = np.nonzero(depth > 0)
+        z = depth[rows, cols]
+        fx, fy, cx, cy = view.fxfycxcy
+        points = np.stack([(cols + 0.5 - cx) / fx * z, (rows + 0.5 - cy) / fy * z, z], -1)
+        world = points @ view.c2w[:3, :3].T + view.c2w[:3, 3]
+        for j, other in enumerate(imported):
+            camera = world @ other.w2c[:3, :3].T + other.w2c[:3, 3]
+            fx, fy, cx, cy = other.fxfycxcy
+            u = fx * camera[:, 0] / camera[:, 2] + cx + shift_px
+            v = fy * camera[:, 1] / camera[:, 2] + cy
+            inside = (u >= 0) & (u < other.width) & (v >= 0) & (v < other.height)
+            near = dilate(masks[j])[v[inside].astype(int), u[inside].astype(int)]
+            hits, total = hits + int(near.sum()), total + int(inside.sum())
+    return hits / total, total
+
+
+def centroid_offsets(truth, root, frame, shift_px=0.0):
+    """Per view, the imported mask's centroid minus the centroid of the true foreground pixels projected through
+    the imported camera of the same view (output pixels): sensitive to a fraction of a pixel in K, the undistortion
+    or the scaling convention. Returns the largest |offset| over views and axes."""
+    truth_frames = read_cameras(truth / "cameras.json")
+    imported = read_cameras(root / f"frame_{frame:06d}" / "opencv_cameras.json")
+    offsets = []
+    for i, (view, other) in enumerate(zip(truth_frames, imported, strict=True)):
+        depth = np.load(truth / "depth" / f"frame_{frame:06d}_cam_{i:03d}.npy")
+        rows, cols = np.nonzero(depth > 0)
+        z = depth[rows, cols]
+        fx, fy, cx, cy = view.fxfycxcy
+        points = np.stack([(cols + 0.5 - cx) / fx * z, (rows + 0.5 - cy) / fy * z, z], -1)
+        camera = (points @ view.c2w[:3, :3].T + view.c2w[:3, 3]) @ other.w2c[:3, :3].T + other.w2c[:3, 3]
+        fx, fy, cx, cy = other.fxfycxcy
+        u = fx * camera[:, 0] / camera[:, 2] + cx + shift_px
+        v = fy * camera[:, 1] / camera[:, 2] + cy
+        alpha = np.asarray(Image.open(root / f"frame_{frame:06d}" / other.file_path))[..., 3] / 255.0
+        ys, xs = np.mgrid[: alpha.shape[0], : alpha.shape[1]] + 0.5
+        centroid = np.array([(alpha * xs).sum(), (alpha * ys).sum()]) / alpha.sum()
+        offsets.append(centroid - [u.mean(), v.mean()])
+    return float(np.abs(np.array(offsets)).max())
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_reprojection_after_import_within_one_pixel(recording, imported, format):
+    for frame in (0, 9, 19):
+        rate, total = reprojection_hit_rate(recording / "ground_truth", imported[format], frame)
+        assert total > 20000 and rate >= 0.99, f"frame {frame}: {rate:.4f} of {total}"
+        # measured: 0.002 px after MAMMAL / DANNCE import, 0.07 px after anipose's undistortion (bilinear twice)
+        offset = centroid_offsets(recording / "ground_truth", imported[format], frame)
+        assert offset < (0.15 if format == "anipose" else 0.02), f"frame {frame}: {offset:.3f} px"
+
+
+def test_reprojection_checks_have_teeth(recording, imported):
+    """A 2-pixel error fails the silhouette check; a quarter pixel (a half-pixel convention mix-up at the source
+    resolution, halved by --scale 0.5) fails the centroid check."""
+    rate, _ = reprojection_hit_rate(recording / "ground_truth", imported["mammal"], 9, shift_px=2.0)
+    assert rate < 0.99
+    assert centroid_offsets(recording / "ground_truth", imported["mammal"], 9, shift_px=0.25) > 0.2
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_calibration_round_trip_through_import(recording, tmp_path, format):
+    """gslrm cameras -> the format's calibration -> import at full size gives back w2c and intrinsics."""
+    out = tmp_path / "full"
+    assert import_main([format, str(recording / format), "--out", str(out), "--frames", "0:3", "--split", "",
+                        "--workers", "1", "--no-check"]) == 0  # fmt: skip
+    truth = read_cameras(recording / "ground_truth" / "cameras.json")
+    for frame in range(3):
+        got = read_cameras(out / f"frame_{frame:06d}" / "opencv_cameras.json")
+        for expected, actual in zip(truth, got, strict=True):
+            np.testing.assert_allclose(actual.w2c, expected.w2c, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(actual.fxfycxcy, expected.fxfycxcy, rtol=0, atol=1e-6)
+
+
+def test_scale_follows_the_pixel_centre_convention(recording, imported):
+    """0.5x: gslrm cx (edges at integers) halves; in OpenCV terms cx' = (cx + 0.5) * 0.5 - 0.5."""
+    truth = read_cameras(recording / "ground_truth" / "cameras.json")
+    got = read_cameras(imported["mammal"] / "frame_000000" / "opencv_cameras.json")
+    for expected, actual in zip(truth, got, strict=True):
+        np.testing.assert_allclose(actual.fxfycxcy, expected.fxfycxcy * 0.5, atol=1e-9)
+        opencv_cx = expected.fxfycxcy[2] - 0.5
+        assert actual.fxfycxcy[2] - 0.5 == pytest.approx((opencv_cx + 0.5) * 0.5 - 0.5)
+    assert got[0].fxfycxcy[2] == pytest.approx(72.0)  # the rig's centred principal point in a 144-wide image
+
+
+def random_cameras(rng, count=3, distorted=False, size=(640, 480)):
+    from scipy.spatial.transform import Rotation
+
+    cameras = []
+    for index in range(count):
+        K = np.array([[rng.uniform(300, 900), 0.0, rng.uniform(200, 400)], [0.0, rng.uniform(300, 900), rng.uniform(150, 300)],
+                      [0.0, 0.0, 1.0]])  # fmt: skip
+        dist = (
+            np.array([rng.uniform(-0.3, 0.1), rng.uniform(-0.1, 0.1), 1e-3, -2e-3, 0.01]) if distorted else np.zeros(5)
+        )
+        R = Rotation.from_rotvec(rng.normal(size=3)).as_matrix()
+        cameras.append(RigCamera(f"cam{index}", K, R, rng.normal(scale=300, size=3), dist, size))
+    return cameras
+
+
+@pytest.mark.parametrize("writer", ["mammal", "anipose", "dannce_hires", "dannce_label3d"])
+def test_calibration_files_round_trip(tmp_path, writer):
+    cameras = random_cameras(np.random.default_rng(1), distorted=writer != "mammal")
+    if writer == "mammal":
+        mammal.write_calibration(tmp_path / mammal.CALIBRATION, cameras)
+        read = mammal.read_calibration(tmp_path / mammal.CALIBRATION)
+    elif writer == "anipose":
+        anipose.write_calibration(tmp_path / anipose.CALIBRATION, cameras)
+        read = anipose.read_calibration(tmp_path / anipose.CALIBRATION)
+    else:
+        (dannce.write_hires if writer == "dannce_hires" else dannce.write_label3d)(tmp_path, cameras)
+        _, read = dannce.read_calibration(tmp_path)
+    for expected, actual in zip(cameras, read, strict=True):
+        for field in ("K", "R", "t", "dist"):
+            np.testing.assert_allclose(getattr(actual, field), getattr(expected, field), rtol=0, atol=1e-9)
+
+
+def test_dannce_conventions_by_hand(tmp_path):
+    """A MATLAB row-vector calibration: [X 1] [r; t] K with 1-based pixels projects like OpenCV's K [R t] X."""
+    from scipy.io import savemat
+
+    K_matlab = np.array([[800.0, 0, 0], [0, 820.0, 0], [321.0, 241.0, 1.0]])  # cx, cy 1-based
+    r = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # MATLAB's r = R^T
+    (tmp_path / "calibration").mkdir()
+    savemat(str(tmp_path / "calibration" / "hires_cam1_params.mat"),
+            {"K": K_matlab, "r": r, "t": np.array([[10.0, -5.0, 500.0]]), "RDistort": np.array([[-0.1, 0.02]]),
+             "TDistort": np.array([[0.001, 0.002]])})  # fmt: skip
+    _, (camera,) = dannce.read_calibration(tmp_path)
+    X = np.array([30.0, -20.0, 40.0])
+    row = (np.append(X, 1.0) @ np.vstack([r, [[10.0, -5.0, 500.0]]])) @ K_matlab
+    matlab_pixel = row[:2] / row[2]
+    camera_point = camera.R @ X + camera.t
+    opencv_pixel = (camera.K @ camera_point)[:2] / camera_point[2]
+    np.testing.assert_allclose(opencv_pixel, matlab_pixel - 1.0, atol=1e-9)  # 1-based -> 0-based
+    np.testing.assert_allclose(camera.dist, [-0.1, 0.02, 0.001, 0.002, 0.0])
+    assert camera.name == "Camera1"
+
+
+# --- options: frames, splits, masks, resume, chunks -----------------------------------------------------------
+
+
+def test_parse_frames(tmp_path):
+    assert parse_frames("0:10:3", 0) == [0, 3, 6, 9]
+    assert parse_frames("5:", 8) == [5, 6, 7]
+    assert parse_frames(None, 4) == [0, 1, 2, 3]
+    listing = tmp_path / "frames.txt"
+    listing.write_text("12\n# a comment\n3\n3\n\n7  # trailing\n")
+    assert parse_frames(str(listing), 0) == [3, 7, 12]
+    listing.write_text("4\nfive\n")
+    with pytest.raises(DataFormatError, match=r"frames.txt: line 2: expected a frame index"):
+        parse_frames(str(listing), 0)
+    with pytest.raises(DataFormatError, match="give STOP"):
+        parse_frames("0::2", 0)
+    with pytest.raises(DataFormatError, match="neither"):
+        parse_frames("ten", 10)
+
+
+def test_split_blocks_and_gap():
+    frames = list(range(0, 200, 10))  # 20 frames, 10 source frames apart
+    splits, dropped = split_frames(frames, parse_split("val=0.1,test=0.1"), gap=15)
+    # blocks: train 0..150 | val 160, 170 | test 180, 190; within 15 frames before 160: 150; before 180: 170
+    assert splits == {"train": list(range(0, 150, 10)), "val": [160], "test": [180, 190]}
+    assert dropped == [150, 170]
+    with pytest.raises(DataFormatError, match="--split-gap 25: leaves no val frames"):
+        split_frames(frames, parse_split("val=0.1,test=0.1"), gap=25)  # 160 and 170 are both within 25 of 180
+    splits, dropped = split_frames(frames, parse_split("val=0.25"), gap=0)
+    assert splits["val"] == [150, 160, 170, 180, 190] and splits["test"] == [] and dropped == []
+    with pytest.raises(DataFormatError, match="--split-gap 500: leaves no train frames"):
+        split_frames(frames, parse_split("val=0.1"), gap=500)
+    with pytest.raises(DataFormatError, match="unknown split 'tset'"):
+        parse_split("tset=0.1")
+
+
+def test_mask_image_folders_equal_mask_videos(recording, imported, tmp_path):
+    masks = tmp_path / "masks"
+    for camera in range(6):
+        (masks / str(camera)).mkdir(parents=True)
+        source = VideoSource.single(recording / "mammal" / mammal.MASKS / f"{camera}.mp4")
+        for index, mask in source.frames([0, 1], gray=True):
+            Image.fromarray(mask).save(masks / str(camera) / f"{index:06d}.png")
+    out = tmp_path / "out"
+    assert import_main(["mammal", str(recording / "mammal"), "--out", str(out), "--masks", str(masks), "--frames", "0:2",
+                        "--split", "", "--scale", "0.5", "--workers", "1", "--no-check"]) == 0  # fmt: skip
+    for camera in range(6):
+        from_folder = np.asarray(Image.open(out / "frame_000001" / "images" / f"cam_{camera:03d}.png"))
+        from_video = np.asarray(Image.open(imported["mammal"] / "frame_000001" / "images" / f"cam_{camera:03d}.png"))
+        np.testing.assert_array_equal(from_folder, from_video)
+
+
+def test_without_masks_images_are_rgb(recording, tmp_path):
+    src = copy_of(recording, "mammal", tmp_path)
+    shutil.rmtree(src / mammal.MASKS)
+    out = tmp_path / "out"
+    assert import_main(["mammal", str(src), "--out", str(out), "--frames", "0:2", "--split", "", "--workers", "1",
+                        "--views", "4,0", "--no-check"]) == 0  # fmt: skip
+    image = np.asarray(Image.open(out / "frame_000000" / "images" / "cam_000.png"))
+    assert image.shape == (HEIGHT, WIDTH, 3)
+    info = json.loads((out / "import_info.json").read_text())
+    assert [v["camera"] for v in info["views"]] == ["4", "0"] and "no masks" in info["notes"][-1]
+
+
+def test_resume_skips_written_frames_and_refuses_other_options(recording, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["dannce", str(recording / "dannce"), "--out", str(out), "--frames", "0:6", "--split", "val=0.2",
+            "--split-gap", "0", "--workers", "1", "--no-check"]  # fmt: skip
+    assert import_main(args) == 0
+    image = out / "frame_000002" / "images" / "cam_003.png"
+    original = image.read_bytes()
+    (out / "frame_000002" / "opencv_cameras.json").unlink()  # as if killed before the frame was complete
+    image.unlink()
+    untouched = out / "frame_000004" / "images" / "cam_000.png"
+    stamp = untouched.stat().st_mtime_ns
+    assert import_main(args) == 0
+    info = json.loads((out / "import_info.json").read_text())
+    assert info["written_this_run"] == 1 and info["complete"]
+    assert image.read_bytes() == original and untouched.stat().st_mtime_ns == stamp
+    assert (out / "frame_000002" / "opencv_cameras.json").is_file()
+    code, err = run_import(capsys, *args[:-1], "--scale", "0.5")
+    assert code == 2 and "import_info.json: options:" in err and "scale" in err and err.count("\n") == 0
+
+
+def test_chunked_videos_read_as_one_stream(recording, tmp_path):
+    """DANNCE chunks named by their first frame decode as one video, frame numbers continuing across chunks."""
+    single = VideoSource.single(recording / "dannce" / "videos" / "Camera1" / "0.mp4")
+    decoded = dict(single.frames(range(FRAMES)))
+    for start, stop in ((0, 8), (8, FRAMES)):
+        with VideoWriter(tmp_path / f"{start}.mp4", quality=0) as writer:  # lossless re-encode
+            for index in range(start, stop):
+                writer.write(decoded[index])
+    chunks = VideoSource(((0, tmp_path / "0.mp4"), (8, tmp_path / "8.mp4")))
+    assert chunks.info().frames == FRAMES
+    got = dict(chunks.frames([3, 8, 19]))
+    assert sorted(got) == [3, 8, 19]
+    for index, frame in got.items():
+        assert np.abs(frame.astype(int) - decoded[index]).mean() < 1.0
+    with pytest.raises(DataFormatError, match=r"has 20 frames, but frame 25 was asked for"):
+        list(chunks.frames([2, 25]))
+
+
+# --- bad input: one line naming the file and the field ------------------------------------------------------
+
+
+def test_missing_video(recording, tmp_path, capsys):
+    src = copy_of(recording, "mammal", tmp_path)
+    (src / "videos_undist" / "3.mp4").unlink()
+    code, err = run_import(capsys, "mammal", src, "--out", tmp_path / "out")
+    assert code == 2 and "videos_undist/3.mp4: video for camera 3 of" in err and err.count("\n") == 0
+
+
+def test_missing_camera(recording, tmp_path, capsys):
+    code, err = run_import(capsys, "anipose", recording / "anipose", "--out", tmp_path / "out", "--views", "A,G")
+    assert code == 2 and "calibration.toml: camera 'G': not in the calibration (cameras: A, B, C, D, E, F)" in err
+    src = copy_of(recording, "dannce", tmp_path)
+    (src / "calibration" / "hires_cam3_params.mat").unlink()
+    code, err = run_import(capsys, "dannce", src, "--out", tmp_path / "out2")
+    assert code == 2 and "camera 3: hires_cam3_params.mat missing" in err
+
+
+def test_video_shorter_than_the_frames_asked_for(recording, tmp_path, capsys):
+    code, err = run_import(capsys, "mammal", recording / "mammal", "--out", tmp_path / "out", "--frames", "10:30:5")
+    assert code == 2 and "0.mp4: the video has 20 frames, but frame 25 was asked for (--frames)" in err
+    assert not (tmp_path / "out").exists()  # checked before anything is written
+
+
+def test_non_rotation_R(recording, tmp_path, capsys):
+    src = copy_of(recording, "mammal", tmp_path)
+    cameras = pickle.loads((src / "new_cam.pkl").read_bytes())
+    cameras[2]["R"] = cameras[2]["R"] * 1.1
+    (src / "new_cam.pkl").write_bytes(pickle.dumps(cameras))
+    code, err = run_import(capsys, "mammal", src, "--out", tmp_path / "out")
+    assert code == 2 and "new_cam.pkl: [2].R: not a rotation matrix (max |R^T R - I| = 0.21)" in err
+
+
+def test_video_size_disagrees_with_calibration(recording, tmp_path, capsys):
+    src = copy_of(recording, "anipose", tmp_path)
+    toml = src / "calibration.toml"
+    toml.write_text(toml.read_text().replace("size = [288, 256]", "size = [1152, 1024]", 1))
+    code, err = run_import(capsys, "anipose", src, "--out", tmp_path / "out")
+    assert code == 2 and "rec-camA.mp4: size 288x256 disagrees with" in err and "camera 'A': size 1152x1024" in err
+    # MAMMAL states no size: a calibration for 4x larger frames puts the principal point outside the video
+    src = copy_of(recording, "mammal", tmp_path)
+    cameras = pickle.loads((src / "new_cam.pkl").read_bytes())
+    cameras[0]["K"] = cameras[0]["K"] * [[4], [4], [1]]
+    (src / "new_cam.pkl").write_bytes(pickle.dumps(cameras))
+    code, err = run_import(capsys, "mammal", src, "--out", tmp_path / "out")
+    assert code == 2 and "0.mp4: size 288x256 disagrees with" in err and "principal point (574.0, 510.0)" in err
+
+
+def test_camera_without_video(recording, tmp_path, capsys):
+    src = copy_of(recording, "anipose", tmp_path)
+    (src / "videos-raw" / "rec-camC.mp4").unlink()
+    code, err = run_import(capsys, "anipose", src, "--out", tmp_path / "out")
+    assert code == 2 and "videos-raw: no video for camera 'C' of" in err
+    src = copy_of(recording, "dannce", tmp_path)
+    shutil.rmtree(src / "videos" / "Camera5")
+    code, err = run_import(capsys, "dannce", src, "--out", tmp_path / "out")
+    assert code == 2 and "videos/Camera5: video for camera Camera5 of" in err
+
+
+def test_video_without_camera(recording, tmp_path, capsys):
+    src = copy_of(recording, "mammal", tmp_path)
+    shutil.copy(src / "videos_undist" / "0.mp4", src / "videos_undist" / "6.mp4")
+    code, err = run_import(capsys, "mammal", src, "--out", tmp_path / "out")
+    assert code == 2 and "videos_undist/6.mp4: a video with no camera in" in err and "(6 cameras: 0..5)" in err
+    src = copy_of(recording, "anipose", tmp_path)
+    shutil.copy(src / "videos-raw" / "rec-camA.mp4", src / "videos-raw" / "rec-camG.mp4")
+    code, err = run_import(capsys, "anipose", src, "--out", tmp_path / "out")
+    assert code == 2 and "rec-camG.mp4: a video with no camera in" in err
+
+
+def test_malformed_calibration_fields(recording, tmp_path, capsys):
+    src = copy_of(recording, "anipose", tmp_path)
+    toml = src / "calibration.toml"
+    toml.write_text(toml.read_text().replace("[cam_1]\n", "[cam_1]\nfisheye = true\n"))
+    code, err = run_import(capsys, "anipose", src, "--out", tmp_path / "out")
+    assert code == 2 and "calibration.toml: [cam_1].fisheye: fisheye calibrations are not supported" in err
+    src = copy_of(recording, "mammal", tmp_path)
+    cameras = pickle.loads((src / "new_cam.pkl").read_bytes())
+    del cameras[4]["T"]
+    (src / "new_cam.pkl").write_bytes(pickle.dumps(cameras))
+    code, err = run_import(capsys, "mammal", src, "--out", tmp_path / "out")
+    assert code == 2 and "new_cam.pkl: [4].T: missing" in err
+    (src / "new_cam.pkl").write_bytes(
+        pickle.dumps([{"K": np.eye(3), "R": np.eye(3), "T": np.zeros(3), "x": Counter()}])
+    )
+    code, err = run_import(capsys, "mammal", src, "--out", tmp_path / "out")
+    assert code == 2 and "refusing to load" in err
