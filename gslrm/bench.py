@@ -234,7 +234,13 @@ def job_loader(root: str, workers: int) -> dict:
 
 def _child(queue, job: str, args: tuple) -> None:
     try:
-        queue.put(("ok", globals()[job](*args)))
+        if job not in globals():  # the GPU benchmark's jobs live in gslrm.bench_gpu
+            from gslrm import bench_gpu
+
+            function = getattr(bench_gpu, job)
+        else:
+            function = globals()[job]
+        queue.put(("ok", function(*args)))
     except BaseException as error:  # noqa: BLE001 - reported to the parent
         queue.put(("error", f"{type(error).__name__}: {error}"))
 
@@ -252,10 +258,9 @@ def _run(job: str, *args):
     return value
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, device: str = "cpu") -> dict:
     import torch
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     repeats = 1 if quick else 3
     results: dict = {"device": device, "threads": torch.get_num_threads(), "rasterizer": {}, "model": {}, "memory": {}}
     cases = ["2k_64"] if quick else ["2k_64", "16k_128", "train"]
@@ -343,9 +348,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gslrm.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="small cases only (a smoke run)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu: the CPU rasterizers, model and loader; cuda: the GPU benchmark (gslrm/bench_gpu.py)")  # fmt: skip
     args = parser.parse_args(argv)
-    results = run(quick=args.quick)
-    print(table(results))
+    if args.device == "cuda":
+        from gslrm import bench_gpu
+
+        results = bench_gpu.run("cuda", quick=args.quick)
+        print(bench_gpu.table(results))
+    else:
+        results = run(quick=args.quick)
+        print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -37,13 +37,15 @@ log = logging.getLogger(__name__)
 
 __all__ = ["EvalConfig", "Evaluator", "load_model", "METRICS", "LPIPS_BACKBONE"]
 
-METRICS = ("psnr", "psnr_masked", "psnr_white", "psnr_masked_white", "ssim", "lpips", "mask_iou", "mask_iou_alpha")
+METRICS = ("psnr", "psnr_masked", "psnr_white", "psnr_masked_white", "ssim", "lpips", "mask_iou", "opacity_iou")
 VIEW_SETS = {"": "all target views", "_novel": "target views that were not inputs", "_input": "the input views"}
 # psnr_masked: over foreground pixels (alpha > 0.5) only; *_white: the same metric of an all-background (white)
 # prediction, the baseline a model must beat (on real rigs the animal covers 2-13% of the frame, so whole-image
 # PSNR mostly measures the background). mask_iou is the fork's (the render's colour differs from the background by
-# > 0.1): it cannot see a white animal on a white background; mask_iou_alpha compares the rendered alpha (> 0.5)
-# with the ground-truth alpha instead, whatever the coat.
+# > 0.1): it cannot see a white animal on a white background. opacity_iou compares the rendered opacity (alpha > 0.5)
+# with the ground-truth mask instead. FaceLift's losses never supervise opacity and every background pixel becomes an
+# opaque white Gaussian, so for FaceLift-style training it is about the animal's share of the image: it shows whether
+# the background is empty space, not whether the animal's shape is right.
 LPIPS_BACKBONE = "lpips 0.1.4 LPIPS(net='vgg', version='0.1'), torchvision VGG16 ImageNet weights, inputs in [-1, 1]"
 
 
@@ -133,7 +135,7 @@ class Evaluator(L.LightningModule):
             row = {"index": index, "sample": self.sample_names[index], "views": pred.shape[1]}
             for suffix, views in self.view_sets(pred.shape[1]).items():
                 row.update(self.sample_metrics(pred[b, views], images[b, views], batch["bg_color"][b], suffix))
-                row[f"mask_iou_alpha{suffix}"] = alpha_iou(rendered.alpha[b, views].float(), images[b, views, 3:4])
+                row[f"opacity_iou{suffix}"] = opacity_iou(rendered.alpha[b, views].float(), images[b, views, 3:4])
             self.rows.append(row)
             if index < self.config.num_visuals:
                 self.write_visuals(row["sample"], images[b], output.gaussians[b], batch, b)
@@ -159,7 +161,7 @@ class Evaluator(L.LightningModule):
             "psnr_masked_white": per_image_masked_psnr(white, target, alpha).nanmean(),
             "ssim": structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none").mean(),
             "mask_iou": mask_iou(pred, alpha, background.expand(pred.shape[0], 3), self.config.mask_iou_threshold),
-            "mask_iou_alpha": math.nan,  # filled by the caller, which has the rendered alpha
+            "opacity_iou": math.nan,  # filled by the caller, which has the rendered alpha
             "lpips": self.lpips_net(pred * 2 - 1, target * 2 - 1).mean() if self.lpips_net is not None else math.nan,
         }
         return {f"{name}{suffix}": float(value) for name, value in metrics.items()}
@@ -199,7 +201,7 @@ class Evaluator(L.LightningModule):
             write_results(rows, self.summary, Path(self.config.output_dir))
 
 
-def alpha_iou(rendered_alpha, target_alpha) -> float:
+def opacity_iou(rendered_alpha, target_alpha) -> float:
     """IoU of rendered alpha > 0.5 with ground-truth alpha > 0.5 over a sample's views (NaN without any view)."""
     if rendered_alpha.shape[0] == 0:
         return math.nan
@@ -239,7 +241,7 @@ def write_results(rows: list[dict], summary: dict, output_dir: Path) -> None:
             "ssim",
             "lpips",
             "mask_iou_novel",
-            "mask_iou_alpha_novel",
+            "opacity_iou_novel",
         )
         if summary[k] is not None
     )

@@ -112,7 +112,7 @@ def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent
     for suffix, views in (("", slice(None)), ("_novel", slice(4, None)), ("_input", slice(0, 4))):
         union = (predicted[views] | truth[views]).sum()
         expected = (predicted[views] & truth[views]).sum() / max(union, 1)
-        assert float(row[f"mask_iou_alpha{suffix}"]) == pytest.approx(expected, abs=1e-6), suffix
+        assert float(row[f"opacity_iou{suffix}"]) == pytest.approx(expected, abs=1e-6), suffix
 
 
 @pytest.mark.slow

@@ -358,6 +358,12 @@ def test_video_shorter_than_the_frames_asked_for(recording, tmp_path, capsys):
     code, err = run_import(capsys, "mammal", recording / "mammal", "--out", tmp_path / "out", "--frames", "10:30:5")
     assert code == 2 and "0.mp4: the video has 20 frames, but frame 25 was asked for (--frames)" in err
     assert not (tmp_path / "out").exists()  # checked before anything is written
+    src = copy_of(recording, "mammal", tmp_path)
+    with VideoWriter(src / mammal.MASKS / "2.mp4") as writer:  # a mask video cut short
+        for _ in range(12):
+            writer.write(np.zeros((HEIGHT, WIDTH), np.uint8))
+    code, err = run_import(capsys, "mammal", src, "--out", tmp_path / "out", "--frames", "0:15")
+    assert code == 2 and "simpleclick_undist/2.mp4: the video has 12 frames, but frame 14 was asked for" in err
 
 
 def test_non_rotation_R(recording, tmp_path, capsys):

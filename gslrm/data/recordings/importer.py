@@ -153,9 +153,13 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
     lengths = [frames for _, _, frames in sizes]
     frames = parse_frames(options.frames, min(lengths) if all(lengths) else 0)
     for index, (_, _, length) in zip(views, sizes, strict=True):
-        if length and frames[-1] >= length:
-            raise DataFormatError(f"{recording.videos[index].describe()}: the video has {length} frames, "
-                                  f"but frame {frames[-1]} was asked for (--frames)")  # fmt: skip
+        sources = [(recording.videos[index], length)]
+        if isinstance(recording.masks[index], VideoSource):
+            sources.append((recording.masks[index], recording.masks[index].info().frames))
+        for source, count in sources:
+            if count and frames[-1] >= count:
+                raise DataFormatError(f"{source.describe()}: the video has {count} frames, "
+                                      f"but frame {frames[-1]} was asked for (--frames)")  # fmt: skip
     splits, dropped = split_frames(frames, parse_split(options.split), options.split_gap)
     converters = [
         FrameConverter(recording.cameras[i], w, h, options.scale) for i, (w, h, _) in zip(views, sizes, strict=True)

@@ -1,0 +1,200 @@
+"""``python -m gslrm.bench --device cuda [--json FILE] [--quick]``: the GPU benchmark, measured side by side in one run.
+
+- ``training``: steps/s and MFU of whole training steps (model forward + rendering every view + MSE + backward +
+  AdamW) for ``tiny``, ``small`` and ``base`` (FaceLift's size: 512^2, 4 input and 6 rendered views, gradient
+  checkpointing), batch 2, bf16 autocast. MFU = the transformer's forward+backward FLOPs per second (recomputation by
+  checkpointing not counted) / the bf16 matmul FLOP/s of a large ``torch.matmul`` measured in the same run.
+- ``rasterizer``: gsplat forward + backward against resolution and Gaussian count.
+- ``memory``: peak memory of a ``small`` training step against views x resolution, plain and deferred rendering.
+- ``loader``: samples/s of the rodent loader at 512^2 with ``num_workers`` 4 and 8, against what ``base`` consumes
+  (batch / step time): the loader should deliver at least 1.5x.
+
+Every job but the loader runs in a fresh process (``bench._run``), so peak memory is per job. ``run(device="cpu", quick=True)`` runs
+the same code with small shapes: that is how the CPU test suite keeps it working.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gslrm.bench import MODEL_SIZES, _model_flops, _run, _timed
+
+__all__ = ["run", "table"]
+
+SIZES = MODEL_SIZES | {"base": dict(dim=1024, depth=24, head_dim=64, gradient_checkpointing=True)}
+MFU_TARGET, LOADER_TARGET = 0.35, 1.5
+
+
+def _cameras(batch: int, views: int, resolution: int, device: str):
+    from gslrm.cameras import turntable_cameras
+
+    c2w, k = turntable_cameras(views, resolution, elevation_deg=20.0)
+    return c2w.expand(batch, -1, -1, -1).to(device), k.expand(batch, -1, -1).to(device)
+
+
+def job_train_step(size: str, resolution: int, batch: int, device: str, deferred: bool, repeats: int,
+                   input_views: int = 4, render_views: int = 6) -> dict:  # fmt: skip
+    import torch
+
+    from gslrm.model.gslrm import GSLRM, ModelConfig
+    from gslrm.render import RenderConfig, render
+
+    config = ModelConfig(**SIZES[size])
+    model = GSLRM(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    c2w, k = _cameras(batch, render_views, resolution, device)
+    images = torch.rand(batch, render_views, 3, resolution, resolution, device=device)
+    settings = RenderConfig(deferred=deferred)
+
+    def step():
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            out = model(images[:, :input_views], c2w[:, :input_views], k[:, :input_views])
+            rendered = render(out.gaussians, c2w, k, resolution, resolution, settings=settings)
+            loss = torch.nn.functional.mse_loss(rendered.rgb, images)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up: cuBLAS/cuDNN heuristics, gsplat's kernels, the optimizer state
+    seconds, peak = _timed(step, device, repeats)
+    tokens = input_views * (resolution // config.patch_size) ** 2 + config.num_token_gaussians
+    return {"seconds": seconds, "peak_mib": peak, "flops": _model_flops(config, tokens, batch), "batch": batch,
+            "resolution": resolution, "deferred": deferred}  # fmt: skip
+
+
+def job_matmul_peak(device: str) -> dict:
+    import torch
+
+    size = 8192 if device == "cuda" else 1024
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    a @ b
+    seconds, _ = _timed(lambda: a @ b, device, 10)
+    return {"flops_per_second": 2.0 * size**3 / seconds, "dtype": str(dtype).removeprefix("torch.")}
+
+
+def job_gsplat(gaussians: int, resolution: int, device: str, repeats: int) -> dict:
+
+    from gslrm.bench import _random_gaussians
+    from gslrm.render import render
+
+    scene = _random_gaussians(gaussians, device)
+    c2w, k = _cameras(1, 4, resolution, device)
+
+    def step():
+        rendered = render(scene, c2w, k, resolution, resolution)
+        (rendered.rgb.sum() + rendered.alpha.sum()).backward()
+
+    step()
+    seconds, peak = _timed(step, device, repeats)
+    return {"seconds": seconds, "peak_mib": peak, "views": 4}
+
+
+def job_loader(root: str, resolution: int, workers: int, batches: int) -> dict:
+    """Steady-state samples/s (worker start-up and the first batch excluded)."""
+    from gslrm.data.datamodule import MouseDataModule
+    from gslrm.data.mouse import DataConfig
+    from gslrm.rig import NormalizationConfig
+
+    config = DataConfig(root=root, image_size=resolution, batch_size=2, num_workers=workers, persistent_workers=workers > 0,
+                        normalization=NormalizationConfig(up=[0.0, 0.0, 1.0]))  # fmt: skip
+    datamodule = MouseDataModule(config)
+    datamodule.setup("fit")
+    count, first = 0, None
+    while count < batches * 2:
+        for batch in datamodule.train_dataloader():
+            if first is None:
+                first = time.perf_counter()
+                continue
+            count += batch["image"].shape[0]
+            if count >= batches * 2:
+                break
+    return {"samples_per_second": count / (time.perf_counter() - first), "workers": workers}
+
+
+def run(device: str = "cuda", quick: bool = False) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from gslrm.data.rodent import ensure_dataset
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "python -m gslrm.bench --device cuda: no CUDA device here (torch.cuda.is_available() is False)"
+        )
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    repeats = 1 if quick else 5
+    results: dict = {
+        "device": device,
+        "device_name": name,
+        "training": {},
+        "rasterizer": {},
+        "memory": {},
+        "loader": {},
+    }
+    peak = _run("job_matmul_peak", device)
+    results["matmul_peak"] = peak
+    shapes = [("tiny", 32)] if quick else [("tiny", 256), ("small", 256), ("base", 512)]
+    for size, resolution in shapes:
+        measured = _run("job_train_step", size, resolution, 2, device, False, repeats)
+        measured["steps_per_second"] = 1.0 / measured["seconds"]
+        measured["mfu"] = measured["flops"] / measured["seconds"] / peak["flops_per_second"]
+        results["training"][f"{size}_{resolution}"] = measured
+    counts = [2000] if quick else [16_000, 65_536, 262_144, 1_048_576]
+    for resolution in [32] if quick else [128, 256, 512]:
+        for gaussians in counts:
+            results["rasterizer"][f"{gaussians}_{resolution}"] = {
+                "gaussians": gaussians,
+                "resolution": resolution,
+            } | _run("job_gsplat", gaussians, resolution, device, repeats)
+    grid = [(2, 32)] if quick else [(v, r) for r in (256, 512) for v in (2, 4, 6)]
+    for views, resolution in grid:
+        for deferred in (False, True):
+            key = f"views{views}_res{resolution}_{'deferred' if deferred else 'plain'}"
+            results["memory"][key] = {"views": views} | _run(
+                "job_train_step", "tiny" if quick else "small", resolution, 1, device, deferred, 1, min(views, 4), views
+            )
+    consumer = results["training"]["tiny_32" if quick else "base_512"]
+    consumption = consumer["batch"] / consumer["seconds"]
+    with tempfile.TemporaryDirectory() as scratch:
+        root = ensure_dataset(Path(scratch) / "rodent", samples=12 if quick else 48, val_samples=4, seed=0)
+        for workers in (0, 2) if quick else (4, 8):
+            measured = job_loader(str(root), consumer["resolution"], workers, batches=10 if quick else 60)
+            measured["ratio_to_consumption"] = measured["samples_per_second"] / consumption
+            results["loader"][f"workers{workers}"] = measured
+    results["loader"]["consumption_samples_per_second"] = consumption
+    return results
+
+
+def table(results: dict) -> str:
+    peak = results["matmul_peak"]
+    lines = [f"device: {results['device_name']}; {peak['dtype']} matmul peak {peak['flops_per_second'] / 1e12:.1f} TFLOP/s",
+             "", "| training step, batch 2 | s/step | steps/s | model TFLOP/s | MFU | peak GiB |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for key, m in results["training"].items():
+        lines.append(f"| {key} | {m['seconds']:.3f} | {m['steps_per_second']:.2f} | {m['flops'] / m['seconds'] / 1e12:.1f} | "
+                     f"{m['mfu']:.2f} | {m['peak_mib'] / 1024:.1f} |")  # fmt: skip
+    lines += ["", "| gsplat fwd+bwd, 4 views | Gaussians | resolution | ms | peak MiB |", "|---|---|---|---|---|"]
+    for key, m in results["rasterizer"].items():
+        lines.append(
+            f"| {key} | {m['gaussians']} | {m['resolution']} | {m['seconds'] * 1e3:.1f} | {m['peak_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        "| training step memory, batch 1 | views | resolution | rendering | s | peak GiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, m in results["memory"].items():
+        lines.append(f"| {key} | {m['views']} | {m['resolution']} | {'deferred' if m['deferred'] else 'plain'} | "
+                     f"{m['seconds']:.2f} | {m['peak_mib'] / 1024:.2f} |")  # fmt: skip
+    consumption = results["loader"]["consumption_samples_per_second"]
+    lines += [
+        "",
+        f"| loader (rodent, batch 2) | samples/s | / consumption ({consumption:.1f} samples/s) |",
+        "|---|---|---|",
+    ]
+    for key, m in results["loader"].items():
+        if isinstance(m, dict):
+            lines.append(f"| {key} | {m['samples_per_second']:.1f} | {m['ratio_to_consumption']:.2f} |")
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""The benchmarks' code paths (their figures are measured by `python -m gslrm.bench`, never asserted as timings)."""
+
+import math
+
+import pytest
+import torch
+
+from gslrm import bench, bench_gpu
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_its_code_on_cpu():
+    """`--device cuda`'s jobs with the quick shapes on CPU: every section filled, MFU and the loader ratio derived
+    from the measured numbers."""
+    results = bench_gpu.run("cpu", quick=True)
+    step = results["training"]["tiny_32"]
+    assert step["seconds"] > 0 and step["steps_per_second"] == pytest.approx(1 / step["seconds"])
+    assert step["mfu"] == pytest.approx(step["flops"] / step["seconds"] / results["matmul_peak"]["flops_per_second"])
+    assert 0 < step["mfu"] < 1
+    assert results["rasterizer"]["2000_32"]["seconds"] > 0
+    plain, deferred = results["memory"]["views2_res32_plain"], results["memory"]["views2_res32_deferred"]
+    assert plain["deferred"] is False and deferred["deferred"] is True
+    consumption = results["loader"]["consumption_samples_per_second"]
+    assert consumption == pytest.approx(2 / step["seconds"])
+    for workers in (0, 2):
+        loader = results["loader"][f"workers{workers}"]
+        assert loader["ratio_to_consumption"] == pytest.approx(loader["samples_per_second"] / consumption)
+    text = bench_gpu.table(results)
+    assert "| tiny_32 |" in text and "| views2_res32_deferred |" in text and "| workers2 |" in text
+    assert all(math.isfinite(v["seconds"]) for v in results["memory"].values())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_benchmark_without_cuda_says_so():
+    with pytest.raises(SystemExit, match="no CUDA device here"):
+        bench.main(["--device", "cuda"])
