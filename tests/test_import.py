@@ -285,6 +285,20 @@ def test_mask_image_folders_equal_mask_videos(recording, imported, tmp_path):
         np.testing.assert_array_equal(from_folder, from_video)
 
 
+def test_an_error_in_a_worker_stops_the_import_with_one_line(recording, tmp_path, capsys):
+    """Mask image folders are only read by the per-camera workers (2 processes here): a missing mask image there
+    still ends the import with one line."""
+    masks = tmp_path / "masks"
+    for camera in range(6):
+        (masks / str(camera)).mkdir(parents=True)
+        for index in range(3 if camera != 4 else 2):
+            Image.fromarray(np.zeros((HEIGHT, WIDTH), np.uint8)).save(masks / str(camera) / f"{index}.png")
+    code, err = run_import(capsys, "mammal", recording / "mammal", "--out", tmp_path / "out", "--masks", masks,
+                           "--frames", "0:3", "--split", "", "--workers", "2")  # fmt: skip
+    assert code == 2 and err.splitlines()[-1] == f"error: {masks / '4'}: no mask image for frame 2"
+    assert not (tmp_path / "out" / "frame_000002" / "opencv_cameras.json").exists()
+
+
 def test_without_masks_images_are_rgb(recording, tmp_path):
     src = copy_of(recording, "mammal", tmp_path)
     shutil.rmtree(src / mammal.MASKS)

@@ -8,7 +8,7 @@ distortion ``(k1, k2, p1, p2, k3)``. They differ in where pixel coordinates star
 - MATLAB (DANNCE / Label3D): the centre of the first pixel is (1, 1);
 - gslrm (FaceLift's rays): the first pixel spans [0, 1), so its centre is (0.5, 0.5).
 
-``RigCamera.K`` is always kept in OpenCV's convention (readers of MATLAB files subtract 1); ``to_frame`` adds 0.5.
+``RigCamera.K`` is always kept in OpenCV's convention (readers of MATLAB files subtract 1); ``fxfycxcy()`` adds 0.5.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,21 +285,23 @@ def _run_parallel(jobs: list[CameraJob], workers: int, bar) -> None:
 
     # spawn, not fork: OpenCV's thread pool, started here by the undistortion maps, deadlocks in forked children
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(workers, context, initializer=_worker_init) as pool:
+    with context.Manager() as manager:
         progress = manager.Queue()
-        remaining = {pool.submit(convert_camera, job, progress) for job in jobs}
+        pool = context.Pool(workers, initializer=_worker_init)
         try:
-            while remaining:
+            pending = [pool.apply_async(convert_camera, (job, progress)) for job in jobs]
+            while pending:
                 try:
                     bar.update(progress.get(timeout=0.2))
                 except queue.Empty:
                     pass
-                for future in [f for f in remaining if f.done()]:
-                    remaining.discard(future)
-                    future.result()  # a worker's DataFormatError stops the import here, with its one line
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+                for result in [r for r in pending if r.ready()]:
+                    pending.remove(result)
+                    result.get()  # a worker's DataFormatError stops the import here, with its one line
+            pool.close()
+        finally:
+            pool.terminate()  # on an error, the other cameras' workers stop now rather than decode to the end
+            pool.join()
         while not progress.empty():
             bar.update(progress.get())
 
