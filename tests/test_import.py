@@ -443,3 +443,18 @@ def test_malformed_calibration_fields(recording, tmp_path, capsys):
     )
     code, err = run_import(capsys, "mammal", src, "--out", tmp_path / "out")
     assert code == 2 and "refusing to load" in err
+
+
+def test_anipose_file_as_aniposelib_writes_it(tmp_path):
+    """aniposelib's toml dump: trailing commas, integer sizes, a [metadata] table."""
+    (tmp_path / "calibration.toml").write_text(
+        '[cam_0]\nname = "A"\nsize = [ 1152, 1024,]\n'
+        "matrix = [ [ 1200.5, 0.0, 575.5,], [ 0.0, 1201.0, 511.5,], [ 0.0, 0.0, 1.0,],]\n"
+        "distortions = [ -0.1, 0.05, 0.001, -0.002, 0.0,]\nrotation = [ 0.0, 1.5707963267948966, 0.0,]\n"
+        "translation = [ 10.0, -20.0, 300.0,]\n\n[metadata]\nadjusted = true\nerror = 0.41\n"
+    )
+    (camera,) = anipose.read_calibration(tmp_path / "calibration.toml")
+    assert camera.name == "A" and camera.size == (1152, 1024)
+    np.testing.assert_allclose(camera.R, [[0, 0, 1], [0, 1, 0], [-1, 0, 0]], atol=1e-12)  # 90 deg about y
+    np.testing.assert_allclose(camera.dist, [-0.1, 0.05, 0.001, -0.002, 0.0])
+    np.testing.assert_allclose(camera.fxfycxcy(), [1200.5, 1201.0, 576.0, 512.0])  # +0.5: gslrm's pixel centres
