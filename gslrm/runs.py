@@ -13,7 +13,7 @@ from gslrm.lit.callbacks import WANDB_ID_FILE
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "save_config_tree", "resolve_checkpoint", "readable_checkpoints", "wandb_id_for", "one_line_errors",
+    "save_config_tree", "resolve_checkpoint", "newest_readable_checkpoint", "wandb_id_for", "one_line_errors",
     "UnreadableCheckpointError",
 ]  # fmt: skip
 
@@ -47,17 +47,20 @@ def _step_of(path: Path) -> int:
     return int(digits) if path.stem.startswith("step_") and digits else -1
 
 
-def readable_checkpoints(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """The ``*.ckpt`` files of ``folder``, newest first (modification time, then step), split into the readable
-    ones and the unreadable ones with the reason."""
+def newest_readable_checkpoint(folder: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest (modification time, then step) readable ``*.ckpt`` of ``folder``, and the newer unreadable ones
+    passed over with the reason. Older files are not read: checking one means reading all of it (CRCs), and a run
+    of FaceLift's size keeps several multi-GB checkpoints."""
     from gslrm.lit.checkpoint_io import unreadable_reason
 
     files = sorted(folder.glob("*.ckpt"), key=lambda p: (p.stat().st_mtime, _step_of(p)), reverse=True)
-    readable, unreadable = [], []
+    passed_over = []
     for path in files:
         reason = unreadable_reason(path)
-        (readable.append(path) if reason is None else unreadable.append((path, reason)))
-    return readable, unreadable
+        if reason is None:
+            return path, passed_over
+        passed_over.append((path, reason))
+    return None, passed_over
 
 
 def resolve_checkpoint(ckpt_path: str | None, task_dir: Path) -> str | None:
@@ -78,13 +81,13 @@ def resolve_checkpoint(ckpt_path: str | None, task_dir: Path) -> str | None:
     runs = sorted(folders, key=lambda folder: max(p.stat().st_mtime for p in folder.glob("*.ckpt")), reverse=True)
     if not runs:
         raise FileNotFoundError(f"ckpt_path=last: no checkpoints/*.ckpt under {task_dir}")
-    readable, unreadable = readable_checkpoints(runs[0])
-    for path, reason in unreadable:
+    newest, passed_over = newest_readable_checkpoint(runs[0])
+    for path, reason in passed_over:
         log.warning("ckpt_path=last: skipping unreadable %s: %s", path, reason)
-    if not readable:
+    if newest is None:
         raise FileNotFoundError(f"ckpt_path=last: no readable checkpoint in {runs[0]} (newest run of {task_dir})")
-    log.info("resuming from %s", readable[0])
-    return str(readable[0])
+    log.info("resuming from %s", newest)
+    return str(newest)
 
 
 def wandb_id_for(ckpt_path: str) -> str | None:
