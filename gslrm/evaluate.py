@@ -134,8 +134,8 @@ class Evaluator(L.LightningModule):
             index = int(batch["index"][b, 0, 1])
             row = {"index": index, "sample": self.sample_names[index], "views": pred.shape[1]}
             for suffix, views in self.view_sets(pred.shape[1]).items():
-                row.update(self.sample_metrics(pred[b, views], images[b, views], batch["bg_color"][b], suffix))
-                row[f"opacity_iou{suffix}"] = opacity_iou(rendered.alpha[b, views].float(), images[b, views, 3:4])
+                row.update(self.sample_metrics(pred[b, views], images[b, views], batch["bg_color"][b], suffix,
+                                               rendered_alpha=rendered.alpha[b, views].float()))  # fmt: skip
             self.rows.append(row)
             if index < self.config.num_visuals:
                 self.write_visuals(row["sample"], images[b], output.gaussians[b], batch, b)
@@ -144,8 +144,9 @@ class Evaluator(L.LightningModule):
         inputs = min(self.num_input_views, views)
         return {"": slice(0, views), "_novel": slice(inputs, views), "_input": slice(0, inputs)}
 
-    def sample_metrics(self, pred, image, background, suffix: str) -> dict[str, float]:
-        """Metrics of one sample's views [v, 3, h, w] (pred) against image [v, 4, h, w]."""
+    def sample_metrics(self, pred, image, background, suffix: str, rendered_alpha=None) -> dict[str, float]:
+        """Metrics of one sample's views [v, 3, h, w] (pred, and its rendered alpha [v, 1, h, w] for opacity_iou,
+        NaN without it) against image [v, 4, h, w]."""
         if pred.shape[0] == 0:  # e.g. no novel view: every target was an input
             return {f"{name}{suffix}": math.nan for name in METRICS}
         target, alpha = image[:, :3], image[:, 3:4]
@@ -161,7 +162,7 @@ class Evaluator(L.LightningModule):
             "psnr_masked_white": per_image_masked_psnr(white, target, alpha).nanmean(),
             "ssim": structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none").mean(),
             "mask_iou": mask_iou(pred, alpha, background.expand(pred.shape[0], 3), self.config.mask_iou_threshold),
-            "opacity_iou": math.nan,  # filled by the caller, which has the rendered alpha
+            "opacity_iou": opacity_iou(rendered_alpha, alpha) if rendered_alpha is not None else math.nan,
             "lpips": self.lpips_net(pred * 2 - 1, target * 2 - 1).mean() if self.lpips_net is not None else math.nan,
         }
         return {f"{name}{suffix}": float(value) for name, value in metrics.items()}
@@ -202,9 +203,7 @@ class Evaluator(L.LightningModule):
 
 
 def opacity_iou(rendered_alpha, target_alpha) -> float:
-    """IoU of rendered alpha > 0.5 with ground-truth alpha > 0.5 over a sample's views (NaN without any view)."""
-    if rendered_alpha.shape[0] == 0:
-        return math.nan
+    """IoU of rendered alpha > 0.5 with ground-truth alpha > 0.5 over a sample's views."""
     predicted, truth = rendered_alpha > 0.5, target_alpha > 0.5
     union = (predicted | truth).sum()
     return float((predicted & truth).sum() / union.clamp_min(1))

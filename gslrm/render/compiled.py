@@ -1,10 +1,10 @@
 """The compiled CPU rasterizer: ``csrc/rasterize.cpp`` built with the system C++ compiler, called through ctypes.
 
-Same inputs, outputs and rules as ``tiles.rasterize_tiles`` (which stays as the readable reference): the tile/depth
-sort is shared (``tiles.intersections``), only the compositing and its backward run compiled, on all cores
-(``torch.get_num_threads()`` threads). Why a plain C++ library rather than numba or a torch C++ extension: it needs
-no new dependency and no torch headers (it builds in about 3 s where a torch extension takes about a minute), and
-its per-tile loops vectorise; see the README's performance section for the measurements.
+Same inputs, outputs and rules as ``tiles.rasterize_tiles`` (which stays as the readable reference): tile
+intersection with its depth sort (tested to give ``tiles.intersections``' exact lists), compositing and its backward
+all run compiled, on all cores (``torch.get_num_threads()`` threads). Why a plain C++ library rather than numba or a
+torch C++ extension: no new dependency and no torch headers (it builds in about 5 s where a torch extension takes
+about a minute), and its per-tile loops vectorise; measurements in docs/performance.md.
 
 The library is built on first use (or ahead of time by ``python -m gslrm.render.compiled``, which ``make install``
 runs) into ``$GSLRM_EXT_DIR`` (default ``~/.cache/gslrm/ext``), under a name that hashes the source, the flags and
