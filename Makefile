@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
 .DEFAULT_GOAL := help
-.PHONY: help install sysdeps train test test-fast test-gpu lint format bench data-check clean
+.PHONY: help install sysdeps gpu-setup train test test-fast test-gpu lint format bench data-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,7 +46,10 @@ train: install ## train with the defaults (rodent data generated on first use, t
 test: install ## the whole test suite (slow tests included)
 	$(PY) -m pytest -q $(ARGS)
 
-test-gpu: install ## the GPU suite (pytest -m gpu): gsplat parity, bf16, deferred, FaceLift size, entry points on CUDA
+gpu-setup: install ## build gsplat's CUDA kernels once (minutes, needs nvcc) and check them against the CPU rasterizer
+	$(PY) -m gslrm.render.gsplat_kernels
+
+test-gpu: gpu-setup ## the GPU suite (pytest -m gpu): gsplat parity, bf16, deferred, FaceLift size, entry points on CUDA
 	MUJOCO_GL=$${GPU_MUJOCO_GL:-egl} PYOPENGL_PLATFORM=$${GPU_MUJOCO_GL:-egl} $(PY) -m pytest -q -m gpu -s $(ARGS); \
 	  status=$$?; [ $$status -eq 5 ] && echo "no GPU test collected" || exit $$status
 

@@ -5,6 +5,11 @@ view) backgrounds, ``RGB+ED``), and what comes back (channels, expected depth, a
 the CPU path's. What it cannot prove: that gsplat's CUDA kernels compute what their references do (``make test-gpu``).
 """
 
+import multiprocessing
+import time
+import types
+from pathlib import Path
+
 import pytest
 import torch
 from gsplat_cpu import gsplat_on_cpu
@@ -84,3 +89,69 @@ def test_deferred_rendering_through_the_gsplat_call_equals_the_plain_call(monkey
     assert torch.equal(plain, deferred)
     for name, a, b in zip(LEAVES, plain_grads, deferred_grads, strict=True):
         assert (a - b).abs().max() <= 1e-4 * max(a.abs().max().item(), 1.0), name
+
+
+def test_kernels_missing_without_nvcc_is_one_line_saying_what_to_install(monkeypatch, tmp_path):
+    from gslrm.render import gsplat_kernels
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(
+        gsplat_kernels, "_load_backend", lambda: types.SimpleNamespace(_C=None)
+    )  # gsplat's no-nvcc state
+    gsplat_kernels.ensure_kernels.cache_clear()
+    with pytest.raises(gsplat_kernels.GsplatKernelsUnavailable) as error:
+        gsplat_kernels.ensure_kernels()
+    message = str(error.value)
+    assert "\n" not in message and "nvcc" in message and "python -m gslrm.render.gsplat_kernels" in message
+    assert f"torch's CUDA {torch.version.cuda or 'none'}" in message
+
+
+def test_a_failed_kernel_build_is_one_line_with_the_first_line_of_the_error(monkeypatch, tmp_path):
+    from gslrm.render import gsplat_kernels
+
+    def failing_build():
+        raise RuntimeError("Error building extension 'gsplat_cuda'\n[1/40] nvcc ... long compiler log ...")
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(gsplat_kernels, "_load_backend", failing_build)
+    gsplat_kernels.ensure_kernels.cache_clear()
+    with pytest.raises(gsplat_kernels.GsplatKernelsUnavailable) as error:
+        gsplat_kernels.ensure_kernels()
+    message = str(error.value)
+    assert "RuntimeError: Error building extension 'gsplat_cuda'" in message and "\n" not in message
+    assert "VERBOSE=1 python -m gslrm.render.gsplat_kernels" in message
+
+
+def _hold_lock(path, log, seconds):
+    from gslrm.render.gsplat_kernels import build_lock
+
+    with build_lock(Path(path)):
+        with open(log, "a") as out:
+            out.write(f"enter {time.monotonic()}\n")
+        time.sleep(seconds)
+        with open(log, "a") as out:
+            out.write(f"leave {time.monotonic()}\n")
+
+
+def test_the_build_lock_lets_one_process_build_at_a_time(tmp_path):
+    """What keeps concurrent first uses (DDP ranks, array jobs) from deleting each other's gsplat build."""
+    log = tmp_path / "log"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_hold_lock, args=(tmp_path / "x.lock", log, 0.4)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    events = [line.split() for line in log.read_text().splitlines()]
+    assert [kind for kind, _ in events] == ["enter", "leave"] * 3  # never two inside at once
+
+
+def test_gsplat_kernels_command_without_a_gpu_builds_nothing_and_says_how(monkeypatch, capsys):
+    from gslrm.render import gsplat_kernels
+
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(gsplat_kernels, "_load_backend", lambda: pytest.fail("must not build"))
+    assert gsplat_kernels.main() == 0
+    assert "TORCH_CUDA_ARCH_LIST" in capsys.readouterr().out

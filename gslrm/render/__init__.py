@@ -59,7 +59,9 @@ def _render_gsplat(gaussians: Gaussians, c2w, fxfycxcy, width, height, backgroun
     from gsplat import rasterization
 
     from gslrm.cameras import intrinsics_matrix
+    from gslrm.render.gsplat_kernels import ensure_kernels
 
+    ensure_kernels()  # once per process: built under a lock (concurrent first builds break), or a one-line error
     colors, alphas, _ = rasterization(
         means=gaussians.means,
         quats=gaussians.quats,
