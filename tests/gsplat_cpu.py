@@ -89,6 +89,9 @@ def gsplat_on_cpu(monkeypatch):
     """``gsplat.rasterization`` runs on CPU tensors inside this block (``monkeypatch``: pytest's fixture)."""
     import gsplat.rendering
 
+    import gslrm.render.gsplat_kernels
+
     for name in STAND_INS:
         monkeypatch.setattr(gsplat.rendering, name, globals()[name])
+    monkeypatch.setattr(gslrm.render.gsplat_kernels, "ensure_kernels", lambda: None)  # nothing to build: no kernels
     yield
