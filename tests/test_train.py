@@ -1,6 +1,7 @@
 """train.py as users run it (subprocesses with CLI overrides): fast_dev_run, resume, sweeps, typos, overfitting."""
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -154,3 +155,21 @@ def test_depth_prior_without_depth_data_is_one_line_at_start(tmp_path, rodent_ro
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "loss.depth.estimator=ground_truth: set data.load_depth=true" in output
     assert "Traceback" not in output
+
+
+def test_bf16_mixed_training_on_cpu_is_finite(tmp_path, rodent_root):
+    """The precision GPUs train in by default (bf16 autocast), here on CPU's autocast: the transformer, the
+    perceptual and SSIM terms under autocast, the renderer forced back to fp32. CUDA's own run: make test-gpu."""
+    run_train(
+        tmp_path, rodent_root, "trainer.accelerator=cpu", "trainer.precision=bf16-mixed", "loss=facelift",
+        "loss.perceptual.pretrained=false", "loss.ssim.weight=0.2", "loss.l2_warmup_steps=0", "logger=csv",
+        "data.image_size=16", "trainer.max_steps=8", "val_every=8", "trainer.log_every_n_steps=1",
+        "validate_before_training=false",
+    )  # fmt: skip
+    rows = metrics(run_dirs(tmp_path)[-1])
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    perceptual = [float(r["train/perceptual_loss"]) for r in rows if r.get("train/perceptual_loss")]
+    assert len(losses) == 8 and all(map(math.isfinite, losses)) and perceptual and all(v > 0 for v in perceptual)
+    assert [math.isfinite(float(r["val/psnr"])) for r in rows if r.get("val/psnr")] == [True]
+    config = (run_dirs(tmp_path)[-1] / "config_resolved.yaml").read_text()
+    assert "precision: bf16-mixed" in config
