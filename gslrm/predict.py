@@ -32,15 +32,18 @@ def predict_and_render(
     settings: RenderConfig,
     training: bool = False,
     clip_xyz: bool | None = None,
+    background: Tensor | None = None,
 ) -> tuple[ModelOutput, RenderOutput]:
     """Gaussians from the first ``num_input_views`` views of ``batch``, rendered into every view of it
-    (FaceLift supervises all views, the inputs included; eval separates the novel ones)."""
+    (FaceLift supervises all views, the inputs included; eval separates the novel ones) on ``background``
+    (default: the batch's ``bg_color``)."""
     image, c2w, fxfycxcy = batch["image"], batch["c2w"], batch["fxfycxcy"]
     inputs = num_input_views
     output = model(image[:, :inputs, :3], c2w[:, :inputs], fxfycxcy[:, :inputs], clip_xyz=clip_xyz)
     height, width = image.shape[-2:]
     rendered = render(
-        output.gaussians, c2w, fxfycxcy, width, height, background=batch["bg_color"],
+        output.gaussians, c2w, fxfycxcy, width, height,
+        background=batch["bg_color"] if background is None else background,
         settings=settings, deferred=settings.deferred and training,
     )  # fmt: skip
     return output, rendered

@@ -1,6 +1,7 @@
 """The LightningModule's step rules, checked in-process on the generated rodent data."""
 
 import lightning as L
+import pytest
 import torch
 
 from gslrm.data.datamodule import MouseDataModule
@@ -89,3 +90,47 @@ def test_frozen_loss_networks_stay_out_of_checkpoints(tmp_path, rodent_root):
                                                 val_lpips=False)  # fmt: skip
     for key, value in module.model.state_dict().items():
         assert torch.equal(restored.model.state_dict()[key], value)
+
+
+def test_recomposite_moves_the_background_through_alpha():
+    """fg 0.2, alpha 0.25 on white: 0.2*0.25 + 1*0.75 = 0.8; on black it is 0.05, on 0.4 it is 0.35."""
+    from gslrm.losses.backgrounds import recomposite
+
+    image = torch.tensor([0.8, 0.8, 0.8, 0.25]).view(1, 1, 4, 1, 1)
+    moved = recomposite(image, torch.ones(1, 3), torch.tensor([[0.0, 0.4, 1.0]]))
+    assert torch.allclose(moved[0, 0, :, 0, 0], torch.tensor([0.05, 0.35, 0.8, 0.25]))
+    opaque = torch.tensor([0.3, 0.6, 0.9, 1.0]).view(1, 1, 4, 1, 1)  # the animal itself never changes
+    assert torch.equal(recomposite(opaque, torch.ones(1, 3), torch.zeros(1, 3)), opaque)
+
+
+def test_random_background_supervision_renders_and_targets_on_one_new_colour(rodent_root):
+    """loss.background=random: renders and targets share a fresh colour per sample; the model's inputs keep the data's
+    white (were they recomposited too, opaque background Gaussians would reproduce the colour again)."""
+    module = GSLRMModule(TINY, LossConfig(perceptual={"weight": 0.0}, background="random"), OptimConfig(warmup_steps=2),
+                         num_input_views=4, val_lpips=False)  # fmt: skip
+    seen = {}
+    model_forward, loss_forward = module.model.forward, module.losses.forward
+
+    def model_spy(image, *args, **kwargs):
+        seen["input"] = image.detach().clone()
+        return model_forward(image, *args, **kwargs)
+
+    def loss_spy(inputs, step):
+        seen.setdefault("losses", []).append(inputs)
+        return loss_forward(inputs, step)
+
+    module.model.forward, module.losses.forward = model_spy, loss_spy
+    fit(module, rodent_root, 2)
+    inputs = seen["losses"][-1]
+    background = inputs.background[0]
+    assert not torch.allclose(background, torch.ones(3))  # not the data's white
+    # background pixels (the rodent images are RGB: masked where every channel > 250/255, so they move to within
+    # 5/255 of the new colour; RGBA images move exactly, test_recomposite_moves_the_background_through_alpha)
+    empty = inputs.mask[0, :, 0] == 0
+    target = inputs.target[0].permute(1, 0, 2, 3)[:, empty]
+    assert (target - background[:, None]).abs().max() <= 5 / 255 + 1e-6
+    model_input = seen["input"][0].permute(1, 0, 2, 3)[:, empty[: seen["input"].shape[1]]]
+    assert (model_input >= 250 / 255).all()  # the inputs' background stays the data's white
+    assert seen["losses"][0].background[0].tolist() != background.tolist()  # a new colour every step
+    with pytest.raises(ValueError, match="loss.background"):
+        LossConfig(background="green")

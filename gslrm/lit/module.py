@@ -8,12 +8,14 @@ from dataclasses import asdict
 
 import lightning as L
 import torch
+from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from gslrm.config import coerce
 from gslrm.data.datamodule import is_empty
 from gslrm.lit.optim import OptimConfig, build_optimizer, warmup_cosine
+from gslrm.losses.backgrounds import with_random_backgrounds
 from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
 from gslrm.losses.metrics import depth_abs_rel, mask_iou, per_image_masked_psnr, per_image_psnr
@@ -89,11 +91,14 @@ class GSLRMModule(L.LightningModule):
         self.last_train: dict | None = None  # the latest step's tensors, for visualization callbacks
 
     # -- forward -----------------------------------------------------------------------------------------------
-    def predict_batch(self, batch: dict, clip_xyz: bool | None = None) -> tuple[ModelOutput, RenderOutput]:
+    def predict_batch(
+        self, batch: dict, clip_xyz: bool | None = None, background: Tensor | None = None
+    ) -> tuple[ModelOutput, RenderOutput]:
         """Gaussians from the first ``num_input_views`` views, rendered into every view of the batch."""
         return predict_and_render(
-            self.model, batch, self.num_input_views, self.render_config, training=self.training, clip_xyz=clip_xyz
-        )
+            self.model, batch, self.num_input_views, self.render_config, training=self.training, clip_xyz=clip_xyz,
+            background=background,
+        )  # fmt: skip
 
     def loss_inputs(self, batch: dict, output: ModelOutput, rendered: RenderOutput) -> LossInputs:
         image = batch["image"]
@@ -114,8 +119,10 @@ class GSLRMModule(L.LightningModule):
         # Lightning's global_step counts the optimizer steps taken
         step = int(self.attempted_steps)
         self.attempted_steps += 1
-        output, rendered = self.predict_batch(batch, clip_xyz=None if self.losses.clip_xyz_allowed(step) else False)
-        terms = self.losses(self.loss_inputs(batch, output, rendered), step)
+        clip_xyz = None if self.losses.clip_xyz_allowed(step) else False
+        supervised = with_random_backgrounds(batch) if self.losses.config.background == "random" else batch
+        output, rendered = self.predict_batch(batch, clip_xyz=clip_xyz, background=supervised["bg_color"])
+        terms = self.losses(self.loss_inputs(supervised, output, rendered), step)
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         loss = terms["loss"]
         grad_norm = torch.tensor(float("nan"), device=loss.device)
@@ -149,7 +156,8 @@ class GSLRMModule(L.LightningModule):
                 "metrics/peak_memory_gib", torch.cuda.max_memory_allocated(loss.device) / 2**30, batch_size=batch_size
             )
         self.last_train = {  # detached: holding the graph would keep a whole step's activations alive
-            "batch": batch,
+            "batch": batch,  # as the model saw its inputs
+            "targets": supervised["image"][:, :, :3],  # what the renders were compared with (loss.background)
             "rendered": RenderOutput(rendered.rgb.detach(), rendered.depth.detach(), rendered.alpha.detach()),
             "gaussians": output.gaussians.detach(),
             "step": step,

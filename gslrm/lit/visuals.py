@@ -87,7 +87,7 @@ class TrainingVisuals(Callback):
         images = batch["image"][:, :, :3]
         for i in range(min(self.max_samples, images.shape[0])):
             caption = f"sample {int(batch['index'][i, 0, 1])}, pass {last['step']}"
-            supervision = image_rows(images[i], rendered.rgb[i], min_size=self.min_size)
+            supervision = image_rows(last["targets"][i], rendered.rgb[i], min_size=self.min_size)
             self.sink.log(f"images/train/supervision_{i}", supervision, step, caption)
             self.sink.log(f"images/train/input_{i}", image_row(images[i, :inputs], self.min_size), step, caption)
             turntable = render_turntable(  # the Gaussians do not depend on resolution: render the orbit large

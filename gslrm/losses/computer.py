@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from gslrm.config import coerce
 from gslrm.depth.estimators import MidasConfig
 from gslrm.depth.priors import ConfidenceConfig, DepthPriors
+from gslrm.losses.backgrounds import BACKGROUND_MODES
 from gslrm.losses.base import LossInputs
 from gslrm.losses.confidence import ImageConfig, ImageLoss
 from gslrm.losses.depth import DepthConfig, DepthLoss, PseudoDepthConfig, PseudoDepthLoss, pseudo_ramp
@@ -64,8 +65,13 @@ class LossConfig:
     l2_warmup_steps: int = 0
     pointsdist_warmup_steps: int = 0  # FaceLift stage 1: 1000
     mask_iou_threshold: float = 0.1
+    # the background of the rendered views and their targets in training: "data" (FaceLift: the inputs' own) or
+    # "random" (a random colour per sample, inputs unchanged: opacity must follow the animal; gslrm.losses.backgrounds.py)
+    background: str = "data"
 
     def __post_init__(self) -> None:
+        if self.background not in BACKGROUND_MODES:
+            raise ValueError(f"loss.background: expected one of {', '.join(BACKGROUND_MODES)}, not {self.background!r}")
         for name, (config_type, _) in TERMS.items():
             setattr(self, name, coerce(config_type, getattr(self, name)))
         for name, config_type in NESTED.items():
