@@ -106,20 +106,29 @@ def test_kernels_missing_without_nvcc_is_one_line_saying_what_to_install(monkeyp
     assert f"torch's CUDA {torch.version.cuda or 'none'}" in message
 
 
-def test_a_failed_kernel_build_is_one_line_with_the_first_line_of_the_error(monkeypatch, tmp_path):
+def test_a_failed_kernel_build_is_one_line_with_the_compilers_first_error(monkeypatch, tmp_path):
+    """The shape of torch's error when ninja fails (seen here: a toolkit whose headers are not under CUDA_HOME)."""
     from gslrm.render import gsplat_kernels
 
     def failing_build():
-        raise RuntimeError("Error building extension 'gsplat_cuda'\n[1/40] nvcc ... long compiler log ...")
+        raise RuntimeError(
+            "Error building extension 'gsplat_cuda': [1/30] /usr/local/bin/nvcc ... -c AdamCUDA.cu\n"
+            "FAILED: Rasterization.o\nc++ -MMD ... -c Rasterization.cpp -o Rasterization.o\n"
+            "In file included from .../c10/cuda/CUDAException.h:6,\n"
+            ".../c10/cuda/CUDAMiscFunctions.h:7:10: fatal error: cuda_runtime.h: No such file or directory\n"
+            "compilation terminated.\nninja: build stopped: subcommand failed."
+        )
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
     monkeypatch.setattr(gsplat_kernels, "_load_backend", failing_build)
     gsplat_kernels.ensure_kernels.cache_clear()
     with pytest.raises(gsplat_kernels.GsplatKernelsUnavailable) as error:
         gsplat_kernels.ensure_kernels()
     message = str(error.value)
-    assert "RuntimeError: Error building extension 'gsplat_cuda'" in message and "\n" not in message
-    assert "VERBOSE=1 python -m gslrm.render.gsplat_kernels" in message
+    assert "\n" not in message and "RuntimeError: Error building extension 'gsplat_cuda'" in message
+    assert "fatal error: cuda_runtime.h: No such file or directory" in message and "set CUDA_HOME" in message
+    assert "VERBOSE=1 python -m gslrm.render.gsplat_kernels" in message and "TORCH_CUDA_ARCH_LIST" not in message
 
 
 def _hold_lock(path, log, seconds):

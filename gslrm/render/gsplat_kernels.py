@@ -60,6 +60,25 @@ def _load_backend():
     return importlib.import_module("gsplat.cuda._backend")
 
 
+def _build_failure(error: Exception) -> str:
+    """One line from a failed build: the error's first line, the compiler's first error (torch puts the whole log in
+    the message) and the fix for the failures seen so far."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    first = f"{type(error).__name__}: {lines[0] if lines else ''}"
+    compiler = next((line for line in lines[1:] if "error:" in line), None)  # gcc's / nvcc's first error
+    hints = []
+    if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        hints.append("no GPU is visible to choose the architecture for: set TORCH_CUDA_ARCH_LIST (H100: 9.0)")
+    if "cuda_runtime.h" in str(error):
+        hints.append(
+            "the CUDA headers are not under CUDA_HOME: set CUDA_HOME to the toolkit (e.g. /usr/local/cuda-13.0)"
+        )
+    detail = f"{first}; {compiler}" if compiler else first
+    hint = "".join(f"{h}; " for h in hints)
+    return (f"gsplat could not build its CUDA kernels ({detail}); {hint}for the compiler's log run "
+            f"'VERBOSE=1 python -m gslrm.render.gsplat_kernels' ({DOCS})")  # fmt: skip
+
+
 @cache
 def ensure_kernels() -> None:
     """Make gsplat's CUDA kernels loadable in this process, or raise ``GsplatKernelsUnavailable`` in one line."""
@@ -68,14 +87,7 @@ def ensure_kernels() -> None:
         try:
             backend = _load_backend()
         except Exception as error:  # nvcc / ninja failures surface as RuntimeError or OSError, with a long log
-            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            hint = ""
-            if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-                hint = "no GPU is visible to choose the architecture for: set TORCH_CUDA_ARCH_LIST (H100: 9.0); "
-            raise GsplatKernelsUnavailable(
-                f"gsplat could not build its CUDA kernels ({type(error).__name__}: {message}); {hint}for the "
-                f"compiler's log run 'VERBOSE=1 python -m gslrm.render.gsplat_kernels' ({DOCS})"
-            ) from None
+            raise GsplatKernelsUnavailable(_build_failure(error)) from None
     if getattr(backend, "_C", None) is None:
         raise GsplatKernelsUnavailable(
             f"gsplat's CUDA kernels are not built and no CUDA toolkit (nvcc) was found to build them: install the "
