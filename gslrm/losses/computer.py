@@ -66,7 +66,7 @@ class LossConfig:
     pointsdist_warmup_steps: int = 0  # FaceLift stage 1: 1000
     mask_iou_threshold: float = 0.1
     # the background of the rendered views and their targets in training: "data" (FaceLift: the inputs' own) or
-    # "random" (a random colour per sample, inputs unchanged: opacity must follow the animal; gslrm.losses.backgrounds.py)
+    # "random" (a random colour per sample, inputs unchanged: opacity must follow the animal; gslrm/losses/backgrounds.py)
     background: str = "data"
 
     def __post_init__(self) -> None:
