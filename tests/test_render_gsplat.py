@@ -132,9 +132,9 @@ def test_a_failed_kernel_build_is_one_line_with_the_compilers_first_error(monkey
 
 
 def _hold_lock(path, log, seconds):
-    from gslrm.render.gsplat_kernels import build_lock
+    from gslrm.files import exclusive_lock
 
-    with build_lock(Path(path)):
+    with exclusive_lock(Path(path)):
         with open(log, "a") as out:
             out.write(f"enter {time.monotonic()}\n")
         time.sleep(seconds)

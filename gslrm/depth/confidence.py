@@ -12,7 +12,6 @@ duplicate the estimates nor lose them when they exit.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from gslrm.files import written_atomically
 
 __all__ = ["augmentations", "variance_confidence", "gradient_confidence", "normalize", "ConfidenceCache"]
 
@@ -104,10 +105,8 @@ class ConfidenceCache:
         value = value.detach().float().cpu()
         self._remember(name, value)
         if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            temporary = self._file(name).with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(temporary, value.numpy())
-            os.replace(temporary, self._file(name))
+            with written_atomically(self._file(name)) as partial:  # ranks may share the cache folder
+                np.save(partial, value.numpy())
 
     def _remember(self, name: str, value: Tensor) -> None:
         self.items[name] = value

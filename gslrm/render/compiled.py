@@ -22,7 +22,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from gslrm.files import written_atomically
 from gslrm.render.projection import Splats
 from gslrm.render.tiles import GSPLAT_MAX_ALPHA
 
@@ -87,17 +87,10 @@ def build(force: bool = False) -> Path:
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".so.partial")
-    os.close(handle)
-    try:
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True)
+    with written_atomically(target) as partial:  # another process sees no library or the whole one
+        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial)], capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed on {SOURCE.name}: {result.stderr.strip().splitlines()[-1:]}")
-        os.replace(partial, target)  # atomic: another process sees the old state or the whole library
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
     return target
 
 

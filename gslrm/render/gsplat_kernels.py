@@ -16,8 +16,6 @@ scene rendered by gsplat on the GPU against the compiled CPU rasterizer.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib
 import os
 import time
@@ -26,7 +24,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ensure_kernels", "build_lock", "GsplatKernelsUnavailable", "lock_path"]
+from gslrm.files import exclusive_lock
+
+__all__ = ["ensure_kernels", "GsplatKernelsUnavailable", "lock_path"]
 
 DOCS = "docs/training.md#gpu-machines"
 
@@ -41,18 +41,6 @@ def lock_path() -> Path:
 
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
     return root / "gsplat_cuda.gslrm.lock"
-
-
-@contextlib.contextmanager
-def build_lock(path: Path):
-    """An exclusive ``flock`` on ``path`` (released when the holder exits, even if it is killed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _load_backend():
@@ -83,7 +71,7 @@ def _build_failure(error: Exception) -> str:
 def ensure_kernels() -> None:
     """Make gsplat's CUDA kernels loadable in this process, or raise ``GsplatKernelsUnavailable`` in one line."""
     cuda = torch.version.cuda or "none (a CPU build of torch)"
-    with build_lock(lock_path()):
+    with exclusive_lock(lock_path()):
         try:
             backend = _load_backend()
         except Exception as error:  # nvcc / ninja failures surface as RuntimeError or OSError, with a long log

@@ -3,7 +3,7 @@
 - ``ensure(name)``: the cached file, downloading it first when it is missing and the network allows. Processes
   sharing a cache take a lock file, so one downloads and the others wait, then find its file; under DDP that one is
   local rank 0 (the others give it a head start).
-- A download streams to a hidden ``.<name>.partial-<pid>`` file beside the target with a progress bar, hashes as it
+- A download streams to a hidden partial file beside the target (``gslrm.files``) with a progress bar, hashes as it
   goes, checks the published checksum, and only then renames (atomic) onto the target: an interrupted or corrupt
   download never leaves a file where the loaders look.
 - Offline (``GSLRM_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``, or the host unreachable) with the file absent:
@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -22,9 +21,9 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
+from gslrm.files import exclusive_lock, written_atomically
 from gslrm.losses.weights import MissingWeightsError
 from gslrm.weights.registry import SOURCES, Source, destination, source, split_hf
 
@@ -60,18 +59,6 @@ def _local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0") or 0)
 
 
-@contextmanager
-def _lock(path: Path):
-    """An exclusive lock on ``<path>.lock`` (beside the target), released on exit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _hasher(checksum: str | None):
     if checksum is None:
         return None, None
@@ -84,9 +71,8 @@ def _stream(url: str, target: Path, checksum: str | None, label: str) -> None:
     WeightsChecksumError, leaving nothing behind."""
     from tqdm import tqdm
 
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     hasher, expected = _hasher(checksum)
-    try:
+    with written_atomically(target) as partial:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(partial, "wb") as handle:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=None) as bar:
@@ -104,9 +90,6 @@ def _stream(url: str, target: Path, checksum: str | None, label: str) -> None:
                 f"{url}: checksum mismatch ({hasher.name} {hasher.hexdigest()[:16]}..., published {expected}): "
                 "nothing was written; the download or the mirror is corrupt"
             )
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _extract_repo(archive: Path, target: Path) -> None:
@@ -125,7 +108,7 @@ def _extract_repo(archive: Path, target: Path) -> None:
 
 def _fetch_url(entry: Source, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(path):
+    with exclusive_lock(path.parent / f".{path.name}.lock"):  # one process fetches, the others wait for its file
         if path.exists():  # another process finished it while this one waited for the lock
             return path
         log.info("downloading %s from %s", entry.filename, entry.url)

@@ -25,6 +25,7 @@ from gslrm.data.recordings.frames import parse_frames, parse_split, split_frames
 from gslrm.data.recordings.resample import FrameConverter
 from gslrm.data.recordings.source import MaskFolder, Recording
 from gslrm.data.recordings.video import VideoSource
+from gslrm.files import written_atomically
 
 __all__ = ["FORMATS", "ImportOptions", "import_recording", "main"]
 
@@ -74,10 +75,8 @@ def image_name(view: int) -> str:
 def _save_png(path: Path, pixels: np.ndarray) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    Image.fromarray(pixels).save(partial, format="PNG")
-    os.replace(partial, path)  # a killed import leaves no truncated image behind
+    with written_atomically(path) as partial:  # a killed import leaves no truncated image behind
+        Image.fromarray(pixels).save(partial, format="PNG")
 
 
 def convert_camera(job: CameraJob, progress=None) -> int:
@@ -209,9 +208,8 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
 
 
 def _write_info(out: Path, info: dict, complete: bool) -> None:
-    partial = out / f".{INFO_FILE}.partial"
-    partial.write_text(json.dumps({**info, "complete": complete}, indent=1))
-    os.replace(partial, out / INFO_FILE)
+    with written_atomically(out / INFO_FILE) as partial:
+        partial.write_text(json.dumps({**info, "complete": complete}, indent=1))
 
 
 def _resume_check(out: Path, info: dict) -> None:
@@ -251,14 +249,14 @@ def import_recording(options: ImportOptions) -> dict:
                 convert_camera(job, _Bar(bar))
         else:
             _run_parallel(jobs, workers, bar)
-    for frame in pending:
-        written = [
-            Frame(image_name(v), c.out_width, c.out_height, c.fxfycxcy, recording.cameras[i].w2c)
-            for v, (i, c) in enumerate(zip(views, converters, strict=True))
-        ]
-        write_cameras(frame_dir(out, frame) / f".{CAMERAS_FILE}.partial", written, f"frame_{frame:06d}",
-                      extra={"source_frame": frame, "cameras": [recording.cameras[i].name for i in views]})  # fmt: skip
-        os.replace(frame_dir(out, frame) / f".{CAMERAS_FILE}.partial", frame_dir(out, frame) / CAMERAS_FILE)
+    cameras = [
+        Frame(image_name(v), c.out_width, c.out_height, c.fxfycxcy, recording.cameras[i].w2c)
+        for v, (i, c) in enumerate(zip(views, converters, strict=True))
+    ]  # the same rig for every frame
+    names = [recording.cameras[i].name for i in views]
+    for frame in pending:  # last: a frame's cameras file marks all its images written
+        with written_atomically(frame_dir(out, frame) / CAMERAS_FILE) as partial:
+            write_cameras(partial, cameras, f"frame_{frame:06d}", extra={"source_frame": frame, "cameras": names})
     for key in ("train", "val", "test"):
         if splits[key]:
             (out / f"{key}.txt").write_text("".join(f"frame_{f:06d}\n" for f in splits[key]))
