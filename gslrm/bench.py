@@ -23,6 +23,7 @@ import argparse
 import json
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["main"]
@@ -178,13 +179,14 @@ def job_model(size: str, device: str, repeats: int) -> dict:
     return {"seconds": seconds, "peak_mib": peak, "flops": flops, "tokens": tokens, "batch": batch}
 
 
-def job_matmul(device: str) -> dict:
+def job_matmul(device: str, size: int = 2048, dtype: str = "float32") -> dict:
+    """The machine's matmul FLOP/s: the peak that MFU and FLOP fractions are measured against."""
     import torch
 
-    size = 2048
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    kind = getattr(torch, dtype)
+    a, b = (torch.randn(size, size, device=device, dtype=kind) for _ in range(2))
     seconds, _ = _timed(lambda: a @ b, device, 5)
-    return {"flops_per_second": 2.0 * size**3 / seconds}
+    return {"flops_per_second": 2.0 * size**3 / seconds, "dtype": dtype}
 
 
 def job_memory(views: int, resolution: int, device: str, with_render: bool) -> dict:
@@ -232,21 +234,16 @@ def job_loader(root: str, workers: int) -> dict:
     return {"samples_per_second": count / (time.perf_counter() - first), "samples": count}
 
 
-def _child(queue, job: str, args: tuple) -> None:
+def _child(queue, job: Callable, args: tuple) -> None:
     try:
-        if job not in globals():  # the GPU benchmark's jobs live in gslrm.bench_gpu
-            from gslrm import bench_gpu
-
-            function = getattr(bench_gpu, job)
-        else:
-            function = globals()[job]
-        queue.put(("ok", function(*args)))
+        queue.put(("ok", job(*args)))
     except BaseException as error:  # noqa: BLE001 - reported to the parent
         queue.put(("error", f"{type(error).__name__}: {error}"))
 
 
-def _run(job: str, *args):
-    """Run one job in a fresh (non-daemonic: it may start DataLoader workers) process, for clean peak memory."""
+def _run(job: Callable, *args):
+    """Run one job (a module-level function: spawn pickles it by name) in a fresh process (non-daemonic: it may
+    start DataLoader workers), for clean peak memory."""
     context = mp.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(queue, job, args))
@@ -254,21 +251,23 @@ def _run(job: str, *args):
     status, value = queue.get()
     process.join()
     if status != "ok":
-        raise RuntimeError(f"bench job {job}{args} failed: {value}")
+        raise RuntimeError(f"bench job {job.__name__}{args} failed: {value}")
     return value
 
 
-def run(quick: bool = False, device: str = "cpu") -> dict:
+def run(quick: bool = False) -> dict:
+    """The CPU benchmark (the GPU one: ``bench_gpu.run``)."""
     import torch
 
+    device = "cpu"
     repeats = 1 if quick else 3
     results: dict = {"device": device, "threads": torch.get_num_threads(), "rasterizer": {}, "model": {}, "memory": {}}
     cases = ["2k_64"] if quick else ["2k_64", "16k_128", "train"]
     max_diff, compiled_diff = 0.0, 0.0
     for key in cases:
-        measured = {method: _run("job_rasterizer", key, method, repeats) for method in ("compiled", "tiled")}
+        measured = {method: _run(job_rasterizer, key, method, repeats) for method in ("compiled", "tiled")}
         if key != "train":  # the dense oracle at the training shape takes minutes
-            measured["dense"] = _run("job_rasterizer", key, "dense", 1)
+            measured["dense"] = _run(job_rasterizer, key, "dense", 1)
         images = {method: value.pop("image") for method, value in measured.items()}
         reference = images.get("dense", images["tiled"])
         diff = float(abs(images["tiled"] - reference).max())
@@ -284,14 +283,13 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
         results["rasterizer"][f"pairs_per_second_{key}"] = compiled["pairs"] / compiled["forward_seconds"]
     results["rasterizer"]["compiled_max_abs_diff"] = compiled_diff
     results["rasterizer"]["max_abs_diff"] = max_diff
-    peak_flops = _run("job_matmul", device)["flops_per_second"]
+    peak_flops = _run(job_matmul, device)["flops_per_second"]
     results["model"]["matmul_flops_per_second"] = peak_flops
-    cpu_peak = peak_flops if device == "cpu" else _run("job_matmul", "cpu")["flops_per_second"]
     for key in cases:
         pairs_per_second = results["rasterizer"][f"pairs_per_second_{key}"]
-        results["rasterizer"][f"flop_fraction_{key}"] = pairs_per_second * FORWARD_FLOPS_PER_PAIR / cpu_peak
+        results["rasterizer"][f"flop_fraction_{key}"] = pairs_per_second * FORWARD_FLOPS_PER_PAIR / peak_flops
     for size in ["tiny"] if quick else ["tiny", "small"]:
-        measured = _run("job_model", size, device, repeats)
+        measured = _run(job_model, size, device, repeats)
         measured["mfu"] = measured["flops"] / measured["seconds"] / peak_flops
         results["model"][size] = measured
     import tempfile

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from gslrm.bench import MODEL_SIZES, _model_flops, _run, _timed
+from gslrm.bench import MODEL_SIZES, _model_flops, _run, _timed, job_matmul
 
 __all__ = ["run", "table"]
 
@@ -60,17 +60,6 @@ def job_train_step(size: str, resolution: int, batch: int, device: str, deferred
     tokens = input_views * (resolution // config.patch_size) ** 2 + config.num_token_gaussians
     return {"seconds": seconds, "peak_mib": peak, "flops": _model_flops(config, tokens, batch), "batch": batch,
             "resolution": resolution, "deferred": deferred}  # fmt: skip
-
-
-def job_matmul_peak(device: str) -> dict:
-    import torch
-
-    size = 8192 if device == "cuda" else 1024
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
-    a @ b
-    seconds, _ = _timed(lambda: a @ b, device, 10)
-    return {"flops_per_second": 2.0 * size**3 / seconds, "dtype": str(dtype).removeprefix("torch.")}
 
 
 def job_gsplat(gaussians: int, resolution: int, device: str, repeats: int) -> dict:
@@ -134,11 +123,12 @@ def run(device: str = "cuda", quick: bool = False) -> dict:
         "memory": {},
         "loader": {},
     }
-    peak = _run("job_matmul_peak", device)
+    cuda = device == "cuda"  # the bf16 peak a GPU trains at; the CPU quick run: fp32, small
+    peak = _run(job_matmul, device, 8192 if cuda else 1024, "bfloat16" if cuda else "float32")
     results["matmul_peak"] = peak
     shapes = [("tiny", 32)] if quick else [("tiny", 256), ("small", 256), ("base", 512)]
     for size, resolution in shapes:
-        measured = _run("job_train_step", size, resolution, 2, device, False, repeats)
+        measured = _run(job_train_step, size, resolution, 2, device, False, repeats)
         measured["steps_per_second"] = 1.0 / measured["seconds"]
         measured["mfu"] = measured["flops"] / measured["seconds"] / peak["flops_per_second"]
         results["training"][f"{size}_{resolution}"] = measured
@@ -148,13 +138,13 @@ def run(device: str = "cuda", quick: bool = False) -> dict:
             results["rasterizer"][f"{gaussians}_{resolution}"] = {
                 "gaussians": gaussians,
                 "resolution": resolution,
-            } | _run("job_gsplat", gaussians, resolution, device, repeats)
+            } | _run(job_gsplat, gaussians, resolution, device, repeats)
     grid = [(2, 32)] if quick else [(v, r) for r in (256, 512) for v in (2, 4, 6)]
     for views, resolution in grid:
         for deferred in (False, True):
             key = f"views{views}_res{resolution}_{'deferred' if deferred else 'plain'}"
             results["memory"][key] = {"views": views} | _run(
-                "job_train_step", "tiny" if quick else "small", resolution, 1, device, deferred, 1, min(views, 4), views
+                job_train_step, "tiny" if quick else "small", resolution, 1, device, deferred, 1, min(views, 4), views
             )
     consumer = results["training"]["tiny_32" if quick else "base_512"]
     consumption = consumer["batch"] / consumer["seconds"]

@@ -25,7 +25,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from gslrm.config import coerce
 from gslrm.data.datamodule import is_empty
-from gslrm.losses.metrics import mask_iou, per_image_masked_psnr
+from gslrm.losses.metrics import mask_iou, opacity_iou, per_image_masked_psnr
 from gslrm.model.gaussians import prune, save_ply
 from gslrm.model.gslrm import GSLRM, ModelConfig, load_facelift_checkpoint, read_checkpoint
 from gslrm.predict import predict_and_render
@@ -200,13 +200,6 @@ class Evaluator(L.LightningModule):
         self.summary = summarize(rows, self.config, self.lpips_missing, skipped)
         if self.trainer.is_global_zero:
             write_results(rows, self.summary, Path(self.config.output_dir))
-
-
-def opacity_iou(rendered_alpha, target_alpha) -> float:
-    """IoU of rendered alpha > 0.5 with ground-truth alpha > 0.5 over a sample's views."""
-    predicted, truth = rendered_alpha > 0.5, target_alpha > 0.5
-    union = (predicted | truth).sum()
-    return float((predicted & truth).sum() / union.clamp_min(1))
 
 
 def summarize(rows: list[dict], config: EvalConfig, lpips_missing: str | None, skipped: int) -> dict:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "psnr_from_mse", "mask_iou", "predicted_mask", "per_image_psnr", "per_image_masked_psnr", "depth_abs_rel",
+    "psnr_from_mse", "iou", "mask_iou", "opacity_iou", "predicted_mask", "per_image_psnr", "per_image_masked_psnr", "depth_abs_rel",
     "aligned_depth_abs_rel",
 ]  # fmt: skip
 
@@ -20,13 +20,19 @@ def predicted_mask(render: Tensor, background: Tensor, threshold: float = 0.1) -
     return ((render - background[..., :, None, None]).abs().mean(dim=-3, keepdim=True) > threshold).float()
 
 
+def iou(predicted: Tensor, truth: Tensor) -> Tensor:
+    """IoU of two boolean masks over all their elements (0 when both are empty)."""
+    return (predicted & truth).sum() / (predicted | truth).sum().clamp_min(1)
+
+
 def mask_iou(render: Tensor, target_alpha: Tensor, background: Tensor, threshold: float = 0.1) -> Tensor:
-    """IoU of the predicted mask with alpha > 0.5 over the whole batch (union clamped at 1)."""
-    predicted = predicted_mask(render, background, threshold)
-    truth = (target_alpha > 0.5).float()
-    intersection = (predicted * truth).sum()
-    union = ((predicted + truth) > 0.5).float().sum()
-    return intersection / union.clamp_min(1.0)
+    """IoU of the predicted mask (the fork's colour difference) with alpha > 0.5 over the whole batch."""
+    return iou(predicted_mask(render, background, threshold) > 0.5, target_alpha > 0.5)
+
+
+def opacity_iou(rendered_alpha: Tensor, target_alpha: Tensor) -> Tensor:
+    """IoU of rendered alpha > 0.5 with ground-truth alpha > 0.5 (where the Gaussians are opaque, not their colour)."""
+    return iou(rendered_alpha > 0.5, target_alpha > 0.5)
 
 
 def per_image_psnr(render: Tensor, target: Tensor) -> Tensor:

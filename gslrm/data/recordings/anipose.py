@@ -125,8 +125,7 @@ def read(src: Path, masks: Path | None = None) -> Recording:
             raise DataFormatError(
                 f"{path}: a video with no camera in {calibration} (cameras: {', '.join(c.name for c in cameras)})"
             )
-    mask_dir = masks if masks is not None else (src / "masks" if (src / "masks").is_dir() else None)
     return Recording(
         format="anipose", calibration=calibration, cameras=cameras, videos=[VideoSource.single(v) for v in videos],
-        masks=find_masks(mask_dir, [v.stem for v in videos]), pixel_convention="opencv",
+        masks=find_masks(src, masks, "masks", [v.stem for v in videos]), pixel_convention="opencv",
     )  # fmt: skip

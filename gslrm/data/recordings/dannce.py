@@ -166,9 +166,8 @@ def read(src: Path, masks: Path | None = None) -> Recording:
         if not (video_root / name).is_dir():
             raise DataFormatError(f"{video_root / name}: video for camera {name} of {calibration} not found")
         videos.append(_chunks(video_root / name))
-    mask_dir = masks if masks is not None else (src / "masks" if (src / "masks").is_dir() else None)
     return Recording(
-        format="dannce", calibration=calibration, cameras=cameras, videos=videos, masks=find_masks(mask_dir, names),
-        pixel_convention="matlab", units="mm",
+        format="dannce", calibration=calibration, cameras=cameras, videos=videos,
+        masks=find_masks(src, masks, "masks", names), pixel_convention="matlab", units="mm",
         notes=["MATLAB row-vector calibration: K and r transposed, 1-based pixels (cx, cy - 1 for OpenCV)"],
     )  # fmt: skip

@@ -100,9 +100,9 @@ def read(src: Path, masks: Path | None = None) -> Recording:
         if str(index) not in found:
             raise DataFormatError(f"{video_dir / f'{index}.mp4'}: video for camera {index} of {calibration} not found")
         videos.append(VideoSource.single(found[str(index)]))
-    mask_dir = masks if masks is not None else (src / MASKS if (src / MASKS).is_dir() else None)
     return Recording(
         format="mammal", calibration=calibration, cameras=cameras, videos=videos,
-        masks=find_masks(mask_dir, [str(i) for i in range(len(cameras))]), pixel_convention="opencv", units="mm",
+        masks=find_masks(src, masks, MASKS, [str(i) for i in range(len(cameras))]), pixel_convention="opencv",
+        units="mm",
         notes=["videos are undistorted by the rig's pipeline; no distortion applied"],
     )  # fmt: skip

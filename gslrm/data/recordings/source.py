@@ -56,7 +56,7 @@ class Recording:
     cameras: list[RigCamera]
     videos: list[VideoSource]
     masks: list[VideoSource | MaskFolder | None]
-    pixel_convention: str  # "opencv" or "matlab", see camera.PIXEL_TO_GSLRM
+    pixel_convention: str  # "opencv" or "matlab": where pixel centres start (camera.py)
     units: str = "calibration units"
     notes: list[str] = field(default_factory=list)
 
@@ -72,9 +72,10 @@ class Recording:
         )
 
 
-def find_masks(folder: Path | None, keys: Sequence[str]) -> list[VideoSource | MaskFolder | None]:
-    """Per camera key, ``folder/<key>.<video suffix>`` or a folder ``folder/<key>/`` of mask images; None without
+def find_masks(src: Path, given: Path | None, usual: str, keys: Sequence[str]) -> list[VideoSource | MaskFolder | None]:
+    """The mask folder (``--masks``, else the format's ``usual`` folder under ``src`` if it exists); per camera key, ``folder/<key>.<video suffix>`` or a folder ``folder/<key>/`` of mask images; None without
     a mask folder. With a folder, every camera must have masks (a half-masked rig would train on mixed alphas)."""
+    folder = given if given is not None else (src / usual if (src / usual).is_dir() else None)
     if folder is None:
         return [None] * len(keys)
     if not folder.is_dir():
