@@ -2,12 +2,14 @@
 
 ```
 SRC/calibration.toml       [cam_N] tables: name, size = [w, h], matrix (K), distortions (OpenCV's k1 k2 p1 p2 k3),
-                           rotation (Rodrigues vector, world -> camera), translation; x_cam = R X + t
+                           rotation (Rodrigues vector, world -> camera), translation; x_cam = R X + t;
+                           fisheye = true: distortions are OpenCV's fisheye k1 k2 k3 k4 (aniposelib's FisheyeCamera)
 SRC/videos-raw/*.mp4       (or SRC/*.mp4) one video per camera; "<session>-cam<name>.mp4", "<name>.mp4" ...
 SRC/masks/                 optional: per camera <video stem>.mp4 or a folder <video stem>/ of mask images
 ```
 
-The frames are distorted: the importer undistorts images and masks to the pinhole camera with the same K.
+The frames are distorted: the importer undistorts images and masks to the pinhole camera with the same K (for a
+fisheye lens that pinhole image holds the centre of the field of view; the periphery beyond it is dropped).
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from gslrm.data.format import DataFormatError
-from gslrm.data.recordings.camera import RigCamera, checked_intrinsics, checked_matrix, distortion
+from gslrm.data.recordings.camera import (
+    RigCamera,
+    checked_intrinsics,
+    checked_matrix,
+    distortion,
+    fisheye_distortion,
+)  # fmt: skip
 from gslrm.data.recordings.source import Recording, find_masks, videos_in
 from gslrm.data.recordings.video import VideoSource
 
@@ -37,23 +45,31 @@ def _camera(path: Path, table: str, entry: object) -> RigCamera:
     for key in ("name", "size", "matrix", "distortions", "rotation", "translation"):
         if key not in entry:
             raise DataFormatError(f"{where}.{key}: missing")
-    if entry.get("fisheye"):
-        raise DataFormatError(f"{where}.fisheye: fisheye calibrations are not supported (OpenCV's pinhole model only)")
+    fisheye = entry.get("fisheye", False)
+    if not isinstance(fisheye, bool):
+        raise DataFormatError(f"{where}.fisheye: expected true or false, got {fisheye!r}")
     size = checked_matrix(f"{where}.size", entry["size"], (2,))
     if (size <= 0).any() or (size != np.round(size)).any():
         raise DataFormatError(f"{where}.size: expected [width, height] in whole pixels, got {entry['size']}")
-    coefficients = np.asarray(entry["distortions"], dtype=np.float64).reshape(-1)
-    if coefficients.size not in (4, 5):
+    K = checked_intrinsics(f"{where}.matrix", entry["matrix"])
+    try:
+        coefficients = np.asarray(entry["distortions"], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise DataFormatError(f"{where}.distortions: not a list of numbers ({error})") from None
+    if fisheye:
+        dist = fisheye_distortion(f"{where}.distortions", coefficients)
+        if K[0, 1] != 0.0:  # OpenCV's fisheye undistortion maps ignore K's skew term
+            raise DataFormatError(f"{where}.matrix: a fisheye camera with skew ({K[0, 1]:g}) is not supported")
+    elif coefficients.size in (4, 5):
+        dist = distortion(f"{where}.distortions", coefficients[[0, 1, 4]] if coefficients.size == 5 else coefficients[:2],
+                          coefficients[2:4])  # fmt: skip
+    else:
         raise DataFormatError(f"{where}.distortions: expected OpenCV's 5 (or 4) coefficients, got {coefficients.size}")
     rotation_vector = checked_matrix(f"{where}.rotation", entry["rotation"], (3,))
     return RigCamera(
-        name=str(entry["name"]),
-        K=checked_intrinsics(f"{where}.matrix", entry["matrix"]),
-        R=cv2.Rodrigues(rotation_vector)[0],
-        t=checked_matrix(f"{where}.translation", entry["translation"], (3,)),
-        dist=distortion(f"{where}.distortions", coefficients[[0, 1, 4]] if coefficients.size == 5 else coefficients[:2],
-                        coefficients[2:4]),
-        size=(int(size[0]), int(size[1])),
+        name=str(entry["name"]), K=K, R=cv2.Rodrigues(rotation_vector)[0],
+        t=checked_matrix(f"{where}.translation", entry["translation"], (3,)), dist=dist,
+        size=(int(size[0]), int(size[1])), fisheye=fisheye,
     )  # fmt: skip
 
 
@@ -83,12 +99,11 @@ def write_calibration(path: Path, cameras: list[RigCamera]) -> None:
 
     lines = []
     for index, camera in enumerate(cameras):
-        k1, k2, p1, p2, k3 = camera.dist
         lines += [
             f"[cam_{index}]", f'name = "{camera.name}"', f"size = [{camera.size[0]}, {camera.size[1]}]",
-            f"matrix = {_toml_list(camera.K.tolist())}", f"distortions = {_toml_list([k1, k2, p1, p2, k3])}",
+            f"matrix = {_toml_list(camera.K.tolist())}", f"distortions = {_toml_list(camera.dist.tolist())}",
             f"rotation = {_toml_list(cv2.Rodrigues(camera.R)[0].reshape(3).tolist())}",
-            f"translation = {_toml_list(camera.t.tolist())}", "",
+            f"translation = {_toml_list(camera.t.tolist())}", *(["fisheye = true"] if camera.fisheye else []), "",
         ]  # fmt: skip
     lines += ["[metadata]", "adjusted = false", "error = 0.0", ""]
     path.write_text("\n".join(lines))

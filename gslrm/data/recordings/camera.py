@@ -2,7 +2,10 @@
 trainer's on-disk format.
 
 Calibration files use OpenCV's model: ``x_cam = R X + t``, ``K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]]`` and the
-distortion ``(k1, k2, p1, p2, k3)``. They differ in where pixel coordinates start:
+distortion ``(k1, k2, p1, p2, k3)``, or, for a fisheye lens (anipose's ``fisheye = true``), OpenCV's fisheye model
+``(k1, k2, k3, k4)``: a ray at angle theta to the optical axis lands at radius ``f * theta_d`` with
+``theta_d = theta (1 + k1 theta^2 + k2 theta^4 + k3 theta^6 + k4 theta^8)`` (a pinhole's is ``f * tan(theta)``). They
+differ in where pixel coordinates start:
 
 - OpenCV (MAMMAL, anipose): the centre of the first pixel is (0, 0);
 - MATLAB (DANNCE / Label3D): the centre of the first pixel is (1, 1);
@@ -21,7 +24,7 @@ from gslrm.data.format import DataFormatError
 
 __all__ = [
     "MATLAB_MINUS_OPENCV", "OPENCV_TO_GSLRM", "RigCamera", "checked_intrinsics", "checked_matrix", "checked_rotation",
-    "distortion",
+    "distortion", "fisheye_distortion", "undistortion_maps", "pinhole_positions",
 ]  # fmt: skip
 
 OPENCV_TO_GSLRM = 0.5  # gslrm's pixel coordinates are OpenCV's plus a half pixel
@@ -36,13 +39,15 @@ class RigCamera:
     K: np.ndarray  # [3,3] float64
     R: np.ndarray  # [3,3] float64, world -> camera
     t: np.ndarray  # [3] float64, in the calibration's units
-    dist: np.ndarray  # [5] float64: k1, k2, p1, p2, k3 (all zero for an undistorted video)
+    dist: np.ndarray  # [5] float64: k1, k2, p1, p2, k3 (all zero for an undistorted video); fisheye: [4] k1..k4
     size: tuple[int, int] | None = None  # (width, height) when the calibration states it
+    fisheye: bool = False  # OpenCV's fisheye model (equidistant projection + dist) instead of its standard one
 
     @property
     def is_pinhole(self) -> bool:
-        """No distortion and no skew: the video is already what the trainer's pinhole model expects."""
-        return not np.any(self.dist) and self.K[0, 1] == 0.0
+        """No distortion and no skew: the video is already what the trainer's pinhole model expects. A fisheye lens
+        never is, even with all-zero coefficients: its projection is f * theta, not f * tan(theta)."""
+        return not self.fisheye and not np.any(self.dist) and self.K[0, 1] == 0.0
 
     @property
     def pinhole_K(self) -> np.ndarray:
@@ -69,13 +74,21 @@ class RigCamera:
         ])  # fmt: skip
 
     @classmethod
-    def from_gslrm(cls, name: str, fxfycxcy, w2c, size: tuple[int, int] | None = None, dist=None) -> RigCamera:
+    def from_gslrm(
+        cls, name: str, fxfycxcy, w2c, size: tuple[int, int] | None = None, dist=None, fisheye: bool = False
+    ) -> RigCamera:
         """The inverse of ``w2c``/``fxfycxcy``: a gslrm view as a rig calibration would state it."""
         fx, fy, cx, cy = np.asarray(fxfycxcy, dtype=np.float64)
         K = np.array([[fx, 0.0, cx - OPENCV_TO_GSLRM], [0.0, fy, cy - OPENCV_TO_GSLRM], [0.0, 0.0, 1.0]])
         w2c = np.asarray(w2c, dtype=np.float64)
-        dist = np.zeros(5) if dist is None else np.asarray(dist, dtype=np.float64)
-        return cls(name, K, w2c[:3, :3].copy(), w2c[:3, 3].copy(), dist, size)
+        dist = np.zeros(4 if fisheye else 5) if dist is None else np.asarray(dist, dtype=np.float64)
+        return cls(name, K, w2c[:3, :3].copy(), w2c[:3, 3].copy(), dist, size, fisheye)
+
+    def standard_distortion(self) -> np.ndarray:
+        """(k1, k2, p1, p2, k3) for writers of formats that only know OpenCV's standard model."""
+        if self.fisheye:
+            raise ValueError(f"camera {self.name}: a fisheye lens has no (k1, k2, p1, p2, k3) form")
+        return self.dist
 
 
 def checked_matrix(where: str, value: object, shape: tuple[int, ...]) -> np.ndarray:
@@ -126,3 +139,40 @@ def distortion(where: str, radial: object = (), tangential: object = ()) -> np.n
         raise DataFormatError(f"{where}: contains NaN or Inf")
     k, p = np.pad(k, (0, 3 - k.size)), np.pad(p, (0, 2 - p.size))
     return np.array([k[0], k[1], p[0], p[1], k[2]])
+
+
+def fisheye_distortion(where: str, coefficients: object) -> np.ndarray:
+    """OpenCV's fisheye (k1, k2, k3, k4): exactly four finite numbers."""
+    k = np.asarray(coefficients, dtype=np.float64).reshape(-1)
+    if k.size != 4:
+        raise DataFormatError(f"{where}: a fisheye calibration has 4 coefficients (k1 k2 k3 k4), got {k.size}")
+    if not np.isfinite(k).all():
+        raise DataFormatError(f"{where}: contains NaN or Inf")
+    return k
+
+
+def undistortion_maps(camera: RigCamera, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.remap`` maps that resample the camera's frames (``width x height``) to the pinhole camera
+    ``camera.pinhole_K`` of the same size: for each output pixel, where it lies in the recorded frame."""
+    import cv2
+
+    if camera.fisheye:
+        return cv2.fisheye.initUndistortRectifyMap(
+            camera.K, camera.dist, np.eye(3), camera.pinhole_K, (width, height), cv2.CV_32FC1
+        )
+    return cv2.initUndistortRectifyMap(camera.K, camera.dist, None, camera.pinhole_K, (width, height), cv2.CV_32FC1)
+
+
+def pinhole_positions(camera: RigCamera, pixels: np.ndarray) -> np.ndarray:
+    """Recorded (distorted) pixel positions ``[N, 2]`` (OpenCV's convention) -> where the same rays land in the
+    pinhole camera ``camera.pinhole_K``: the inverse of ``undistortion_maps``, solved iteratively to 1e-12."""
+    import cv2
+
+    points = np.asarray(pixels, dtype=np.float64).reshape(-1, 1, 2)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
+    if camera.fisheye:
+        out = cv2.fisheye.undistortPoints(points, camera.K, camera.dist, R=np.eye(3), P=camera.pinhole_K,
+                                          criteria=criteria)  # fmt: skip
+    else:
+        out = cv2.undistortPoints(points, camera.K, camera.dist, R=None, P=camera.pinhole_K, criteria=criteria)
+    return out.reshape(-1, 2)

@@ -3,6 +3,8 @@
 ```
 SRC/calibration/hires_cam{N}_params.mat   N from 1; variables K, r, t, RDistort, TDistort
   or SRC/label3d_dannce.mat               params: a cell array of structs with the same fields (camnames: names)
+                                          either in MATLAB's v7 format or v7.3 (HDF5, what save -v7.3 and large
+                                          Label3D sessions write; read with mat73, as DANNCE itself does)
 SRC/videos/Camera{N}/0.mp4                one video per camera, or chunks named by their first frame (0, 3000, ...)
 SRC/masks/                                optional: per camera Camera{N}.mp4 or a folder Camera{N}/ of mask images
 ```
@@ -32,7 +34,7 @@ from gslrm.data.recordings.camera import (
 from gslrm.data.recordings.source import Recording, find_masks, videos_in
 from gslrm.data.recordings.video import VideoSource
 
-__all__ = ["read", "write_hires", "write_label3d", "LABEL3D"]
+__all__ = ["read", "hires_variables", "label3d_variables", "write_hires", "write_label3d", "LABEL3D"]
 
 LABEL3D = "label3d_dannce.mat"
 FIELDS = ("K", "r", "t", "RDistort", "TDistort")
@@ -45,12 +47,30 @@ def _loadmat(path: Path) -> dict:
         return loadmat(str(path), simplify_cells=True)
     except FileNotFoundError:
         raise DataFormatError(f"{path}: calibration file not found") from None
-    except NotImplementedError:
-        raise DataFormatError(
-            f"{path}: a MATLAB v7.3 (HDF5) file; save it again with save(..., '-v7') to import it"
-        ) from None
+    except NotImplementedError:  # scipy reads up to v7; v7.3 is HDF5
+        return _loadmat_v73(path)
     except (ValueError, TypeError, OSError) as error:
         raise DataFormatError(f"{path}: not a readable MATLAB file ({error})") from None
+
+
+def _loadmat_v73(path: Path) -> dict:
+    """A v7.3 file through mat73: structs come back as dicts, cells as (nested) lists, arrays in MATLAB's shape."""
+    import mat73
+
+    try:
+        return mat73.loadmat(str(path))
+    except (ValueError, TypeError, KeyError, OSError) as error:
+        raise DataFormatError(f"{path}: not a readable MATLAB v7.3 file ({error})") from None
+
+
+def _cells(value: object) -> list:
+    """A MATLAB cell array's elements in order, whatever nesting the reader gave its N x 1 or 1 x N shape (scipy:
+    an object array or list; mat73: a list of one-element lists); a lone element counts as a cell of one."""
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        value = value.reshape(-1).tolist()
+    if not isinstance(value, list):
+        return [value]
+    return [leaf for element in value for leaf in _cells(element)]
 
 
 def _camera(where: str, name: str, fields: object) -> RigCamera:
@@ -75,14 +95,25 @@ def _camera(where: str, name: str, fields: object) -> RigCamera:
     )
 
 
-def _matlab_fields(camera: RigCamera) -> dict:
+def hires_variables(camera: RigCamera) -> dict:
+    """The variables of one ``hires_cam{N}_params.mat`` (also one struct of Label3D's ``params``)."""
     K = camera.K.copy()
     K[:2, 2] += MATLAB_MINUS_OPENCV
-    k1, k2, p1, p2, k3 = camera.dist
+    k1, k2, p1, p2, k3 = camera.standard_distortion()
     return {
         "K": K.T, "r": camera.R.T, "t": camera.t.reshape(1, 3), "RDistort": np.array([[k1, k2, k3]]),
         "TDistort": np.array([[p1, p2]]),
     }  # fmt: skip
+
+
+def label3d_variables(cameras: list[RigCamera]) -> dict:
+    """The calibration variables of ``label3d_dannce.mat``: ``params`` (N x 1 cell of structs), ``camnames`` (1 x N)."""
+    params = np.empty((len(cameras), 1), dtype=object)
+    names = np.empty((1, len(cameras)), dtype=object)
+    for index, camera in enumerate(cameras):
+        params[index, 0] = hires_variables(camera)
+        names[0, index] = camera.name
+    return {"params": params, "camnames": names}
 
 
 def write_hires(src: Path, cameras: list[RigCamera]) -> None:
@@ -90,18 +121,13 @@ def write_hires(src: Path, cameras: list[RigCamera]) -> None:
 
     (src / "calibration").mkdir(parents=True, exist_ok=True)
     for index, camera in enumerate(cameras):
-        savemat(str(src / "calibration" / f"hires_cam{index + 1}_params.mat"), _matlab_fields(camera))
+        savemat(str(src / "calibration" / f"hires_cam{index + 1}_params.mat"), hires_variables(camera))
 
 
 def write_label3d(src: Path, cameras: list[RigCamera]) -> None:
     from scipy.io import savemat
 
-    params = np.empty((len(cameras), 1), dtype=object)
-    names = np.empty((1, len(cameras)), dtype=object)
-    for index, camera in enumerate(cameras):
-        params[index, 0] = _matlab_fields(camera)
-        names[0, index] = camera.name
-    savemat(str(src / LABEL3D), {"params": params, "camnames": names})
+    savemat(str(src / LABEL3D), label3d_variables(cameras))
 
 
 def read_calibration(src: Path) -> tuple[Path, list[RigCamera]]:
@@ -125,12 +151,8 @@ def read_calibration(src: Path) -> tuple[Path, list[RigCamera]]:
     document = _loadmat(label3d)
     if "params" not in document:
         raise DataFormatError(f"{label3d}: params: missing (expected a cell array of camera structs)")
-    params = document["params"]
-    params = list(params) if isinstance(params, list | np.ndarray) else [params]
-    names = document.get("camnames")
-    names = (
-        [str(n) for n in (names if isinstance(names, list | np.ndarray) else [names])] if names is not None else None
-    )
+    params = _cells(document["params"])
+    names = [str(n) for n in _cells(document["camnames"])] if document.get("camnames") is not None else None
     if names is not None and len(names) != len(params):
         raise DataFormatError(f"{label3d}: camnames: {len(names)} names for {len(params)} cameras in params")
     names = names or [f"Camera{i + 1}" for i in range(len(params))]

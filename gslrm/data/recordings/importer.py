@@ -184,12 +184,14 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
                 "image_size": [c.out_width, c.out_height],
                 "undistorted": not recording.cameras[i].is_pinhole,
                 "distortion": recording.cameras[i].dist.tolist(),
+                "distortion_model": "opencv_fisheye" if recording.cameras[i].fisheye else "opencv",
                 "K_source_opencv": recording.cameras[i].K.tolist(),
                 "fxfycxcy": c.fxfycxcy.tolist(),
             }
             for v, (i, c) in enumerate(zip(views, converters, strict=True))
         ],
-        "undistortion": "OpenCV initUndistortRectifyMap + bilinear remap to K without skew (same size), then INTER_AREA resize",
+        "undistortion": "OpenCV (cv2.fisheye for fisheye lenses) initUndistortRectifyMap + bilinear remap to K without skew "
+        "(same size), then INTER_AREA resize",
         "decoder": _decoder(),
         "frames": frames,
         "splits": {key: len(value) for key, value in splits.items()},

@@ -1,4 +1,5 @@
-"""Video frames to the trainer's images: undistortion to the pinhole camera (OpenCV), then resizing.
+"""Video frames to the trainer's images: undistortion to the pinhole camera (OpenCV's standard or fisheye model),
+then resizing.
 
 Order matters: undistortion runs at the video's resolution (where the calibration holds), then the image is reduced
 with area averaging (no aliasing at 0.25x). Masks go through the same maps; a lossy mask video is thresholded first
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gslrm.data.recordings.camera import RigCamera
+from gslrm.data.recordings.camera import RigCamera, undistortion_maps
 
 __all__ = ["FrameConverter", "output_size"]
 
@@ -30,15 +31,11 @@ class FrameConverter:
     scale: float
 
     def __post_init__(self) -> None:
-        import cv2
-
         self.out_width, self.out_height = output_size(self.width, self.height, self.scale)
         self.maps = None
         if not self.camera.is_pinhole:
             # undistort to the same K without skew: the image keeps its size and (nearly) its field of view
-            self.maps = cv2.initUndistortRectifyMap(
-                self.camera.K, self.camera.dist, None, self.camera.pinhole_K, (self.width, self.height), cv2.CV_32FC1
-            )
+            self.maps = undistortion_maps(self.camera, self.width, self.height)
 
     @property
     def fxfycxcy(self) -> np.ndarray:

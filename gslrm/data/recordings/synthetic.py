@@ -1,12 +1,14 @@
 """A rodent recording: the default dataset's animal moving through changing poses in front of its 6-camera rig,
 written as each rig format writes it (videos through the H.264 encoder, calibrations in each convention, masks).
 
-    python -m gslrm.data record --out DIR [--formats mammal,anipose,dannce] [--frames 24] [--size 1152x1024]
+    python -m gslrm.data record --out DIR [--formats mammal,anipose,dannce,anipose_fisheye] [--frames 24]
+                                [--size 1152x1024]
 
 ``DIR/<format>/`` is then a recording to import; ``DIR/ground_truth/`` holds the exact pinhole cameras
 (``cameras.json``, gslrm's format, millimetres) and, with ``--depth``, each view's z-depth (mm) of every frame, which
 the tests use to check the import by reprojection. anipose frames and masks are distorted (OpenCV's model, non-zero
-k1, k2, p1, p2) so the importer has to undistort them; MAMMAL's videos are undistorted, as the real rig's are.
+k1, k2, p1, p2) so the importer has to undistort them; ``anipose_fisheye`` is an anipose recording through fisheye
+lenses (OpenCV's fisheye model, ``fisheye = true``); MAMMAL's videos are undistorted, as the real rig's are.
 """
 
 from __future__ import annotations
@@ -22,17 +24,19 @@ import numpy as np
 
 from gslrm.data.format import Frame, write_cameras
 from gslrm.data.recordings import anipose, dannce, mammal
-from gslrm.data.recordings.camera import RigCamera
+from gslrm.data.recordings.camera import RigCamera, pinhole_positions
 from gslrm.data.recordings.video import VideoWriter
 
-__all__ = ["MM_PER_UNIT", "record", "rig_distortion"]
+__all__ = ["MM_PER_UNIT", "RECORDINGS", "record", "rig_distortion", "rig_fisheye_distortion"]
 
 MM_PER_UNIT = 170.0  # the rodent dataset's unit is its body length, 0.17 m
 KEYFRAME_EVERY = 8  # frames between random key poses; poses in between are eased
-CAMERA_NAMES = {
-    "mammal": [str(k) for k in range(6)],
-    "anipose": list("ABCDEF"),
-    "dannce": [f"Camera{k + 1}" for k in range(6)],
+# what --formats can ask for -> (the rig format it is written in, its camera names, its lenses)
+RECORDINGS = {
+    "mammal": ("mammal", [str(k) for k in range(6)], "pinhole"),
+    "anipose": ("anipose", list("ABCDEF"), "standard"),
+    "dannce": ("dannce", [f"Camera{k + 1}" for k in range(6)], "pinhole"),
+    "anipose_fisheye": ("anipose", list("ABCDEF"), "fisheye"),
 }
 
 
@@ -41,15 +45,16 @@ def rig_distortion(camera: int) -> np.ndarray:
     return np.array([-0.12 + 0.01 * camera, 0.04, 0.0012, -0.0008, 0.0])
 
 
+def rig_fisheye_distortion(camera: int) -> np.ndarray:
+    """OpenCV fisheye (k1, k2, k3, k4), a little different per camera: a 1152x1024 frame's corner lies 56-61 px
+    inside where a pinhole lens with the same K would put it (mostly the equidistant projection itself)."""
+    return np.array([0.03 - 0.005 * camera, -0.01, 0.002, 0.0])
+
+
 def _distortion_maps(camera: RigCamera, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """For every distorted pixel, where it lies in the pinhole image (to render distorted frames by remapping)."""
-    import cv2
-
-    grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).reshape(-1, 1, 2).astype(np.float64)
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
-    pinhole = cv2.undistortPoints(grid, camera.K, camera.dist, R=None, P=camera.K, criteria=criteria).reshape(
-        height, width, 2
-    )
+    grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).reshape(-1, 2)
+    pinhole = pinhole_positions(camera, grid).reshape(height, width, 2)
     return pinhole[..., 0].astype(np.float32), pinhole[..., 1].astype(np.float32)
 
 
@@ -123,15 +128,16 @@ def record(
     try:
         with ExitStack() as stack:
             writers = []
-            for format in formats:
-                distorted = format == "anipose"
+            lenses = {"pinhole": lambda k: None, "standard": rig_distortion, "fisheye": rig_fisheye_distortion}
+            for kind in formats:
+                format, names, lens = RECORDINGS[kind]
                 cameras = [
                     RigCamera.from_gslrm(
-                        name, intrinsics[k], w2c[k], (width, height), rig_distortion(k) if distorted else None
+                        name, intrinsics[k], w2c[k], (width, height), lenses[lens](k), lens == "fisheye"
                     )
-                    for k, name in enumerate(CAMERA_NAMES[format])
+                    for k, name in enumerate(names)
                 ]
-                writers.append(_FormatWriter(out / format, format, cameras, fps, stack))
+                writers.append(_FormatWriter(out / kind, format, cameras, fps, stack))
             for index in tqdm(range(frames), desc="recording rodent frames"):
                 key, fraction = divmod(index, KEYFRAME_EVERY)
                 (j0, y0, o0), (j1, y1, o1) = keys[key], keys[key + 1]
@@ -165,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", action="store_true", help="also write ground-truth z-depth per frame and view")
     args = parser.parse_args(argv)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    unknown = set(formats) - set(CAMERA_NAMES)
+    unknown = set(formats) - set(RECORDINGS)
     if unknown:
-        parser.error(f"--formats: unknown {sorted(unknown)} (mammal, anipose, dannce)")
+        parser.error(f"--formats: unknown {sorted(unknown)} ({', '.join(RECORDINGS)})")
     width, height = (int(v) for v in args.size.lower().split("x"))
     record(args.out, formats, args.frames, width, height, args.seed, depth=args.depth)
     print(f"wrote {args.frames} frames x 6 cameras as {', '.join(formats)} under {args.out}")
