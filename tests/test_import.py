@@ -186,6 +186,23 @@ def test_fisheye_lenses_read_as_standard_ones_fail_the_reprojection(recording, t
     assert np.abs(centroid_offsets(recording / "ground_truth", out, 9)).max() > 0.4
 
 
+@pytest.mark.parametrize("kind", ["anipose_fisheye", "mammal"])
+def test_focal_scale_widens_the_written_camera(recording, tmp_path, kind):
+    """--focal-scale 0.8: the written fx, fy are 0.8 x the calibration's (principal point kept), every camera is
+    resampled (a pinhole one too), and the images still agree with the ground truth by reprojection."""
+    out = tmp_path / "out"
+    assert import_main([format_of(kind), str(recording / kind), "--out", str(out), "--frames", "9:10", "--scale", "0.5",
+                        "--focal-scale", "0.8", "--split", "", "--workers", "1", "--no-check"]) == 0  # fmt: skip
+    truth = read_cameras(recording / "ground_truth" / "cameras.json")
+    for expected, actual in zip(truth, read_cameras(out / "frame_000009" / "opencv_cameras.json"), strict=True):
+        np.testing.assert_allclose(actual.fxfycxcy, expected.fxfycxcy * [0.4, 0.4, 0.5, 0.5], atol=1e-9)
+    info = json.loads((out / "import_info.json").read_text())
+    assert info["options"]["focal_scale"] == 0.8 and all(v["undistorted"] for v in info["views"])
+    rate, total = reprojection_hit_rate(recording / "ground_truth", out, 9)
+    assert total > 5000 and rate >= 0.99
+    assert np.abs(centroid_offsets(recording / "ground_truth", out, 9)).max() < 0.2
+
+
 @pytest.mark.parametrize("format", [*KINDS, "dannce_label3d"])
 def test_calibration_round_trip_through_import(recording, tmp_path, format):
     """gslrm cameras -> the format's calibration -> import at full size gives back w2c and intrinsics."""
@@ -426,6 +443,12 @@ def test_resume_skips_written_frames_and_refuses_other_options(recording, tmp_pa
     assert (out / "frame_000002" / "opencv_cameras.json").is_file()
     code, err = run_import(capsys, *args[:-1], "--scale", "0.5")
     assert code == 2 and "import_info.json: options:" in err and "scale" in err and err.count("\n") == 0
+    code, err = run_import(capsys, *args[:-1], "--focal-scale", "0.8")
+    assert code == 2 and "other focal_scale;" in err
+    info = json.loads((out / "import_info.json").read_text())
+    del info["options"]["focal_scale"]  # as an import made before --focal-scale existed wrote it
+    (out / "import_info.json").write_text(json.dumps(info))
+    assert import_main(args) == 0
 
 
 def test_chunked_videos_read_as_one_stream(recording, tmp_path):

@@ -49,11 +49,13 @@ class RigCamera:
         never is, even with all-zero coefficients: its projection is f * theta, not f * tan(theta)."""
         return not self.fisheye and not np.any(self.dist) and self.K[0, 1] == 0.0
 
-    @property
-    def pinhole_K(self) -> np.ndarray:
-        """K without skew: the camera frames are resampled to this one when they are not already pinhole."""
+    def pinhole_K(self, focal_scale: float = 1.0) -> np.ndarray:
+        """K without skew, focal lengths times ``focal_scale``: the pinhole camera the frames are resampled to when
+        they are not already pinhole (or when ``focal_scale`` != 1, which widens or narrows the field of view)."""
         K = self.K.copy()
         K[0, 1] = 0.0
+        K[0, 0] *= focal_scale
+        K[1, 1] *= focal_scale
         return K
 
     @property
@@ -62,13 +64,13 @@ class RigCamera:
         matrix[:3, :3], matrix[:3, 3] = self.R, self.t
         return matrix
 
-    def fxfycxcy(self, scale_x: float = 1.0, scale_y: float = 1.0) -> np.ndarray:
-        """gslrm intrinsics of the pinhole camera, for images resized by (scale_x, scale_y).
+    def fxfycxcy(self, scale_x: float = 1.0, scale_y: float = 1.0, focal_scale: float = 1.0) -> np.ndarray:
+        """gslrm intrinsics of the pinhole camera ``pinhole_K(focal_scale)``, for images resized by (scale_x, scale_y).
 
         In gslrm's convention (pixel edges at integers) resizing scales every coordinate, so cx' = s * cx; in OpenCV's
         this is the familiar (cx + 0.5) * s - 0.5.
         """
-        K = self.pinhole_K
+        K = self.pinhole_K(focal_scale)
         return np.array([
             K[0, 0] * scale_x, K[1, 1] * scale_y, (K[0, 2] + OPENCV_TO_GSLRM) * scale_x, (K[1, 2] + OPENCV_TO_GSLRM) * scale_y,
         ])  # fmt: skip
@@ -151,28 +153,31 @@ def fisheye_distortion(where: str, coefficients: object) -> np.ndarray:
     return k
 
 
-def undistortion_maps(camera: RigCamera, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+def undistortion_maps(
+    camera: RigCamera, width: int, height: int, focal_scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """``cv2.remap`` maps that resample the camera's frames (``width x height``) to the pinhole camera
-    ``camera.pinhole_K`` of the same size: for each output pixel, where it lies in the recorded frame."""
+    ``camera.pinhole_K(focal_scale)`` of the same size: for each output pixel, where it lies in the recorded frame."""
     import cv2
 
+    target = camera.pinhole_K(focal_scale)
     if camera.fisheye:
         return cv2.fisheye.initUndistortRectifyMap(
-            camera.K, camera.dist, np.eye(3), camera.pinhole_K, (width, height), cv2.CV_32FC1
+            camera.K, camera.dist, np.eye(3), target, (width, height), cv2.CV_32FC1
         )
-    return cv2.initUndistortRectifyMap(camera.K, camera.dist, None, camera.pinhole_K, (width, height), cv2.CV_32FC1)
+    return cv2.initUndistortRectifyMap(camera.K, camera.dist, None, target, (width, height), cv2.CV_32FC1)
 
 
 def pinhole_positions(camera: RigCamera, pixels: np.ndarray) -> np.ndarray:
     """Recorded (distorted) pixel positions ``[N, 2]`` (OpenCV's convention) -> where the same rays land in the
-    pinhole camera ``camera.pinhole_K``: the inverse of ``undistortion_maps``, solved iteratively to 1e-12."""
+    pinhole camera ``camera.pinhole_K()``: the inverse of ``undistortion_maps``, solved iteratively to 1e-12."""
     import cv2
 
     points = np.asarray(pixels, dtype=np.float64).reshape(-1, 1, 2)
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
     if camera.fisheye:
-        out = cv2.fisheye.undistortPoints(points, camera.K, camera.dist, R=np.eye(3), P=camera.pinhole_K,
+        out = cv2.fisheye.undistortPoints(points, camera.K, camera.dist, R=np.eye(3), P=camera.pinhole_K(),
                                           criteria=criteria)  # fmt: skip
     else:
-        out = cv2.undistortPoints(points, camera.K, camera.dist, R=None, P=camera.pinhole_K, criteria=criteria)
+        out = cv2.undistortPoints(points, camera.K, camera.dist, R=None, P=camera.pinhole_K(), criteria=criteria)
     return out.reshape(-1, 2)

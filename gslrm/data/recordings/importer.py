@@ -49,6 +49,7 @@ class ImportOptions:
     split_gap: int = 50
     workers: int = 0  # 0 = one per camera, at most the CPU count
     progress: bool = True
+    focal_scale: float = 1.0  # the written pinhole camera's focal lengths, times the calibration's
 
 
 @dataclass(frozen=True)
@@ -160,11 +161,12 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
                                       f"but frame {frames[-1]} was asked for (--frames)")  # fmt: skip
     splits, dropped = split_frames(frames, parse_split(options.split), options.split_gap)
     converters = [
-        FrameConverter(recording.cameras[i], w, h, options.scale) for i, (w, h, _) in zip(views, sizes, strict=True)
+        FrameConverter(recording.cameras[i], w, h, options.scale, options.focal_scale)
+        for i, (w, h, _) in zip(views, sizes, strict=True)
     ]
     settings = {
         "format": options.format, "source": str(options.src.resolve()), "frames": options.frames, "views": views,
-        "scale": options.scale, "masks": [m.describe() if m else None for m in (recording.masks[i] for i in views)],
+        "scale": options.scale, "focal_scale": options.focal_scale, "masks": [m.describe() if m else None for m in (recording.masks[i] for i in views)],
         "mask_threshold": options.mask_threshold, "split": options.split, "split_gap": options.split_gap,
     }  # fmt: skip
     info = {
@@ -182,7 +184,7 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
                 "video": recording.videos[i].describe(),
                 "source_size": [c.width, c.height],
                 "image_size": [c.out_width, c.out_height],
-                "undistorted": not recording.cameras[i].is_pinhole,
+                "undistorted": c.maps is not None,
                 "distortion": recording.cameras[i].dist.tolist(),
                 "distortion_model": "opencv_fisheye" if recording.cameras[i].fisheye else "opencv",
                 "K_source_opencv": recording.cameras[i].K.tolist(),
@@ -222,6 +224,8 @@ def _resume_check(out: Path, info: dict) -> None:
         previous = json.loads(path.read_text()).get("options")
     except json.JSONDecodeError:
         return
+    if isinstance(previous, dict):
+        previous.setdefault("focal_scale", 1.0)  # imports written before --focal-scale existed used 1
     if previous != info["options"]:
         changed = sorted(k for k in info["options"] if (previous or {}).get(k) != info["options"][k])
         raise DataFormatError(f"{path}: options: {out} holds an import made with other {', '.join(changed)}; "
@@ -324,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         "--views", default=None, help="cameras to import, by index or name, in output order (default all)"
     )
     parser.add_argument("--scale", type=float, default=1.0, help="image scale, e.g. 0.25: 1152x1024 -> 288x256")
+    parser.add_argument(
+        "--focal-scale", type=float, default=1.0,
+        help="focal lengths of the written pinhole cameras, times the calibration's: < 1 keeps more of a wide "
+        "(fisheye) lens' field of view; != 1 resamples every camera",
+    )  # fmt: skip
     parser.add_argument("--masks", type=Path, default=None, help="mask folder (default: the format's usual place)")
     parser.add_argument(
         "--mask-threshold", type=float, default=0.5, help="fraction of 255 above which a mask pixel is set"
@@ -337,12 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-check", action="store_true", help="skip the data check summary at the end")
     args = parser.parse_args(argv)
-    if args.scale <= 0 or not 0 < args.mask_threshold <= 1:
-        parser.error("--scale must be > 0 and --mask-threshold in (0, 1]")
+    if args.scale <= 0 or args.focal_scale <= 0 or not 0 < args.mask_threshold <= 1:
+        parser.error("--scale and --focal-scale must be > 0 and --mask-threshold in (0, 1]")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     options = ImportOptions(
         args.format, args.src, args.out, args.frames, args.views, args.scale, args.masks, args.mask_threshold,
-        args.split, args.split_gap, args.workers,
+        args.split, args.split_gap, args.workers, focal_scale=args.focal_scale,
     )  # fmt: skip
     try:
         info = import_recording(options)

@@ -23,23 +23,26 @@ def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
 
 @dataclass
 class FrameConverter:
-    """Turns one camera's frames (and masks) into output images; ``fxfycxcy`` is what they must be written with."""
+    """Turns one camera's frames (and masks) into output images; ``fxfycxcy`` is what they must be written with.
+    ``focal_scale`` < 1 resamples to a pinhole camera with shorter focal lengths (a wider view: a fisheye's periphery
+    that the same K would drop), > 1 to longer ones."""
 
     camera: RigCamera
     width: int
     height: int
     scale: float
+    focal_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.out_width, self.out_height = output_size(self.width, self.height, self.scale)
         self.maps = None
-        if not self.camera.is_pinhole:
-            # undistort to the same K without skew: the image keeps its size and (nearly) its field of view
-            self.maps = undistortion_maps(self.camera, self.width, self.height)
+        if not self.camera.is_pinhole or self.focal_scale != 1.0:
+            # undistort to K without skew (focal lengths x focal_scale): the image keeps its size and principal point
+            self.maps = undistortion_maps(self.camera, self.width, self.height, self.focal_scale)
 
     @property
     def fxfycxcy(self) -> np.ndarray:
-        return self.camera.fxfycxcy(self.out_width / self.width, self.out_height / self.height)
+        return self.camera.fxfycxcy(self.out_width / self.width, self.out_height / self.height, self.focal_scale)
 
     def _resample(self, image: np.ndarray, border: float) -> np.ndarray:
         import cv2
