@@ -277,8 +277,15 @@ def test_calibration_files_round_trip(tmp_path, writer):
         for index, camera in enumerate(cameras):
             savemat_v73(tmp_path / "calibration" / f"hires_cam{index + 1}_params.mat", dannce.hires_variables(camera))
         _, read = dannce.read_calibration(tmp_path)
-    elif writer == "dannce_label3d_v73":
-        savemat_v73(tmp_path / dannce.LABEL3D, dannce.label3d_variables(cameras))
+    elif writer == "dannce_label3d_v73":  # with the labels a real Label3D file holds next to the calibration
+        labels = np.empty((len(cameras), 1), dtype=object)
+        for index in range(len(cameras)):
+            labels[index, 0] = {
+                "data_2d": np.zeros((4, 46)),
+                "data_3d": np.zeros((4, 69)),
+                "data_frame": np.arange(4.0),
+            }
+        savemat_v73(tmp_path / dannce.LABEL3D, dannce.label3d_variables(cameras) | {"labelData": labels})
         _, read = dannce.read_calibration(tmp_path)
         assert [c.name for c in read] == [c.name for c in cameras]
     else:

@@ -40,25 +40,28 @@ LABEL3D = "label3d_dannce.mat"
 FIELDS = ("K", "r", "t", "RDistort", "TDistort")
 
 
-def _loadmat(path: Path) -> dict:
+def _loadmat(path: Path, variables: list[str] | None = None) -> dict:
+    """The file's variables (only ``variables`` when given: a Label3D file also holds every label and sync table)."""
     from scipy.io import loadmat
 
     try:
-        return loadmat(str(path), simplify_cells=True)
+        return loadmat(str(path), simplify_cells=True, variable_names=variables)
     except FileNotFoundError:
         raise DataFormatError(f"{path}: calibration file not found") from None
     except NotImplementedError:  # scipy reads up to v7; v7.3 is HDF5
-        return _loadmat_v73(path)
+        return _loadmat_v73(path, variables)
     except (ValueError, TypeError, OSError) as error:
         raise DataFormatError(f"{path}: not a readable MATLAB file ({error})") from None
 
 
-def _loadmat_v73(path: Path) -> dict:
-    """A v7.3 file through mat73: structs come back as dicts, cells as (nested) lists, arrays in MATLAB's shape."""
+def _loadmat_v73(path: Path, variables: list[str] | None) -> dict:
+    """A v7.3 file through mat73: structs come back as dicts, cells as (nested) lists, arrays in MATLAB's shape. All
+    of it: mat73's ``only_include`` also drops what cells reference (measured: params{1}.K came back empty)."""
     import mat73
 
     try:
-        return mat73.loadmat(str(path))
+        document = mat73.loadmat(str(path), verbose=False)
+        return document if variables is None else {k: v for k, v in document.items() if k in variables}
     except (ValueError, TypeError, KeyError, OSError) as error:
         raise DataFormatError(f"{path}: not a readable MATLAB v7.3 file ({error})") from None
 
@@ -148,7 +151,7 @@ def read_calibration(src: Path) -> tuple[Path, list[RigCamera]]:
     label3d = src / LABEL3D
     if not label3d.is_file():
         raise DataFormatError(f"{src}: no calibration (expected calibration/hires_cam1_params.mat ... or {LABEL3D})")
-    document = _loadmat(label3d)
+    document = _loadmat(label3d, ["params", "camnames"])
     if "params" not in document:
         raise DataFormatError(f"{label3d}: params: missing (expected a cell array of camera structs)")
     params = _cells(document["params"])
