@@ -71,8 +71,12 @@ def test_the_gsplat_call_renders_what_the_cpu_path_renders(monkeypatch, sh_degre
 
 def test_deferred_rendering_through_the_gsplat_call_equals_the_plain_call(monkeypatch):
     """On CUDA the deferred backward re-renders one (scene, view) at a time through gsplat: slicing a batch's
-    cameras, intrinsics and backgrounds that way must give the plain call's gradients."""
+    cameras, intrinsics and backgrounds that way must give the plain call's gradients. In float64: in float32 the
+    two differ by roundoff alone that some thin Gaussians amplify (measured: up to 1.1e-4 of the largest quats
+    gradient, 4e-5 in norm, on an AMD EPYC; 1e-12 in float64), which a tolerance would have to be tuned to per CPU."""
     scene, c2w, k = scene_and_cameras(sh_degree=1, seed=1)
+    scene = Gaussians(*[getattr(scene, name).double() for name in LEAVES])
+    c2w, k, backgrounds = c2w.double(), k.double(), BACKGROUNDS.double()
     monkeypatch.setattr(
         gslrm.render, "_render_cpu", lambda g, c2w, k, w, h, bg, settings: _render_gsplat(g, c2w, k, w, h, bg)
     )
@@ -81,14 +85,14 @@ def test_deferred_rendering_through_the_gsplat_call_equals_the_plain_call(monkey
         for deferred in (False, True):
 
             def draw(s, deferred=deferred):
-                out = render(s, c2w, k, SIZE, SIZE, background=BACKGROUNDS, deferred=deferred)
+                out = render(s, c2w, k, SIZE, SIZE, background=backgrounds, deferred=deferred)
                 return torch.cat([out.rgb, out.depth, out.alpha], dim=2)
 
             outputs[deferred] = with_grads(scene, draw)
     (plain, plain_grads), (deferred, deferred_grads) = outputs[False], outputs[True]
     assert torch.equal(plain, deferred)
     for name, a, b in zip(LEAVES, plain_grads, deferred_grads, strict=True):
-        assert (a - b).abs().max() <= 1e-4 * max(a.abs().max().item(), 1.0), name
+        assert (a - b).abs().max() <= 1e-9 * max(a.abs().max().item(), 1.0), name
 
 
 def test_kernels_missing_without_nvcc_is_one_line_saying_what_to_install(monkeypatch, tmp_path):
