@@ -1,6 +1,6 @@
 """python -m gslrm.data import: a synthetic rodent recording written as MAMMAL, anipose (distorted), anipose through
-fisheye lenses and DANNCE, imported back and checked by reprojection against the ground truth, by calibration round trips, and for every
-kind of bad input."""
+fisheye lenses and DANNCE, imported back and checked by reprojection against the ground truth, by calibration round
+trips, and for every kind of bad input."""
 
 import json
 import pickle

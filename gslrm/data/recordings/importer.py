@@ -166,7 +166,8 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
     ]
     settings = {
         "format": options.format, "source": str(options.src.resolve()), "frames": options.frames, "views": views,
-        "scale": options.scale, "focal_scale": options.focal_scale, "masks": [m.describe() if m else None for m in (recording.masks[i] for i in views)],
+        "scale": options.scale, "focal_scale": options.focal_scale,
+        "masks": [m.describe() if m else None for m in (recording.masks[i] for i in views)],
         "mask_threshold": options.mask_threshold, "split": options.split, "split_gap": options.split_gap,
     }  # fmt: skip
     info = {
@@ -192,8 +193,8 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
             }
             for v, (i, c) in enumerate(zip(views, converters, strict=True))
         ],
-        "undistortion": "OpenCV (cv2.fisheye for fisheye lenses) initUndistortRectifyMap + bilinear remap to K without skew "
-        "(same size), then INTER_AREA resize",
+        "undistortion": "OpenCV (cv2.fisheye for fisheye lenses) initUndistortRectifyMap + bilinear remap to K without "
+        "skew, focal lengths x focal_scale (same size), then INTER_AREA resize",
         "decoder": _decoder(),
         "frames": frames,
         "splits": {key: len(value) for key, value in splits.items()},
