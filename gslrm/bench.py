@@ -304,10 +304,10 @@ def run(quick: bool = False) -> dict:
     # everywhere (at FaceLift's initial Gaussian scale the CPU rendering cost grows ~ resolution^4)
     grid = [(2, 64), (4, 64)] if quick else [(v, r) for r in (64, 128, 256) for v in (2, 4, 6)]
     for views, resolution in grid:
-        for with_render in (False, True) if resolution <= 64 or device == "cuda" else (False,):
+        for with_render in (False, True) if resolution <= 64 else (False,):
             key = f"views{views}_res{resolution}" + ("_render" if with_render else "_model")
             results["memory"][key] = {"views": views, "resolution": resolution} | _run(
-                "job_memory", views, resolution, device, with_render
+                job_memory, views, resolution, device, with_render
             )
     return results
 
