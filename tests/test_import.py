@@ -14,7 +14,7 @@ from PIL import Image
 from gslrm.data.check import check_dataset
 from gslrm.data.format import DataFormatError, read_cameras
 from gslrm.data.recordings import anipose, dannce, mammal
-from gslrm.data.recordings.camera import RigCamera, pinhole_positions, undistortion_maps
+from gslrm.data.recordings.camera import RigCamera, frame_kept, pinhole_positions, undistortion_maps
 from gslrm.data.recordings.frames import parse_frames, parse_split, split_frames
 from gslrm.data.recordings.importer import main as import_main
 from gslrm.data.recordings.video import VideoSource, VideoWriter
@@ -90,6 +90,11 @@ def test_import_writes_the_documented_format(imported, format):
     fisheye = format == "anipose_fisheye"
     assert [v["distortion_model"] for v in info["views"]] == ["opencv_fisheye" if fisheye else "opencv"] * 6
     assert {len(v["distortion"]) for v in info["views"]} == {4 if fisheye else 5}
+    for view in info["views"]:  # measured: 0.92 / 0.97 (anipose's lenses), 0.86 / 0.90 (fisheye)
+        if format.startswith("anipose"):
+            assert 0.8 < view["frame_kept"] < 0.95 and 0.85 < view["focal_scale_keeping_all"] < 1.0
+        else:
+            assert view["frame_kept"] is None and view["focal_scale_keeping_all"] is None
     assert info["decoder"].startswith("PyAV")
 
 
@@ -198,6 +203,7 @@ def test_focal_scale_widens_the_written_camera(recording, tmp_path, kind):
         np.testing.assert_allclose(actual.fxfycxcy, expected.fxfycxcy * [0.4, 0.4, 0.5, 0.5], atol=1e-9)
     info = json.loads((out / "import_info.json").read_text())
     assert info["options"]["focal_scale"] == 0.8 and all(v["undistorted"] for v in info["views"])
+    assert all(v["frame_kept"] == 1.0 for v in info["views"])  # 0.8 < the ~0.9 at which all of a frame fits
     rate, total = reprojection_hit_rate(recording / "ground_truth", out, 9)
     assert total > 5000 and rate >= 0.99
     assert np.abs(centroid_offsets(recording / "ground_truth", out, 9)).max() < 0.2
@@ -318,6 +324,10 @@ def test_fisheye_model_by_hand():
     assert map_x[50, 50] == pytest.approx(50.0, abs=1e-4)  # the centre stays
     standard = RigCamera("lens", camera.K, np.eye(3), np.zeros(3), np.zeros(5), (200, 100))
     assert standard.is_pinhole  # the same K through OpenCV's standard model with zero coefficients
+    assert frame_kept(standard, 200, 100) == (1.0, 1.0)
+    kept, scale = frame_kept(camera, 200, 100)  # the frame's right edge is at theta ~ 1.24 rad: far outside
+    assert kept < 0.9 and scale < 0.6
+    assert frame_kept(camera, 200, 100, scale)[0] == 1.0 and frame_kept(camera, 200, 100, scale * 1.02)[0] < 1.0
 
 
 @pytest.mark.parametrize("matlab", ["v7", "v7.3"])

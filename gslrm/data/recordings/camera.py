@@ -24,7 +24,7 @@ from gslrm.data.format import DataFormatError
 
 __all__ = [
     "MATLAB_MINUS_OPENCV", "OPENCV_TO_GSLRM", "RigCamera", "checked_intrinsics", "checked_matrix", "checked_rotation",
-    "distortion", "fisheye_distortion", "undistortion_maps", "pinhole_positions",
+    "distortion", "fisheye_distortion", "frame_kept", "undistortion_maps", "pinhole_positions",
 ]  # fmt: skip
 
 OPENCV_TO_GSLRM = 0.5  # gslrm's pixel coordinates are OpenCV's plus a half pixel
@@ -168,16 +168,31 @@ def undistortion_maps(
     return cv2.initUndistortRectifyMap(camera.K, camera.dist, None, target, (width, height), cv2.CV_32FC1)
 
 
-def pinhole_positions(camera: RigCamera, pixels: np.ndarray) -> np.ndarray:
+def pinhole_positions(camera: RigCamera, pixels: np.ndarray, focal_scale: float = 1.0) -> np.ndarray:
     """Recorded (distorted) pixel positions ``[N, 2]`` (OpenCV's convention) -> where the same rays land in the
-    pinhole camera ``camera.pinhole_K()``: the inverse of ``undistortion_maps``, solved iteratively to 1e-12."""
+    pinhole camera ``camera.pinhole_K(focal_scale)``: the inverse of ``undistortion_maps``, solved to 1e-12."""
     import cv2
 
     points = np.asarray(pixels, dtype=np.float64).reshape(-1, 1, 2)
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
+    target = camera.pinhole_K(focal_scale)
     if camera.fisheye:
-        out = cv2.fisheye.undistortPoints(points, camera.K, camera.dist, R=np.eye(3), P=camera.pinhole_K(),
-                                          criteria=criteria)  # fmt: skip
+        out = cv2.fisheye.undistortPoints(points, camera.K, camera.dist, R=np.eye(3), P=target, criteria=criteria)
     else:
-        out = cv2.undistortPoints(points, camera.K, camera.dist, R=None, P=camera.pinhole_K(), criteria=criteria)
+        out = cv2.undistortPoints(points, camera.K, camera.dist, R=None, P=target, criteria=criteria)
     return out.reshape(-1, 2)
+
+
+def frame_kept(camera: RigCamera, width: int, height: int, focal_scale: float = 1.0) -> tuple[float, float]:
+    """How much of a recorded ``width x height`` frame the pinhole view ``pinhole_K(focal_scale)`` of the same size
+    holds: (the fraction of a 48x48 grid of frame pixels whose rays land inside it, the focal scale at which all of
+    them would). Barrel and fisheye lenses push the frame's corners outside the pinhole view with the same K."""
+    xs, ys = np.meshgrid(np.linspace(0, width - 1, 48), np.linspace(0, height - 1, 48))
+    offsets = pinhole_positions(camera, np.stack([xs.ravel(), ys.ravel()], -1), focal_scale) - camera.K[:2, 2]
+    # the pinhole view spans [-0.5, size - 0.5] (OpenCV's pixel centres); positions scale about the principal point
+    low, high = -0.5 - camera.K[:2, 2], np.array([width, height]) - 0.5 - camera.K[:2, 2]
+    inside = ((offsets >= low) & (offsets <= high)).all(axis=1)
+    with np.errstate(divide="ignore"):
+        room = np.where(offsets < 0, low / offsets, high / offsets)  # how far each offset may grow, per axis
+    # a hair under the exact value, so that the extreme pixel lands inside despite the solver's roundoff
+    return float(inside.mean()), float(focal_scale * min(1.0, np.nanmin(room) * (1.0 - 1e-6)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -164,6 +165,7 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
         FrameConverter(recording.cameras[i], w, h, options.scale, options.focal_scale)
         for i, (w, h, _) in zip(views, sizes, strict=True)
     ]
+    kept = [c.frame_kept() for c in converters]
     settings = {
         "format": options.format, "source": str(options.src.resolve()), "frames": options.frames, "views": views,
         "scale": options.scale, "focal_scale": options.focal_scale,
@@ -190,8 +192,10 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
                 "distortion_model": "opencv_fisheye" if recording.cameras[i].fisheye else "opencv",
                 "K_source_opencv": recording.cameras[i].K.tolist(),
                 "fxfycxcy": c.fxfycxcy.tolist(),
+                "frame_kept": None if held is None else round(held[0], 4),
+                "focal_scale_keeping_all": None if held is None else math.floor(held[1] * 1e4) / 1e4,  # not up
             }
-            for v, (i, c) in enumerate(zip(views, converters, strict=True))
+            for v, (i, c, held) in enumerate(zip(views, converters, kept, strict=True))
         ],
         "undistortion": "OpenCV (cv2.fisheye for fisheye lenses) initUndistortRectifyMap + bilinear remap to K without "
         "skew, focal lengths x focal_scale (same size), then INTER_AREA resize",
@@ -238,6 +242,12 @@ def import_recording(options: ImportOptions) -> dict:
     from tqdm import tqdm
 
     recording, views, converters, splits, info = _plan(options)
+    held = [view["frame_kept"] for view in info["views"] if view["frame_kept"] is not None]
+    if held and min(held) < 0.999:
+        scale = min(view["focal_scale_keeping_all"] for view in info["views"] if view["frame_kept"] is not None)
+        share = f"{min(held):.0%}" if f"{min(held):.0%}" == f"{max(held):.0%}" else f"{min(held):.0%}-{max(held):.0%}"
+        log.info(f"the written pinhole views hold {share} of the recorded frames (the lens pushes the rest outside "
+                 f"them); --focal-scale {math.floor(scale * 1e3) / 1e3:g} would hold all of every frame")  # fmt: skip
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     _resume_check(out, info)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gslrm.data.recordings.camera import RigCamera, undistortion_maps
+from gslrm.data.recordings.camera import RigCamera, frame_kept, undistortion_maps
 
 __all__ = ["FrameConverter", "output_size"]
 
@@ -39,6 +39,11 @@ class FrameConverter:
         if not self.camera.is_pinhole or self.focal_scale != 1.0:
             # undistort to K without skew (focal lengths x focal_scale): the image keeps its size and principal point
             self.maps = undistortion_maps(self.camera, self.width, self.height, self.focal_scale)
+
+    def frame_kept(self) -> tuple[float, float] | None:
+        """For a resampled camera: (the fraction of the recorded frame the written view holds, the focal scale at
+        which it would hold all of it); None when the frames are written as recorded."""
+        return None if self.maps is None else frame_kept(self.camera, self.width, self.height, self.focal_scale)
 
     @property
     def fxfycxcy(self) -> np.ndarray:
