@@ -242,12 +242,13 @@ def import_recording(options: ImportOptions) -> dict:
     from tqdm import tqdm
 
     recording, views, converters, splits, info = _plan(options)
-    held = [view["frame_kept"] for view in info["views"] if view["frame_kept"] is not None]
-    if held and min(held) < 0.999:
-        scale = min(view["focal_scale_keeping_all"] for view in info["views"] if view["frame_kept"] is not None)
-        share = f"{min(held):.0%}" if f"{min(held):.0%}" == f"{max(held):.0%}" else f"{min(held):.0%}-{max(held):.0%}"
-        log.info(f"the written pinhole views hold {share} of the recorded frames (the lens pushes the rest outside "
-                 f"them); --focal-scale {math.floor(scale * 1e3) / 1e3:g} would hold all of every frame")  # fmt: skip
+    resampled = [view for view in info["views"] if view["frame_kept"] is not None]
+    if resampled and min(view["frame_kept"] for view in resampled) < 0.999:
+        least = min(resampled, key=lambda view: view["frame_kept"])
+        scale = min(view["focal_scale_keeping_all"] for view in resampled)
+        log.info(f"the written pinhole views hold as little as {least['frame_kept']:.0%} of the recorded frames (the "
+                 f"lens pushes the rest outside them); --focal-scale {math.floor(scale * 1e3) / 1e3:g} would hold all "
+                 "of every frame")  # fmt: skip
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     _resume_check(out, info)
