@@ -91,6 +91,41 @@ def test_calibration_is_exact_by_reprojection(rodent_root, sample_name):
     assert np.quantile(errors, 0.2) < 1e-3, np.quantile(errors, 0.2)
 
 
+def test_orbit_views_of_val_samples_are_exact_by_reprojection(rodent_root):
+    """Held-out orbit views (val samples only): rig-view surface points, back-projected with their depth, land on
+    every orbit view's silhouette; a 1 degree pan of the orbit cameras does not."""
+    assert not (rodent_root / "sample_000000" / "orbit").exists()  # train samples have none
+    sample = rodent_root / "sample_000003"
+    orbit = read_cameras(sample / "orbit" / "opencv_cameras.json")
+    assert len(orbit) == 16 and {(f.width, f.height) for f in orbit} == {(288, 256)}
+    points = []
+    for frame in read_cameras(sample / "opencv_cameras.json"):
+        depth = load_view(sample, frame)[1]
+        rows, cols = np.nonzero(depth > 0)
+        z = depth[rows, cols]
+        fx, fy, cx, cy = frame.fxfycxcy
+        camera_points = np.stack([(cols + 0.5 - cx) / fx * z, (rows + 0.5 - cy) / fy * z, z], -1)
+        points.append(camera_points @ frame.c2w[:3, :3].T + frame.c2w[:3, 3])
+    world = np.concatenate(points)
+
+    def hit_rate(pan_deg):
+        angle = np.radians(pan_deg)
+        pan = np.array([[np.cos(angle), 0, -np.sin(angle)], [0, 1, 0], [np.sin(angle), 0, np.cos(angle)]])
+        hits = total = 0
+        for frame in orbit:
+            silhouette = dilate((np.asarray(Image.open(sample / "orbit" / frame.file_path)) < 255).any(-1))
+            cam = world @ (pan @ frame.w2c[:3, :3]).T + pan @ frame.w2c[:3, 3]
+            fx, fy, cx, cy = frame.fxfycxcy
+            u, v = fx * cam[:, 0] / cam[:, 2] + cx, fy * cam[:, 1] / cam[:, 2] + cy
+            inside = (u >= 0) & (u < frame.width) & (v >= 0) & (v < frame.height)
+            hits += int(silhouette[v[inside].astype(int), u[inside].astype(int)].sum())
+            total += int(inside.sum())
+        return hits / total
+
+    assert hit_rate(0.0) >= 0.99
+    assert hit_rate(1.0) < 0.97
+
+
 def test_reprojection_check_has_teeth(rodent_root):
     """The depth-agreement check fails when every target camera is panned by 1 degree."""
     _, _, errors, _ = reprojection_stats(rodent_root / "sample_000000", rotate_deg=1.0)

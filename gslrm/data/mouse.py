@@ -13,7 +13,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gslrm.data.format import CAMERAS_FILE, DataFormatError, Frame, read_cameras, read_split
+from gslrm.data.format import CAMERAS_FILE, ORBIT_DIR, DataFormatError, Frame, read_cameras, read_split
 from gslrm.data.images import (
     crop_resize,
     crop_resize_depth,
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DataConfig", "MouseViewDataset", "ViewBatch", "split_file"]
 
-BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
+BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5), "grey": (0.5, 0.5, 0.5)}
 
 
 @dataclass
@@ -54,6 +54,9 @@ class DataConfig:
     background: str = "white"
     mask_threshold: float = 250.0
     load_depth: bool = False  # also return depth [V,1,H,W] from <sample>/depth/<image stem>.npy
+    load_orbit: bool | str = (
+        False  # also return <sample>/orbit/'s held-out views as orbit_*; "auto": if the first has them
+    )
     depth_maps: MapConfig | None = None  # precomputed depth priors -> depth_prior [V,1,H,W] (disparity)
     confidence_maps: MapConfig | None = None  # precomputed confidence/uncertainty -> confidence [V,1,H,W]
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
@@ -96,6 +99,9 @@ class ViewBatch(TypedDict, total=False):
     depth_prior: Float[Tensor, "v 1 h w"]  # precomputed prior as disparity (only with depth_maps)
     confidence: Float[Tensor, "v 1 h w"]  # in [0, 1], 1 = trusted (only with confidence_maps)
     names: list[str]  # "<sample dir>/<file_path>" per view: the key of per-image caches
+    orbit_image: Float[Tensor, "o 4 h w"]  # held-out views (only with load_orbit): never inputs, never supervised
+    orbit_c2w: Float[Tensor, "o 4 4"]
+    orbit_fxfycxcy: Float[Tensor, "o 4"]
 
 
 def split_file(config: DataConfig, split: str) -> Path:
@@ -117,6 +123,11 @@ class MouseViewDataset(Dataset):
         self.samples = read_split(root, split_file(config, split))
         self.skipped: set[int] = set()
         self.rng = np.random.default_rng(config.seed)
+        self.with_orbit = (  # "auto" decides for the whole split: a batch mixing samples with and without cannot stack
+            bool(self.samples) and (self.samples[0] / ORBIT_DIR / CAMERAS_FILE).is_file()
+            if config.load_orbit == "auto"
+            else bool(config.load_orbit)
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -151,13 +162,7 @@ class MouseViewDataset(Dataset):
         raw_images, raw_depths, raw_maps = [], [], []
         for i in selected:
             frame = frames[i]
-            image_path = sample_dir / frame.file_path
-            rgba = load_rgba(image_path, background, config.mask_threshold)
-            if rgba.shape[:2] != (frame.height, frame.width):
-                raise DataFormatError(
-                    f"{cameras_path}: frames[{i}].w/h: {frame.width}x{frame.height} but {image_path.name} is "
-                    f"{rgba.shape[1]}x{rgba.shape[0]}"
-                )
+            rgba = self.read_image(cameras_path, frames, i)
             raw_images.append(rgba)
             raw_maps.append(self.read_maps(sample_dir, frame.file_path, rgba.shape[:2]))
             if config.load_depth:
@@ -199,7 +204,43 @@ class MouseViewDataset(Dataset):
         for key, arrays in maps.items():
             batch[key] = torch.from_numpy(np.stack(arrays))[:, None]
         batch["names"] = [f"{sample_dir}/{frames[i].file_path}" for i in selected]
+        if self.with_orbit:
+            batch.update(self.load_orbit(sample_dir, transform))
         return batch
+
+    def read_image(self, cameras_path: Path, frames: list[Frame], i: int) -> np.ndarray:
+        """Frame ``i``'s image as RGBA on the background, checked against the frame's w/h."""
+        frame = frames[i]
+        image_path = cameras_path.parent / frame.file_path
+        rgba = load_rgba(image_path, self.config.background_rgb, self.config.mask_threshold)
+        if rgba.shape[:2] != (frame.height, frame.width):
+            raise DataFormatError(
+                f"{cameras_path}: frames[{i}].w/h: {frame.width}x{frame.height} but {image_path.name} is "
+                f"{rgba.shape[1]}x{rgba.shape[0]}"
+            )
+        return rgba
+
+    def load_orbit(self, sample_dir: Path, transform) -> dict:
+        """The held-out views of ``sample_dir/orbit/``, in the frame the rig's transform normalizes to, cropped as
+        the rig views are (around the animal with one zoom for the orbit, or the square window)."""
+        config = self.config
+        cameras_path = sample_dir / ORBIT_DIR / CAMERAS_FILE
+        frames = read_cameras(cameras_path)
+        raw_images = [self.read_image(cameras_path, frames, i) for i in range(len(frames))]
+        if config.recenter:
+            windows = foreground_window([image[..., 3] for image in raw_images], config.recenter_margin)
+        else:
+            windows = [square_window(f.width, f.height, config.square) for f in frames]
+        c2w, intrinsics = transform.apply(np.stack([f.c2w for f in frames]), np.stack([f.fxfycxcy for f in frames]))
+        cropped = [
+            crop_resize(image, k, window, config.image_size, config.background_rgb)
+            for image, k, window in zip(raw_images, intrinsics, windows, strict=True)
+        ]
+        return {
+            "orbit_image": torch.from_numpy(np.stack([image for image, _ in cropped])),
+            "orbit_c2w": torch.from_numpy(c2w).float(),
+            "orbit_fxfycxcy": torch.from_numpy(np.stack([k for _, k in cropped])).float(),
+        }
 
     def read_maps(self, sample_dir: Path, image_file: str, shape: tuple[int, int]) -> dict:
         """Precomputed maps of one image at its raw size: {batch key: (array, resize mode)}."""

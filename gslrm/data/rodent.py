@@ -7,6 +7,11 @@ Units: one world unit is ``BODY_LENGTH_M`` metres (nose to tail base), so camera
 as a real rig sees a ~10 cm mouse from 25-40 cm. Raw images are 288x256 RGB on white (auto-masked by the loader, as
 real data is), with exact OpenCV calibration and per-view z-depth (``depth/cam_XXX.npy``, units, 0 = background).
 The rig is centred off the origin and its mean distance is not 2.7, so the default path exercises normalization.
+
+Every val sample also gets held-out orbit views (``orbit/opencv_cameras.json``, ``orbit/images/orbit_XXX.png``):
+8 azimuths between the rig's cameras at 2 elevations, around the rig centre at the rig's mean distance. They are
+never inputs and never supervised; eval.py renders the predicted Gaussians into them (``*_orbit`` metrics) to
+measure the 3D away from the rig's six viewpoints.
 """
 
 from __future__ import annotations
@@ -24,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gslrm.data.format import Frame, write_cameras
+from gslrm.data.format import ORBIT_DIR, Frame, write_cameras
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RodentConfig", "RIG", "ensure_dataset", "generate", "rig_cameras"]
+__all__ = ["RodentConfig", "RIG", "ensure_dataset", "generate", "rig_cameras", "orbit_cameras"]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: held-out orbit views of the val samples
 BODY_LENGTH_M = 0.17  # skull origin to tail base is 0.146 m in the rest pose; the snout adds ~0.025 m
 WIDTH, HEIGHT = 288, 256
 FOVY_DEG = 34.7  # fy = 128 / tan(17.35 deg) = 409.9 px, as the real rig's fy ~ 409.8
@@ -44,6 +49,10 @@ RIG = (
     (2.20, 62.0, 257.0),
     (3.10, 74.0, 322.0),
 )
+# held-out orbit views of val samples: azimuths 22.5 + 45 k deg (between and beside the rig's), two elevations
+ORBIT_AZIMUTHS_DEG = tuple(22.5 + 45.0 * k for k in range(8))
+ORBIT_ELEVATIONS_DEG = (15.0, 45.0)
+ORBIT_DISTANCE = 2.7  # units: about the rig's mean camera distance (2.66)
 # body colours (RGB in [0,1]): white, black and agouti/brown tones
 COATS = ((0.86, 0.85, 0.82), (0.13, 0.12, 0.11), (0.42, 0.32, 0.22), (0.58, 0.47, 0.34), (0.5, 0.5, 0.52))
 
@@ -66,6 +75,29 @@ def _asset_path() -> Path:
     return path
 
 
+def _look_at(position: np.ndarray, target: np.ndarray, roll_rad: float = 0.0) -> np.ndarray:
+    """OpenCV c2w (x right, y down, z forward) at ``position`` looking at ``target``, Z-up world, rolled."""
+    forward = (target - position) / np.linalg.norm(target - position)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    right, up = (math.cos(roll_rad) * right + math.sin(roll_rad) * up,
+                 -math.sin(roll_rad) * right + math.cos(roll_rad) * up)  # fmt: skip
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, -up, forward, position
+    return c2w
+
+
+def _on_sphere(distance: float, elevation_deg: float, azimuth_deg: float) -> np.ndarray:
+    el, az = math.radians(elevation_deg), math.radians(azimuth_deg)
+    return RIG_CENTER + distance * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+
+
+def _intrinsics(count: int, width: int, height: int) -> np.ndarray:
+    focal = (height / 2.0) / math.tan(math.radians(FOVY_DEG) / 2.0)  # MuJoCo: square pixels, centred principal point
+    return np.tile([focal, focal, width / 2.0, height / 2.0], (count, 1))
+
+
 def rig_cameras(width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray, np.ndarray]:
     """The fixed rig: OpenCV ``c2w [6,4,4]`` (units, Z-up) and ``fxfycxcy [6,4]`` of ``width x height`` images
     (the real rig's 288x256 by default; same field of view at any size).
@@ -76,29 +108,27 @@ def rig_cameras(width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray, n
     jitter = np.random.default_rng(1234)
     c2ws = []
     for distance, elevation, azimuth in RIG:
-        el, az = math.radians(elevation), math.radians(azimuth)
-        position = RIG_CENTER + distance * np.array(
-            [math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)]
-        )
         target = RIG_CENTER + jitter.uniform(-0.04, 0.04, 3)
-        forward = (target - position) / np.linalg.norm(target - position)
-        right = np.cross(forward, [0.0, 0.0, 1.0])
-        right /= np.linalg.norm(right)
-        up = np.cross(right, forward)
         roll = math.radians(jitter.uniform(-3.0, 3.0))
-        right, up = math.cos(roll) * right + math.sin(roll) * up, -math.sin(roll) * right + math.cos(roll) * up
-        c2w = np.eye(4)
-        c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, -up, forward, position
-        c2ws.append(c2w)
-    focal = (height / 2.0) / math.tan(math.radians(FOVY_DEG) / 2.0)  # MuJoCo: square pixels, centred principal point
-    intrinsics = np.tile([focal, focal, width / 2.0, height / 2.0], (len(RIG), 1))
-    return np.stack(c2ws), intrinsics
+        c2ws.append(_look_at(_on_sphere(distance, elevation, azimuth), target, roll))
+    return np.stack(c2ws), _intrinsics(len(RIG), width, height)
+
+
+def orbit_cameras(width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out orbit: ``c2w [16,4,4]`` (elevation-major) looking at the rig centre, the rig's intrinsics."""
+    c2ws = [
+        _look_at(_on_sphere(ORBIT_DISTANCE, elevation, azimuth), RIG_CENTER)
+        for elevation in ORBIT_ELEVATIONS_DEG
+        for azimuth in ORBIT_AZIMUTHS_DEG
+    ]
+    return np.stack(c2ws), _intrinsics(len(c2ws), width, height)
 
 
 class RodentScene:
     """The MuJoCo model (rodent with a free root, white sky, rig cameras) and an offscreen renderer."""
 
-    def __init__(self, width: int = WIDTH, height: int = HEIGHT) -> None:
+    def __init__(self, width: int = WIDTH, height: int = HEIGHT, supersample: int = 1) -> None:
+        """``supersample`` > 1 adds a second renderer at that many times the size (``render(..., fine=True)``)."""
         import mujoco
 
         self.mujoco = mujoco
@@ -108,19 +138,24 @@ class RodentScene:
             name="white_sky", type=mujoco.mjtTexture.mjTEXTURE_SKYBOX, builtin=mujoco.mjtBuiltin.mjBUILTIN_FLAT,
             rgb1=[1, 1, 1], rgb2=[1, 1, 1], width=8, height=8,
         )  # fmt: skip
-        c2w, _ = rig_cameras()
-        for index, camera in enumerate(c2w):
-            added = spec.worldbody.add_camera(name=f"cam_{index:03d}", pos=camera[:3, 3] * BODY_LENGTH_M, fovy=FOVY_DEG)
-            added.alt.type = mujoco.mjtOrientation.mjORIENTATION_XYAXES
-            added.alt.xyaxes = np.concatenate([camera[:3, 0], -camera[:3, 1]])  # MuJoCo: x right, y up, looks -z
+        for prefix, (c2w, _) in (("cam", rig_cameras()), ("orbit", orbit_cameras())):
+            for index, camera in enumerate(c2w):
+                added = spec.worldbody.add_camera(
+                    name=f"{prefix}_{index:03d}", pos=camera[:3, 3] * BODY_LENGTH_M, fovy=FOVY_DEG
+                )
+                added.alt.type = mujoco.mjtOrientation.mjORIENTATION_XYAXES
+                added.alt.xyaxes = np.concatenate([camera[:3, 0], -camera[:3, 1]])  # MuJoCo: x right, y up, looks -z
         self.model = spec.compile()
         self.model.vis.headlight.ambient[:] = 0.35
         self.model.vis.headlight.diffuse[:] = 0.55
         self.model.vis.quality.shadowsize = 0
         self.data = mujoco.MjData(self.model)
-        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, width)
-        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, height)
+        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, width * supersample)
+        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, height * supersample)
         self.renderer = mujoco.Renderer(self.model, height, width)
+        self.fine_renderer = (
+            mujoco.Renderer(self.model, height * supersample, width * supersample) if supersample > 1 else None
+        )
         self.options = mujoco.MjvOption()
         self.options.geomgroup[:] = 0  # only the skinned mesh is visible, not the bones or collision capsules
         hinge = self.model.jnt_type == mujoco.mjtJoint.mjJNT_HINGE
@@ -158,13 +193,15 @@ class RodentScene:
         self.place(joints, yaw, offset, coat)
         return {"yaw_deg": math.degrees(yaw), "coat": self.model.skin_rgba[0, :3].round(3).tolist()}
 
-    def render(self, camera: int) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 RGB [H,W,3] on exact white and z-depth [H,W] in units (0 = background)."""
-        renderer = self.renderer
-        renderer.update_scene(self.data, camera=f"cam_{camera:03d}", scene_option=self.options)
+    def render(self, camera: int | str, fine: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 RGB [H,W,3] on exact white and z-depth [H,W] in units (0 = background) of a rig camera (its
+        index) or any named camera (``orbit_000``); ``fine``: from the supersampled renderer."""
+        renderer = self.fine_renderer if fine else self.renderer
+        name = f"cam_{camera:03d}" if isinstance(camera, int) else camera
+        renderer.update_scene(self.data, camera=name, scene_option=self.options)
         rgb = renderer.render().copy()
         renderer.enable_depth_rendering()
-        renderer.update_scene(self.data, camera=f"cam_{camera:03d}", scene_option=self.options)
+        renderer.update_scene(self.data, camera=name, scene_option=self.options)
         depth = renderer.render().astype(np.float64) / BODY_LENGTH_M
         renderer.disable_depth_rendering()
         background = depth > 20.0  # the sky sits at the far plane (~17 m); the rig is < 1 m away
@@ -174,6 +211,8 @@ class RodentScene:
 
     def close(self) -> None:
         self.renderer.close()
+        if self.fine_renderer is not None:
+            self.fine_renderer.close()
 
 
 def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
@@ -185,6 +224,7 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     scene = RodentScene()
     c2w, intrinsics = rig_cameras()
+    orbit_c2w, orbit_intrinsics = orbit_cameras()
     rng = np.random.default_rng(config.seed)
     names, poses = [], {}
     try:
@@ -203,6 +243,8 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
                     Frame(f"images/cam_{camera:03d}.png", WIDTH, HEIGHT, intrinsics[camera], np.linalg.inv(c2w[camera]))
                 )
             write_cameras(sample_dir / "opencv_cameras.json", frames, name)
+            if sample >= config.samples - config.val_samples:  # held out: never inputs, never supervised
+                write_orbit(scene, sample_dir / ORBIT_DIR, orbit_c2w, orbit_intrinsics, name)
             names.append(name)
     finally:
         scene.close()
@@ -211,6 +253,21 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
     (out / "val.txt").write_text("\n".join(val) + "\n")
     (out / "poses.json").write_text(json.dumps(poses, indent=1))
     (out / "manifest.json").write_text(json.dumps(manifest(config), indent=1))
+
+
+def write_orbit(scene: RodentScene, folder: Path, c2w: np.ndarray, intrinsics: np.ndarray, sample_id: str) -> None:
+    """The posed scene from every orbit camera: ``folder/images/orbit_XXX.png`` and ``folder/opencv_cameras.json``."""
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    frames = []
+    for index in range(len(c2w)):
+        rgb, _ = scene.render(f"orbit_{index:03d}")
+        Image.fromarray(rgb).save(folder / "images" / f"orbit_{index:03d}.png")
+        frames.append(
+            Frame(f"images/orbit_{index:03d}.png", WIDTH, HEIGHT, intrinsics[index], np.linalg.inv(c2w[index]))
+        )
+    write_cameras(folder / "opencv_cameras.json", frames, sample_id)
 
 
 def manifest(config: RodentConfig) -> dict:
@@ -222,6 +279,12 @@ def manifest(config: RodentConfig) -> dict:
         "image": [WIDTH, HEIGHT],
         "fovy_deg": FOVY_DEG,
         "rig": {"center": RIG_CENTER.tolist(), "cameras": [list(c) for c in RIG]},
+        "orbit": {
+            "distance": ORBIT_DISTANCE,
+            "elevations_deg": list(ORBIT_ELEVATIONS_DEG),
+            "azimuths_deg": list(ORBIT_AZIMUTHS_DEG),
+            "samples": "val",
+        },  # fmt: skip
     }
 
 
