@@ -6,7 +6,14 @@ SRC/calibration.toml       [cam_N] tables: name, size = [w, h], matrix (K), dist
                            fisheye = true: distortions are OpenCV's fisheye k1 k2 k3 k4 (aniposelib's FisheyeCamera)
 SRC/videos-raw/*.mp4       (or SRC/*.mp4) one video per camera; "<session>-cam<name>.mp4", "<name>.mp4" ...
 SRC/masks/                 optional: per camera <video stem>.mp4 or a folder <video stem>/ of mask images
+SRC/config.toml            optional (or in a folder above SRC, the nearest wins, as anipose nests them):
+                           [triangulation] cam_regex, the regex whose first group is a video's camera name
 ```
+
+Videos are matched to cameras as anipose does when a ``cam_regex`` is given (``--cam-regex``, else the project's
+``config.toml``): ``re.search(cam_regex, stem).group(1).strip()`` is the camera's name. Without one, a video
+matches camera ``A`` when its stem is ``A`` or ends in ``-camA``/``_camA``/``camA``/``-A`` (anipose's default regex
+``-cam([A-Z])$`` is one of those).
 
 The frames are distorted: the importer undistorts images and masks to the pinhole camera with the same K (for a
 fisheye lens that pinhole image holds the centre of the field of view; the periphery beyond it is dropped).
@@ -31,9 +38,11 @@ from gslrm.data.recordings.camera import (
 from gslrm.data.recordings.source import Recording, find_masks, videos_in
 from gslrm.data.recordings.video import VideoSource
 
-__all__ = ["read", "write_calibration", "video_name", "CALIBRATION"]
+__all__ = ["read", "write_calibration", "video_name", "find_cam_regex", "CALIBRATION", "CONFIG"]
 
 CALIBRATION = "calibration.toml"
+CONFIG = "config.toml"  # the anipose project's; only [triangulation] cam_regex is read
+CONFIG_LEVELS = 4  # SRC and up to 3 folders above it (anipose projects nest sessions under the project root)
 
 
 def _camera(path: Path, table: str, entry: object) -> RigCamera:
@@ -119,26 +128,70 @@ def _matches(stem: str, name: str) -> bool:
     return stem == name or re.search(rf"(?:^|[-_. ])(?:cam[-_]?)?{escaped}$|cam[-_]?{escaped}$", stem, re.I) is not None
 
 
-def read(src: Path, masks: Path | None = None) -> Recording:
+def find_cam_regex(src: Path) -> tuple[str, Path] | None:
+    """``[triangulation] cam_regex`` of the nearest anipose ``config.toml`` at or above ``src``, and that file."""
+    for folder in [src.resolve(), *src.resolve().parents][:CONFIG_LEVELS]:
+        path = folder / CONFIG
+        if not path.is_file():
+            continue
+        try:
+            document = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise DataFormatError(f"{path}: invalid TOML ({error})") from None
+        regex = document.get("triangulation", {}).get("cam_regex") if isinstance(document, dict) else None
+        if regex is not None:
+            if not isinstance(regex, str):
+                raise DataFormatError(f"{path}: triangulation.cam_regex: expected a string, got {regex!r}")
+            return regex, path
+    return None
+
+
+def _camera_names(found: list[Path], regex: str, where: str) -> dict[Path, str]:
+    """anipose's rule: the first group of ``re.search(regex, stem)``, stripped; a video it misses is an error."""
+    try:
+        pattern = re.compile(regex)
+    except re.error as error:
+        raise DataFormatError(f"{where}: cam_regex {regex!r} is not a regular expression ({error})") from None
+    if pattern.groups < 1:
+        raise DataFormatError(f"{where}: cam_regex {regex!r} has no group to take the camera name from")
+    names = {}
+    for path in found:
+        match = pattern.search(path.stem)
+        if match is None or match.group(1) is None:
+            raise DataFormatError(f"{path}: the video's name does not match cam_regex {regex!r} ({where})")
+        names[path] = match.group(1).strip()
+    return names
+
+
+def read(src: Path, masks: Path | None = None, cam_regex: str | None = None) -> Recording:
+    """The recording in ``src``; ``cam_regex`` (default: the project's config.toml) names each video's camera."""
     calibration = src / CALIBRATION
     cameras = read_calibration(calibration)
     video_dir = src / "videos-raw" if (src / "videos-raw").is_dir() else src
     found = videos_in(video_dir)
+    configured = (cam_regex, "--cam-regex") if cam_regex is not None else find_cam_regex(src)
+    names = _camera_names(found, configured[0], str(configured[1])) if configured else None
     videos = []
     for camera in cameras:
-        hits = [path for path in found if _matches(path.stem, camera.name)]
+        if names is not None:
+            hits = [path for path in found if names[path] == camera.name]
+        else:
+            hits = [path for path in found if _matches(path.stem, camera.name)]
         if not hits:
-            raise DataFormatError(
-                f"{video_dir}: no video for camera {camera.name!r} of {calibration} "
-                f"(expected e.g. {video_name('session', camera.name)}.mp4)"
+            rule = (
+                f"cam_regex {configured[0]!r} ({configured[1]})"
+                if configured
+                else "e.g. " + video_name("session", camera.name) + ".mp4"
             )
+            raise DataFormatError(f"{video_dir}: no video for camera {camera.name!r} of {calibration} ({rule})")
         if len(hits) > 1:
             raise DataFormatError(f"{video_dir}: several videos for camera {camera.name!r}: {[p.name for p in hits]}")
         videos.append(hits[0])
     for path in found:
         if path not in videos:
+            named = f" (camera {names[path]!r} by cam_regex {configured[0]!r})" if names is not None else ""
             raise DataFormatError(
-                f"{path}: a video with no camera in {calibration} (cameras: {', '.join(c.name for c in cameras)})"
+                f"{path}: a video with no camera in {calibration}{named} (cameras: {', '.join(c.name for c in cameras)})"
             )
     return Recording(
         format="anipose", calibration=calibration, cameras=cameras, videos=[VideoSource.single(v) for v in videos],

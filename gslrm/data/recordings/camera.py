@@ -77,11 +77,13 @@ class RigCamera:
 
     @classmethod
     def from_gslrm(
-        cls, name: str, fxfycxcy, w2c, size: tuple[int, int] | None = None, dist=None, fisheye: bool = False
-    ) -> RigCamera:
-        """The inverse of ``w2c``/``fxfycxcy``: a gslrm view as a rig calibration would state it."""
+        cls, name: str, fxfycxcy, w2c, size: tuple[int, int] | None = None, dist=None, fisheye: bool = False,
+        skew: float = 0.0,
+    ) -> RigCamera:  # fmt: skip
+        """The inverse of ``w2c``/``fxfycxcy``: a gslrm view as a rig calibration would state it (``skew``: K[0, 1],
+        a camera whose recorded frames are sheared; ``pinhole_K()`` is still the gslrm view's)."""
         fx, fy, cx, cy = np.asarray(fxfycxcy, dtype=np.float64)
-        K = np.array([[fx, 0.0, cx - OPENCV_TO_GSLRM], [0.0, fy, cy - OPENCV_TO_GSLRM], [0.0, 0.0, 1.0]])
+        K = np.array([[fx, skew, cx - OPENCV_TO_GSLRM], [0.0, fy, cy - OPENCV_TO_GSLRM], [0.0, 0.0, 1.0]])
         w2c = np.asarray(w2c, dtype=np.float64)
         dist = np.zeros(4 if fisheye else 5) if dist is None else np.asarray(dist, dtype=np.float64)
         return cls(name, K, w2c[:3, :3].copy(), w2c[:3, 3].copy(), dist, size, fisheye)
@@ -153,11 +155,25 @@ def fisheye_distortion(where: str, coefficients: object) -> np.ndarray:
     return k
 
 
+# Skew. The calibrated model is u = fx x_d + s y_d + cx, v = fy y_d + cy for distorted normalized coordinates
+# (x_d, y_d) (MATLAB estimates s when asked; DANNCE's own projection applies it). OpenCV's initUndistortRectifyMap
+# and undistortPoints ignore K[0, 1]: their maps are the same with and without it. So both functions below call
+# OpenCV with the unskewed K and move the x coordinate by s y_d = s (v - cy) / fy themselves, which is exact:
+# v, and so y_d, does not depend on s.
+
+
+def _skew_shift(camera: RigCamera, v: np.ndarray) -> np.ndarray:
+    """How far the skew moves a recorded pixel in x: s (v - cy) / fy (0 for an unskewed camera)."""
+    K = camera.K
+    return K[0, 1] * (v - K[1, 2]) / K[1, 1]
+
+
 def undistortion_maps(
     camera: RigCamera, width: int, height: int, focal_scale: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """``cv2.remap`` maps that resample the camera's frames (``width x height``) to the pinhole camera
-    ``camera.pinhole_K(focal_scale)`` of the same size: for each output pixel, where it lies in the recorded frame."""
+    ``camera.pinhole_K(focal_scale)`` of the same size: for each output pixel, where it lies in the recorded frame
+    (skew included; see above)."""
     import cv2
 
     target = camera.pinhole_K(focal_scale)
@@ -165,7 +181,12 @@ def undistortion_maps(
         return cv2.fisheye.initUndistortRectifyMap(
             camera.K, camera.dist, np.eye(3), target, (width, height), cv2.CV_32FC1
         )
-    return cv2.initUndistortRectifyMap(camera.K, camera.dist, None, target, (width, height), cv2.CV_32FC1)
+    if camera.K[0, 1] == 0.0:
+        return cv2.initUndistortRectifyMap(camera.K, camera.dist, None, target, (width, height), cv2.CV_32FC1)
+    map_x, map_y = cv2.initUndistortRectifyMap(
+        camera.pinhole_K(), camera.dist, None, target, (width, height), cv2.CV_32FC1
+    )
+    return (map_x + _skew_shift(camera, map_y.astype(np.float64))).astype(np.float32), map_y
 
 
 def pinhole_positions(camera: RigCamera, pixels: np.ndarray, focal_scale: float = 1.0) -> np.ndarray:
@@ -179,7 +200,9 @@ def pinhole_positions(camera: RigCamera, pixels: np.ndarray, focal_scale: float 
     if camera.fisheye:
         out = cv2.fisheye.undistortPoints(points, camera.K, camera.dist, R=np.eye(3), P=target, criteria=criteria)
     else:
-        out = cv2.undistortPoints(points, camera.K, camera.dist, R=None, P=target, criteria=criteria)
+        unskewed = points.copy()
+        unskewed[..., 0] -= _skew_shift(camera, points[..., 1])
+        out = cv2.undistortPoints(unskewed, camera.pinhole_K(), camera.dist, R=None, P=target, criteria=criteria)
     return out.reshape(-1, 2)
 
 

@@ -51,6 +51,7 @@ class ImportOptions:
     workers: int = 0  # 0 = one per camera, at most the CPU count
     progress: bool = True
     focal_scale: float = 1.0  # the written pinhole camera's focal lengths, times the calibration's
+    cam_regex: str | None = None  # anipose: the regex naming each video's camera (default: the project's config.toml)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def _decoder() -> str:
 
 def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConverter], dict, dict]:
     """Everything checked before any pixel is decoded: cameras, videos, sizes, frames and splits."""
-    recording = FORMATS[options.format](options.src, options.masks)
+    extra = {"cam_regex": options.cam_regex} if options.format == "anipose" else {}
+    recording = FORMATS[options.format](options.src, options.masks, **extra)
     views = _views(recording, options.views)
     sizes = [_check_video(recording, index) for index in views]
     lengths = [frames for _, _, frames in sizes]
@@ -356,14 +358,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=0, help="processes (one camera each); default min(cameras, cores)"
     )
+    parser.add_argument(
+        "--cam-regex", default=None,
+        help="anipose: regex whose first group is a video's camera name, as anipose's cam_regex "
+        "(default: [triangulation] cam_regex of the project's config.toml)",
+    )  # fmt: skip
     parser.add_argument("--no-check", action="store_true", help="skip the data check summary at the end")
     args = parser.parse_args(argv)
+    if args.cam_regex is not None and args.format != "anipose":
+        parser.error("--cam-regex is anipose's (how its videos are named)")
     if args.scale <= 0 or args.focal_scale <= 0 or not 0 < args.mask_threshold <= 1:
         parser.error("--scale and --focal-scale must be > 0 and --mask-threshold in (0, 1]")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     options = ImportOptions(
         args.format, args.src, args.out, args.frames, args.views, args.scale, args.masks, args.mask_threshold,
-        args.split, args.split_gap, args.workers, focal_scale=args.focal_scale,
+        args.split, args.split_gap, args.workers, focal_scale=args.focal_scale, cam_regex=args.cam_regex,
     )  # fmt: skip
     try:
         info = import_recording(options)
