@@ -288,3 +288,18 @@ def test_render_config_rejects_an_unknown_cpu_backend():
 
     with pytest.raises(ValueError, match="render.cpu_backend must be one of auto, compiled, torch"):
         RenderConfig(cpu_backend="numba")
+
+
+@pytest.mark.parametrize("backend", ["compiled", "torch"])
+def test_no_gaussians_render_the_background(backend):
+    """An export filter can keep no Gaussian at all (eval.min_opacity above every opacity): the background, alpha 0,
+    depth 0 (the compiled rasterizer crashed on it)."""
+    from gslrm.render import RenderConfig
+
+    empty = Gaussians(torch.zeros(2, 0, 3), torch.zeros(2, 0, 1, 3), torch.zeros(2, 0, 3), torch.zeros(2, 0, 4),
+                      torch.zeros(2, 0))  # fmt: skip
+    c2w, k = cameras(2, 3, 16)
+    background = torch.tensor([[0.0, 0.5, 1.0], [1.0, 1.0, 1.0]])
+    out = render(empty, c2w, k, 16, 16, background=background, settings=RenderConfig(cpu_backend=backend))
+    assert torch.equal(out.rgb, background[:, None, :, None, None].expand(2, 3, 3, 16, 16))
+    assert not out.alpha.any() and not out.depth.any()

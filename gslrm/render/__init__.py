@@ -128,6 +128,10 @@ def render_views(
     gaussians = gaussians.map(lambda t: t.to(dtype))
     c2w, fxfycxcy = c2w.to(dtype), fxfycxcy.to(dtype)
     backgrounds = _backgrounds(background, batch, views, c2w.device, dtype)
+    if gaussians.means.shape[1] == 0:  # nothing to draw (an export filter can keep none): the background, alpha 0;
+        # the compiled rasterizer's loops assume at least one splat (it crashed here), and gsplat's kernels are untested
+        empty = backgrounds.new_zeros(batch, views, height, width, 2)
+        return torch.cat([backgrounds[:, :, None, None, :].expand(-1, -1, height, width, -1), empty], dim=-1)
     if c2w.is_cuda:
         return _render_gsplat(gaussians, c2w, fxfycxcy, width, height, backgrounds)
     return _render_cpu(gaussians, c2w, fxfycxcy, width, height, backgrounds, settings)
