@@ -38,9 +38,9 @@ train: install ## train with the defaults (rodent data generated on first use, t
 	  $(PY) train.py $(ARGS); \
 	else \
 	  echo "NOTE: the VGG19 weights are not cached and could not be downloaded, so FaceLift's perceptual term cannot"; \
-	  echo "      be built: training with loss=l2. 'python -m gslrm.weights fetch vgg19' where there is network (then"; \
-	  echo "      copy ~/.cache/torch) gives the default loss=facelift (docs/weights.md)."; \
-	  $(PY) train.py loss=l2 $(ARGS); \
+	  echo "      be built: training without it (loss.perceptual.weight=0: MSE + coverage). 'python -m gslrm.weights"; \
+	  echo "      fetch vgg19' where there is network (then copy ~/.cache/torch) gives the whole default loss (docs/weights.md)."; \
+	  $(PY) train.py loss.perceptual.weight=0 $(ARGS); \
 	fi
 
 test: install ## the whole test suite (slow tests included)

@@ -39,6 +39,7 @@ def evaluate(cfg: DictConfig) -> dict:
     model, render_config = load_model(ckpt_path, build(cfg.model) if cfg.get("model") else None)
     config = build(cfg.eval)
     config.checkpoint = str(ckpt_path)
+    data_config.load_orbit = {"true": True, "false": False}.get(str(config.orbit).lower(), "auto")
     evaluator = Evaluator(model, config, data_config.num_input_views, render_config or build(cfg.render))
     install_multirun_safe_ddp_launch()
     trainer = instantiate(cfg.trainer)

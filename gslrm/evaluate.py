@@ -25,7 +25,8 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from gslrm.config import coerce
 from gslrm.data.datamodule import is_empty
-from gslrm.losses.metrics import mask_iou, opacity_iou, per_image_masked_psnr
+from gslrm.data.mouse import BACKGROUNDS
+from gslrm.losses.metrics import mask_iou, on_black, opacity_iou, per_image_masked_psnr, per_image_psnr
 from gslrm.model.gaussians import prune, save_ply
 from gslrm.model.gslrm import GSLRM, ModelConfig, load_facelift_checkpoint, read_checkpoint
 from gslrm.predict import predict_and_render
@@ -37,15 +38,26 @@ log = logging.getLogger(__name__)
 
 __all__ = ["EvalConfig", "Evaluator", "load_model", "METRICS", "LPIPS_BACKBONE"]
 
-METRICS = ("psnr", "psnr_masked", "psnr_white", "psnr_masked_white", "ssim", "lpips", "mask_iou", "opacity_iou")
-VIEW_SETS = {"": "all target views", "_novel": "target views that were not inputs", "_input": "the input views"}
+METRICS = (
+    "psnr", "psnr_masked", "psnr_white", "psnr_masked_white", "psnr_black", "ssim", "lpips", "mask_iou", "opacity_iou",
+    "opacity_iou_white",
+)  # fmt: skip
+VIEW_SETS = {
+    "": "all target views",
+    "_novel": "target views that were not inputs",
+    "_input": "the input views",
+    "_orbit": "held-out orbit views around the rig (never inputs, never supervised; data with <sample>/orbit/ only)",
+}
 # psnr_masked: over foreground pixels (alpha > 0.5) only; *_white: the same metric of an all-background (white)
 # prediction, the baseline a model must beat (on real rigs the animal covers 2-13% of the frame, so whole-image
 # PSNR mostly measures the background). mask_iou is the fork's (the render's colour differs from the background by
 # > 0.1): it cannot see a white animal on a white background. opacity_iou compares the rendered opacity (alpha > 0.5)
 # with the ground-truth mask instead. FaceLift's losses never supervise opacity and every background pixel becomes an
 # opaque white Gaussian, so for FaceLift-style training it is about the animal's share of the image: it shows whether
-# the background is empty space, not whether the animal's shape is right.
+# the background is empty space, not whether the animal's shape is right. opacity_iou_white is the all-white
+# prediction's (empty space everywhere: 0). psnr_black: the render moved onto black through its rendered alpha against
+# the ground truth moved onto black through its alpha, so opaque fog is error even where it is white.
+VISUAL_BACKGROUNDS = ("white", "black", "grey")
 LPIPS_BACKBONE = "lpips 0.1.4 LPIPS(net='vgg', version='0.1'), torchvision VGG16 ImageNet weights, inputs in [-1, 1]"
 
 
@@ -60,7 +72,12 @@ class EvalConfig:
     turntable_elevation: float = 20.0
     video_format: str = "mp4"  # mp4 | gif
     fps: int = 30
-    save_ply: bool = False  # gaussians.ply per visualized sample, FaceLift's export filter (opacity 0.02, box 0.91)
+    save_ply: bool = False  # gaussians.ply per visualized sample (min_opacity and FaceLift's crop box 0.91)
+    min_opacity: float = 0.02  # the .ply and the turntables drop Gaussians below it (0.02: FaceLift's export filter)
+    background: str = "white"  # panels and turntables: white | black | grey (black shows fog, white hides it)
+    orbit: str = (
+        "auto"  # *_orbit metrics from <sample>/orbit/: auto (when the split's first sample has it) | true | false
+    )
     lpips: str = "pretrained"  # pretrained | random (a random VGG16: tests only, not a metric) | off
     lpips_weights_path: str | None = None  # torchvision vgg16 state dict (default: the torch hub cache)
     error_vmax: float = ERROR_VMAX
@@ -71,6 +88,14 @@ class EvalConfig:
             raise ValueError(f"eval.video_format: expected one of {VIDEO_FORMATS}, got {self.video_format!r}")
         if self.lpips not in ("pretrained", "random", "off"):
             raise ValueError(f"eval.lpips: expected pretrained | random | off, got {self.lpips!r}")
+        if self.background not in VISUAL_BACKGROUNDS:
+            raise ValueError(
+                f"eval.background: expected one of {', '.join(VISUAL_BACKGROUNDS)}, not {self.background!r}"
+            )
+        if not 0.0 <= self.min_opacity < 1.0:
+            raise ValueError(f"eval.min_opacity: expected a value in [0, 1), not {self.min_opacity}")
+        if str(self.orbit).lower() not in ("auto", "true", "false"):
+            raise ValueError(f"eval.orbit: expected auto | true | false, not {self.orbit!r}")
 
 
 def load_model(ckpt_path: str, model_config: ModelConfig | None) -> tuple[GSLRM, RenderConfig | None]:
@@ -100,6 +125,7 @@ class Evaluator(L.LightningModule):
         self.skipped_samples = 0
         self.lpips_net, self.lpips_missing = self._build_lpips()
         self.summary: dict = {}
+        self.exported: dict[str, dict] = {}  # visualized sample -> Gaussians in it and kept by eval.min_opacity
 
     def _build_lpips(self):
         from gslrm.losses.lpips_term import build_lpips
@@ -129,24 +155,34 @@ class Evaluator(L.LightningModule):
         if is_empty(batch):
             return
         output, rendered = predict_and_render(self.model, batch, self.num_input_views, self.render_config)
-        pred, images = rendered.rgb.float().clamp(0, 1), batch["image"].float()
+        pred, alpha, images = rendered.rgb.float().clamp(0, 1), rendered.alpha.float(), batch["image"].float()
+        orbit = self.render_orbit(output.gaussians, batch) if "orbit_image" in batch else None
         for b in range(pred.shape[0]):
             index = int(batch["index"][b, 0, 1])
             row = {"index": index, "sample": self.sample_names[index], "views": pred.shape[1]}
+            background = batch["bg_color"][b]
             for suffix, views in self.view_sets(pred.shape[1]).items():
-                row.update(self.sample_metrics(pred[b, views], images[b, views], batch["bg_color"][b], suffix,
-                                               rendered_alpha=rendered.alpha[b, views].float()))  # fmt: skip
+                row.update(self.sample_metrics(pred[b, views], alpha[b, views], images[b, views], background, suffix))
+            if orbit is not None:
+                row.update(self.sample_metrics(orbit.rgb[b].float().clamp(0, 1), orbit.alpha[b].float(),
+                                               batch["orbit_image"][b].float(), background, "_orbit"))  # fmt: skip
             self.rows.append(row)
             if index < self.config.num_visuals:
                 self.write_visuals(row["sample"], images[b], output.gaussians[b], batch, b)
+
+    def render_orbit(self, gaussians, batch: dict):
+        """The predicted Gaussians seen from the sample's held-out orbit cameras (at the data's size)."""
+        height, width = batch["orbit_image"].shape[-2:]
+        return render(gaussians, batch["orbit_c2w"], batch["orbit_fxfycxcy"], width, height,
+                      background=batch["bg_color"], settings=self.render_config, deferred=False)  # fmt: skip
 
     def view_sets(self, views: int) -> dict[str, slice]:
         inputs = min(self.num_input_views, views)
         return {"": slice(0, views), "_novel": slice(inputs, views), "_input": slice(0, inputs)}
 
-    def sample_metrics(self, pred, image, background, suffix: str, rendered_alpha=None) -> dict[str, float]:
-        """Metrics of one sample's views [v, 3, h, w] (pred, and its rendered alpha [v, 1, h, w] for opacity_iou,
-        NaN without it) against image [v, 4, h, w]."""
+    def sample_metrics(self, pred, rendered_alpha, image, background, suffix: str) -> dict[str, float]:
+        """Metrics of one sample's views: ``pred`` [v, 3, h, w] (clamped) and its rendered alpha [v, 1, h, w]
+        against ``image`` [v, 4, h, w] (RGB on ``background`` and alpha)."""
         if pred.shape[0] == 0:  # e.g. no novel view: every target was an input
             return {f"{name}{suffix}": math.nan for name in METRICS}
         target, alpha = image[:, :3], image[:, 3:4]
@@ -160,44 +196,64 @@ class Evaluator(L.LightningModule):
             "psnr_masked": per_image_masked_psnr(pred, target, alpha).nanmean(),
             "psnr_white": psnr(white),
             "psnr_masked_white": per_image_masked_psnr(white, target, alpha).nanmean(),
+            "psnr_black": per_image_psnr(
+                on_black(pred, rendered_alpha, background), on_black(target, alpha, background)
+            ).mean(),  # fmt: skip
             "ssim": structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none").mean(),
             "mask_iou": mask_iou(pred, alpha, background.expand(pred.shape[0], 3), self.config.mask_iou_threshold),
-            "opacity_iou": opacity_iou(rendered_alpha, alpha) if rendered_alpha is not None else math.nan,
+            "opacity_iou": opacity_iou(rendered_alpha, alpha),
+            "opacity_iou_white": opacity_iou(torch.zeros_like(alpha), alpha),
             "lpips": self.lpips_net(pred * 2 - 1, target * 2 - 1).mean() if self.lpips_net is not None else math.nan,
         }
         return {f"{name}{suffix}": float(value) for name, value in metrics.items()}
 
     def write_visuals(self, name: str, image, gaussians, batch: dict, b: int) -> None:
-        """Panel, inputs and turntable at ``render_size``: the Gaussians rendered again through the sample's cameras
-        with the intrinsics scaled (pixel-centre convention: every coordinate scales by the same factor); the
-        ground truth, which exists only at the data's size, enlarged bilinearly to match."""
+        """Panel, inputs and turntable at ``render_size`` on ``eval.background``: the Gaussians rendered again
+        through the sample's cameras with the intrinsics scaled (pixel-centre convention: every coordinate scales by
+        the same factor); the ground truth, which exists only at the data's size, enlarged bilinearly to match and
+        moved onto that background through its alpha. The turntable and the .ply keep the Gaussians of opacity
+        >= ``eval.min_opacity`` (the .ply also FaceLift's crop box)."""
         folder = Path(self.config.output_dir) / "samples" / name.replace("/", "__")
-        inputs, size, background = self.num_input_views, self.config.render_size, batch["bg_color"][b]
+        inputs, size = self.num_input_views, self.config.render_size
+        background = torch.tensor(BACKGROUNDS[self.config.background], device=image.device, dtype=torch.float32)
         factor = size / image.shape[-1]
         large = render(gaussians, batch["c2w"][b : b + 1], batch["fxfycxcy"][b : b + 1] * factor, size, size,
                        background=background[None], settings=self.render_config, deferred=False)  # fmt: skip
         pred = large.rgb[0].float().clamp(0, 1)
-        gt = torch.nn.functional.interpolate(image[:, :3].float(), size=(size, size), mode="bilinear", antialias=False)
+        gt = torch.nn.functional.interpolate(image.float(), size=(size, size), mode="bilinear", antialias=False)
+        data_background = batch["bg_color"][b].float()
+        gt = (on_black(gt[:, :3], gt[:, 3:4], data_background) + background[:, None, None] * (1 - gt[:, 3:4])).clamp(
+            0, 1
+        )
         titles = view_titles(image.shape[0], inputs)
-        save_png(error_panel(gt.clamp(0, 1), pred, self.config.error_vmax, titles).image, folder / "gt_vs_pred.png")
-        save_png(image_row(gt[:inputs].clamp(0, 1)), folder / "input.png")
+        save_png(error_panel(gt, pred, self.config.error_vmax, titles).image, folder / "gt_vs_pred.png")
+        save_png(image_row(gt[:inputs]), folder / "input.png")
+        kept = prune(gaussians.float(), self.config.min_opacity, crop_box=None)
+        total, count = gaussians.means.shape[1], kept.means.shape[1]
+        self.exported[name] = {"gaussians": total, "kept": count}
+        log.info("%s: %d of %d Gaussians have opacity > eval.min_opacity=%g (the turntable's)", name, count, total,
+                 self.config.min_opacity)  # fmt: skip
         turntable = render_turntable(
-            gaussians, self.config.turntable_views, size, elevation_deg=self.config.turntable_elevation,
+            kept, self.config.turntable_views, size, elevation_deg=self.config.turntable_elevation,
             background=background, settings=self.render_config,
         )  # fmt: skip
         save_turntable(turntable, folder, "turntable", self.config.video_format, self.config.fps)
         if self.config.save_ply:
-            save_ply(folder / "gaussians.ply", prune(gaussians.float()))
+            exported = prune(gaussians.float(), self.config.min_opacity)  # and FaceLift's crop box
+            self.exported[name]["ply"] = exported.means.shape[1]
+            save_ply(folder / "gaussians.ply", exported)
 
     def on_test_epoch_end(self) -> None:
-        rows, skipped = self.rows, self.skipped_samples
+        rows, skipped, exported = self.rows, self.skipped_samples, self.exported
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered: list = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (rows, skipped))
-            rows = [row for part, _ in gathered for row in part]
-            skipped = sum(count for _, count in gathered)
+            torch.distributed.all_gather_object(gathered, (rows, skipped, exported))
+            rows = [row for part, _, _ in gathered for row in part]
+            skipped = sum(count for _, count, _ in gathered)
+            exported = {name: value for _, _, part in gathered for name, value in part.items()}
         rows = sorted({row["index"]: row for row in rows}.values(), key=lambda row: row["index"])  # sampler padding
         self.summary = summarize(rows, self.config, self.lpips_missing, skipped)
+        self.summary["export"] = {"min_opacity": self.config.min_opacity, "samples": exported}
         if self.trainer.is_global_zero:
             write_results(rows, self.summary, Path(self.config.output_dir))
 
@@ -206,7 +262,7 @@ def summarize(rows: list[dict], config: EvalConfig, lpips_missing: str | None, s
     summary: dict = {"checkpoint": config.checkpoint, "split": config.split, "num_samples": len(rows)}
     for suffix in VIEW_SETS:
         for name in METRICS:
-            values = [row[f"{name}{suffix}"] for row in rows if not math.isnan(row[f"{name}{suffix}"])]
+            values = [row[key] for row in rows if not math.isnan(row.get(key := f"{name}{suffix}", math.nan))]
             summary[f"{name}{suffix}"] = sum(values) / len(values) if values else None
     summary["lpips_backbone"] = LPIPS_BACKBONE if config.lpips == "pretrained" else "VGG16 with random weights"
     summary["lpips_missing"] = lpips_missing
@@ -220,21 +276,10 @@ def write_results(rows: list[dict], summary: dict, output_dir: Path) -> None:
     (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     if rows:
         with (output_dir / "per_sample.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
             writer.writeheader()
             writer.writerows(rows)
-    shown = ", ".join(
-        f"{k} {summary[k]:.4f}"
-        for k in (
-            "psnr",
-            "psnr_novel",
-            "psnr_masked_novel",
-            "psnr_input",
-            "ssim",
-            "lpips",
-            "mask_iou_novel",
-            "opacity_iou_novel",
-        )
-        if summary[k] is not None
-    )
+    headline = ("psnr", "psnr_novel", "psnr_masked_novel", "psnr_input", "psnr_black_novel", "opacity_iou_novel",
+                "ssim", "lpips", "mask_iou_novel", "psnr_orbit", "psnr_masked_orbit", "opacity_iou_orbit")  # fmt: skip
+    shown = ", ".join(f"{k} {summary[k]:.4f}" for k in headline if summary[k] is not None)
     log.info("%s: %d samples: %s (files in %s)", summary["split"], summary["num_samples"], shown, output_dir)

@@ -214,7 +214,7 @@ def _loss_inputs(one: dict, gaussians: Gaussians, rendered: RenderOutput, settin
     return LossInputs(
         render=rendered.rgb, target=image[:, :, :3], mask=image[:, :, 3:4], background=one["bg_color"],
         gaussians=gaussians, pixel_means=None, ray_o=None, ray_d=None, input_mask=None,
-        depth=rendered.depth, batch=one, render_fn=render_fn,
+        depth=rendered.depth, alpha=rendered.alpha, batch=one, render_fn=render_fn,
     )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from gslrm.evaluate import EvalConfig, Evaluator, load_model
 from gslrm.model.gslrm import GSLRM, ModelConfig
 from gslrm.render import RenderConfig, render
 
+MIN_OPACITY = 0.11  # about the untrained opacity sigmoid(-2) = 0.119: some Gaussians are kept, some not
 IMAGE_KEYS = ["images/train/supervision_0", "images/train/input_0", "images/train/turntable_0",
               "images/val/gt_vs_pred_0"]  # fmt: skip
 SCALAR_KEYS = ["metrics/iter", "metrics/lr", "metrics/grad_norm", "train/loss", "train/l2_loss", "train/psnr",
@@ -35,6 +36,7 @@ def evaluated(tmp_path_factory, rodent_root, trained):
     run_script(
         "eval.py", tmp_path, rodent_root, f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
         f"data.image_size={IMAGE_SIZE}", "eval.turntable_views=6", "eval.video_format=gif", "eval.save_ply=true",
+        f"eval.min_opacity={MIN_OPACITY}", "eval.background=black",
         env={"TORCH_HOME": str(tmp_path / "empty_torch_home")},
     )  # fmt: skip
     return next((tmp_path / "logs" / "eval" / "runs").glob("*"))
@@ -75,6 +77,13 @@ def test_eval_writes_metrics_csv_and_pictures(evaluated):
     assert iio.imread(sample / "turntable.gif").shape == (6, 256, 256, 3)
     assert iio.imread(sample / "input.png").shape == (256, 4 * 256, 3)
     assert iio.imread(sample / "gt_vs_pred.png").shape[1] > 6 * 256
+    assert (iio.imread(sample / "input.png")[:4, :4] == 0).all()  # eval.background=black: the truth moved onto black
+    export = summary["export"]["samples"][rows[0]["sample"]]
+    assert summary["export"]["min_opacity"] == MIN_OPACITY and export["kept"] <= export["gaussians"] == 4 * IMAGE_SIZE**2 + 2
+    from gslrm.model.gaussians import load_ply
+
+    saved = load_ply(sample / "gaussians.ply")
+    assert saved.means.shape[1] == export["ply"] <= export["kept"] and (saved.opacities > MIN_OPACITY - 1e-6).all()
 
 
 @pytest.mark.slow
@@ -82,13 +91,31 @@ def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent
     checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     model = GSLRM(ModelConfig(**checkpoint["hyper_parameters"]["model"])).eval()
     model.load_state_dict({k[6:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")})
-    dataset = MouseViewDataset(DataConfig(root=str(rodent_root), image_size=IMAGE_SIZE, recenter=True, normalization={"up": [0, 0, 1]}), "val")  # fmt: skip
+    dataset = MouseViewDataset(DataConfig(root=str(rodent_root), image_size=IMAGE_SIZE, recenter=True, normalization={"up": [0, 0, 1]}, load_orbit=True), "val")  # fmt: skip
     sample = collate_views([dataset[0]])
     with torch.no_grad():
         gaussians = model(sample["image"][:, :4, :3], sample["c2w"][:, :4], sample["fxfycxcy"][:, :4]).gaussians
         rendered = render(gaussians, sample["c2w"], sample["fxfycxcy"], IMAGE_SIZE, IMAGE_SIZE)
+        orbit = render(gaussians, sample["orbit_c2w"], sample["orbit_fxfycxcy"], IMAGE_SIZE, IMAGE_SIZE)
         rgb, rendered_alpha = rendered.rgb[0].numpy(), rendered.alpha[0].numpy()
+    row = next(csv.DictReader((evaluated / "per_sample.csv").open()))
+    export = json.loads((evaluated / "metrics.json").read_text())["export"]["samples"][row["sample"]]
+    assert export["kept"] == int((gaussians.opacities[0] > MIN_OPACITY).sum())  # eval.min_opacity's count
+    # the held-out orbit: 16 views, scored as the rig's views are
+    orbit_target, orbit_alpha = sample["orbit_image"][0, :, :3].numpy(), sample["orbit_image"][0, :, 3:4].numpy()
+    assert orbit_target.shape[0] == 16
+    orbit_mse = ((np.clip(orbit.rgb[0].numpy(), 0, 1) - orbit_target) ** 2).reshape(16, -1).mean(axis=1)
+    assert float(row["psnr_orbit"]) == pytest.approx((-10 * np.log10(orbit_mse)).mean(), abs=1e-4)
+    orbit_hit, orbit_truth = orbit.alpha[0].numpy() > 0.5, orbit_alpha > 0.5
+    expected_iou = (orbit_hit & orbit_truth).sum() / max((orbit_hit | orbit_truth).sum(), 1)
+    assert float(row["opacity_iou_orbit"]) == pytest.approx(expected_iou, abs=1e-6)
+    assert float(row["opacity_iou_white_orbit"]) == 0.0
     target = sample["image"][0, :, :3].numpy()
+    # on black: the render minus the white the rendered alpha let through, the truth minus the white its alpha did
+    black = np.clip(np.clip(rgb, 0, 1) - (1 - rendered_alpha), 0, 1)
+    truth_black = np.clip(target - (1 - sample["image"][0, :, 3:4].numpy()), 0, 1)
+    black_mse = ((black - truth_black) ** 2).reshape(len(target), -1).mean(axis=1)
+    assert float(row["psnr_black_novel"]) == pytest.approx((-10 * np.log10(black_mse[4:])).mean(), abs=1e-4)
 
     def psnr(prediction, mask=None):
         squared = (np.clip(prediction, 0, 1) - target) ** 2
@@ -102,7 +129,6 @@ def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent
 
     foreground = (sample["image"][0, :, 3:4].numpy() > 0.5).astype(np.float64)
     white = np.ones_like(target)
-    row = next(csv.DictReader((evaluated / "per_sample.csv").open()))
     for key, values in {"psnr": psnr(rgb), "psnr_white": psnr(white), "psnr_masked": psnr(rgb, foreground),
                         "psnr_masked_white": psnr(white, foreground)}.items():  # fmt: skip
         assert float(row[key]) == pytest.approx(values.mean(), abs=1e-4), key
@@ -159,18 +185,36 @@ def test_sample_metrics_known_answers():
     image[:, :3, 8:24, 8:24] = 0.25  # a grey square on white, alpha 1 inside
     image[:, 3] = 0
     image[:, 3, 8:24, 8:24] = 1
+    alpha = image[:, 3:4]
     pred = image[:, :3].clone()
     pred[0] += 0.1 * (image[0, :3] < 1)  # view 0: the square off by 0.1 -> mse 0.01 * 256/1024
-    metrics = evaluator.sample_metrics(pred.clamp(0, 1), image, torch.ones(3), "")
+    white = torch.ones(3)
+    metrics = evaluator.sample_metrics(pred.clamp(0, 1), alpha, image, white, "")
     assert metrics["psnr"] == math.inf or metrics["psnr"] > 100  # two exact views
-    first = evaluator.sample_metrics(pred[:1].clamp(0, 1), image[:1], torch.ones(3), "")
+    first = evaluator.sample_metrics(pred[:1].clamp(0, 1), alpha[:1], image[:1], white, "")
     assert first["psnr"] == pytest.approx(-10 * np.log10(0.01 * 256 / 1024), abs=1e-3)  # 26.02 dB
-    assert metrics["mask_iou"] == pytest.approx(1.0)
+    assert first["psnr_black"] == pytest.approx(first["psnr"], abs=1e-3)  # same error, on black
+    assert metrics["mask_iou"] == pytest.approx(1.0) and metrics["opacity_iou"] == pytest.approx(1.0)
+    assert metrics["opacity_iou_white"] == 0.0
     assert metrics["lpips"] >= 0 and math.isfinite(metrics["lpips"])
-    same = evaluator.sample_metrics(image[:, :3], image, torch.ones(3), "_novel")
+    # white fog: the same RGB on white, but the whole image opaque -> invisible on white, error on black:
+    # 768 background pixels of 1024 are white instead of black: mse 0.75 -> 1.249 dB
+    fog = evaluator.sample_metrics(image[:1, :3], torch.ones_like(alpha[:1]), image[:1], white, "")
+    assert fog["psnr"] > 100 and fog["psnr_black"] == pytest.approx(-10 * np.log10(0.75), abs=1e-3)
+    assert fog["opacity_iou"] == pytest.approx(256 / 1024)
+    same = evaluator.sample_metrics(image[:, :3], alpha, image, white, "_novel")
     assert same["lpips_novel"] == pytest.approx(0.0, abs=1e-6) and same["ssim_novel"] == pytest.approx(1.0)
-    empty = evaluator.sample_metrics(pred[:0], image[:0], torch.ones(3), "_novel")
+    empty = evaluator.sample_metrics(pred[:0], alpha[:0], image[:0], white, "_novel")
     assert all(math.isnan(value) for value in empty.values())
+
+
+def test_eval_config_rejects_bad_export_options():
+    with pytest.raises(ValueError, match="eval.background: expected one of white, black, grey, not 'pink'"):
+        EvalConfig(background="pink")
+    with pytest.raises(ValueError, match=r"eval.min_opacity: expected a value in \[0, 1\)"):
+        EvalConfig(min_opacity=1.5)
+    with pytest.raises(ValueError, match="eval.orbit"):
+        EvalConfig(orbit="sometimes")
 
 
 @pytest.mark.slow

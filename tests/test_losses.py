@@ -190,6 +190,7 @@ def test_warmup_switches():
         "perceptual": 0.5,
         "lpips": 0.2,
         "ssim": 0.0,
+        "alpha": 0.0,
         "pixelalign": 0.0,
         "pointsdist": 0.0,
         "image": 0.0,

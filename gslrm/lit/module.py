@@ -18,7 +18,7 @@ from gslrm.lit.optim import OptimConfig, build_optimizer, warmup_cosine
 from gslrm.losses.backgrounds import with_random_backgrounds
 from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
-from gslrm.losses.metrics import depth_abs_rel, mask_iou, per_image_masked_psnr, per_image_psnr
+from gslrm.losses.metrics import depth_abs_rel, mask_iou, on_black, opacity_iou, per_image_masked_psnr, per_image_psnr
 from gslrm.model.gslrm import GSLRM, ModelConfig, ModelOutput, load_facelift_checkpoint
 from gslrm.predict import predict_and_render, renderer
 from gslrm.render import RenderConfig, RenderOutput
@@ -76,6 +76,9 @@ class GSLRMModule(L.LightningModule):
         self.val_psnr_white = MeanMetric()
         self.val_psnr_masked_white = MeanMetric(nan_strategy="ignore")
         self.val_mask_iou = MeanMetric()
+        self.val_opacity_iou = MeanMetric()
+        # on black through the rendered alpha: fog in empty space is error there (all views, novel, input)
+        self.val_psnr_black = torch.nn.ModuleDict({view_set: MeanMetric() for view_set in ("all", "novel", "input")})
         self.val_depth_abs_rel = MeanMetric()  # when the data has depth (data.load_depth=true)
         self.val_lpips = MeanMetric()
         self.val_lpips_net, self.val_lpips_missing = None, None
@@ -106,7 +109,8 @@ class GSLRMModule(L.LightningModule):
         return LossInputs(
             render=rendered.rgb, target=image[:, :, :3], mask=image[:, :, 3:4], background=batch["bg_color"],
             gaussians=output.gaussians, pixel_means=output.pixel_means, ray_o=output.ray_o, ray_d=output.ray_d,
-            input_mask=image[:, : self.num_input_views, 3:4], depth=rendered.depth, batch=batch, render_fn=render_fn,
+            input_mask=image[:, : self.num_input_views, 3:4], depth=rendered.depth, alpha=rendered.alpha, batch=batch,
+            render_fn=render_fn,
         )  # fmt: skip
 
     # -- training ----------------------------------------------------------------------------------------------
@@ -205,11 +209,24 @@ class GSLRMModule(L.LightningModule):
         self.val_psnr_masked_white(per_image_masked_psnr(white, target_flat, alpha_flat))
         background = batch["bg_color"][:, None].expand(-1, target.shape[1], -1)
         self.val_mask_iou(mask_iou(rendered.rgb, alpha, background, self.losses.config.mask_iou_threshold))
+        self.val_opacity_iou(opacity_iou(rendered.alpha, alpha))
+        black_psnr = per_image_psnr(
+            on_black(rendered.rgb.clamp(0, 1), rendered.alpha, background).flatten(0, 1).float(),
+            on_black(target, alpha, background).flatten(0, 1).float(),
+        ).view(target.shape[:2])  # [b, v]
+        inputs = self.num_input_views
+        for view_set, views in (("all", slice(None)), ("novel", slice(inputs, None)), ("input", slice(0, inputs))):
+            if black_psnr[:, views].numel():
+                self.val_psnr_black[view_set](black_psnr[:, views].flatten())
         metrics = {
             "val/psnr": self.val_psnr, "val/ssim": self.val_ssim, "val/psnr_masked": self.val_psnr_masked,
             "val/psnr_white": self.val_psnr_white, "val/psnr_masked_white": self.val_psnr_masked_white,
-            "val/mask_iou": self.val_mask_iou,
+            "val/mask_iou": self.val_mask_iou, "val/opacity_iou": self.val_opacity_iou,
+            "val/psnr_black": self.val_psnr_black["all"],
         }  # fmt: skip
+        if target.shape[1] > inputs:
+            metrics["val/psnr_black_novel"] = self.val_psnr_black["novel"]
+        metrics["val/psnr_black_input"] = self.val_psnr_black["input"]
         if "depth" in batch:
             self.val_depth_abs_rel(depth_abs_rel(rendered.depth, batch["depth"], alpha))
             metrics["val/depth_abs_rel"] = self.val_depth_abs_rel

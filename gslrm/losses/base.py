@@ -27,6 +27,7 @@ class LossInputs:
     input_mask: Float[Tensor, "b vi 1 h w"]
     # for the depth-aware terms (seed 000); the loss computer fills depth_prior and confidence from the batch
     depth: Float[Tensor, "b v 1 h w"] | None = None  # rendered expected depth
+    alpha: Float[Tensor, "b v 1 h w"] | None = None  # rendered alpha (opacity accumulated along each ray)
     batch: dict | None = None  # the data batch (cameras, image names, depth / confidence maps)
     render_fn: Callable | None = None  # (c2w [b, n, 4, 4], fxfycxcy [b, n, 4]) -> RenderOutput of these Gaussians
     depth_prior: Float[Tensor, "b v 1 h w"] | None = None  # disparity

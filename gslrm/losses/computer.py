@@ -1,6 +1,6 @@
 """The LossComputer: FaceLift's weighted sum of terms, its warmups, and the diagnostics it logs.
 
-total = w_l2 l2 + w_perceptual perceptual + w_lpips lpips + w_ssim ssim + w_pixelalign pixelalign
+total = w_l2 l2 + w_perceptual perceptual + w_lpips lpips + w_ssim ssim + w_alpha alpha + w_pixelalign pixelalign
         + w_pointsdist pointsdist + w_image image + w_depth depth + ramp(step) w_pseudo_depth pseudo_depth
 The last three are seed 000's confidence/depth pipeline (``loss=confidence``); their depth priors and confidence
 maps come from one ``DepthPriors`` object (``gslrm/depth``), built only when one of them is on.
@@ -22,10 +22,11 @@ from gslrm.depth.priors import ConfidenceConfig, DepthPriors
 from gslrm.losses.backgrounds import BACKGROUND_MODES
 from gslrm.losses.base import LossInputs
 from gslrm.losses.confidence import ImageConfig, ImageLoss
+from gslrm.losses.coverage import AlphaConfig, AlphaLoss
 from gslrm.losses.depth import DepthConfig, DepthLoss, PseudoDepthConfig, PseudoDepthLoss, pseudo_ramp
 from gslrm.losses.geometry import PixelAlignConfig, PixelAlignLoss, PointsDistConfig, PointsDistLoss
 from gslrm.losses.lpips_term import LPIPSConfig, LPIPSLoss
-from gslrm.losses.metrics import mask_iou, psnr_from_mse
+from gslrm.losses.metrics import mask_iou, opacity_iou, psnr_from_mse
 from gslrm.losses.perceptual import PerceptualConfig, PerceptualLoss
 from gslrm.losses.pixel import L2Config, L2Loss
 from gslrm.losses.ssim import SSIMConfig, SSIMLoss
@@ -37,6 +38,7 @@ TERMS = {
     "perceptual": (PerceptualConfig, PerceptualLoss),
     "lpips": (LPIPSConfig, LPIPSLoss),
     "ssim": (SSIMConfig, SSIMLoss),
+    "alpha": (AlphaConfig, AlphaLoss),
     "pixelalign": (PixelAlignConfig, PixelAlignLoss),
     "pointsdist": (PointsDistConfig, PointsDistLoss),
     "image": (ImageConfig, ImageLoss),
@@ -55,6 +57,7 @@ class LossConfig:
     perceptual: PerceptualConfig = field(default_factory=lambda: PerceptualConfig(weight=0.5))
     lpips: LPIPSConfig = field(default_factory=LPIPSConfig)
     ssim: SSIMConfig = field(default_factory=SSIMConfig)
+    alpha: AlphaConfig = field(default_factory=AlphaConfig)  # coverage: rendered alpha vs the data's alpha
     pixelalign: PixelAlignConfig = field(default_factory=PixelAlignConfig)
     pointsdist: PointsDistConfig = field(default_factory=PointsDistConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -142,6 +145,8 @@ class LossComputer(nn.Module):
             out["psnr"] = psnr_from_mse(mse)
             background = inputs.background[:, None].expand(-1, render.shape[1], -1)
             out["mask_iou"] = mask_iou(render, inputs.mask, background, self.config.mask_iou_threshold)
+            if inputs.alpha is not None:
+                out["opacity_iou"] = opacity_iou(inputs.alpha.detach(), inputs.mask)
             out["gt_min"], out["gt_max"], out["gt_mean"] = (
                 inputs.target.min(),
                 inputs.target.max(),

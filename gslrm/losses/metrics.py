@@ -6,13 +6,21 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "psnr_from_mse", "iou", "mask_iou", "opacity_iou", "predicted_mask", "per_image_psnr", "per_image_masked_psnr", "depth_abs_rel",
+    "psnr_from_mse", "on_black", "iou", "mask_iou", "opacity_iou", "predicted_mask", "per_image_psnr", "per_image_masked_psnr", "depth_abs_rel",
     "aligned_depth_abs_rel",
 ]  # fmt: skip
 
 
 def psnr_from_mse(mse: Tensor) -> Tensor:
     return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+def on_black(rgb: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
+    """An image [..., 3, h, w] composited over ``background`` [..., 3] through ``alpha`` [..., 1, h, w], moved onto
+    black: ``rgb - background (1 - alpha)``, clamped to [0, 1]. Exact for renders (rgb = C + T bg, alpha = 1 - T)
+    and for the loader's targets (rgb = fg alpha + bg (1 - alpha)). On black, opaque fog in empty space is error
+    even where its colour matches the white background (``psnr_black``)."""
+    return (rgb - background[..., :, None, None] * (1.0 - alpha)).clamp(0.0, 1.0)
 
 
 def predicted_mask(render: Tensor, background: Tensor, threshold: float = 0.1) -> Tensor:
