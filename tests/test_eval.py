@@ -79,7 +79,10 @@ def test_eval_writes_metrics_csv_and_pictures(evaluated):
     assert iio.imread(sample / "gt_vs_pred.png").shape[1] > 6 * 256
     assert (iio.imread(sample / "input.png")[:4, :4] == 0).all()  # eval.background=black: the truth moved onto black
     export = summary["export"]["samples"][rows[0]["sample"]]
-    assert summary["export"]["min_opacity"] == MIN_OPACITY and export["kept"] <= export["gaussians"] == 4 * IMAGE_SIZE**2 + 2
+    assert (
+        summary["export"]["min_opacity"] == MIN_OPACITY
+        and export["kept"] <= export["gaussians"] == 4 * IMAGE_SIZE**2 + 2
+    )
     from gslrm.model.gaussians import load_ply
 
     saved = load_ply(sample / "gaussians.ply")

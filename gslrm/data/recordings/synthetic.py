@@ -180,8 +180,10 @@ def record(
                 scene.place(_eased(j0, j1, t), yaw, _eased(o0, o1, t), coat)
                 for camera in range(len(w2c)):
                     rgb, z = scene.render(camera)  # z: the ground truth's depth, at the video's size
-                    fine_rgb, fine_z = scene.render(camera, fine=True)
-                    views = {False: (rgb, _mask(z)), True: (fine_rgb, _mask(fine_z))}
+                    views = {False: (rgb, _mask(z))}
+                    if any(writer.maps[camera] is not None for writer in writers):  # a lens to record through
+                        fine_rgb, fine_z = scene.render(camera, fine=True)
+                        views[True] = (fine_rgb, _mask(fine_z))
                     for writer in writers:
                         writer.write(camera, views)
                     if depth:
