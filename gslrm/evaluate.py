@@ -26,6 +26,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from gslrm.config import coerce
 from gslrm.data.datamodule import is_empty
 from gslrm.data.mouse import BACKGROUNDS
+from gslrm.losses.backgrounds import recomposite
 from gslrm.losses.metrics import mask_iou, on_black, opacity_iou, per_image_masked_psnr, per_image_psnr
 from gslrm.model.gaussians import prune, save_ply
 from gslrm.model.gslrm import GSLRM, ModelConfig, load_facelift_checkpoint, read_checkpoint
@@ -73,11 +74,10 @@ class EvalConfig:
     video_format: str = "mp4"  # mp4 | gif
     fps: int = 30
     save_ply: bool = False  # gaussians.ply per visualized sample (min_opacity and FaceLift's crop box 0.91)
-    min_opacity: float = 0.02  # the .ply and the turntables drop Gaussians below it (0.02: FaceLift's export filter)
+    min_opacity: float = 0.02  # the .ply and the turntables keep Gaussians above it (0.02: FaceLift's export filter)
     background: str = "white"  # panels and turntables: white | black | grey (black shows fog, white hides it)
-    orbit: str = (
-        "auto"  # *_orbit metrics from <sample>/orbit/: auto (when the split's first sample has it) | true | false
-    )
+    # *_orbit metrics from <sample>/orbit/: auto (when the split's first sample has it) | true | false
+    orbit: str = "auto"
     lpips: str = "pretrained"  # pretrained | random (a random VGG16: tests only, not a metric) | off
     lpips_weights_path: str | None = None  # torchvision vgg16 state dict (default: the torch hub cache)
     error_vmax: float = ERROR_VMAX
@@ -212,7 +212,7 @@ class Evaluator(L.LightningModule):
         through the sample's cameras with the intrinsics scaled (pixel-centre convention: every coordinate scales by
         the same factor); the ground truth, which exists only at the data's size, enlarged bilinearly to match and
         moved onto that background through its alpha. The turntable and the .ply keep the Gaussians of opacity
-        >= ``eval.min_opacity`` (the .ply also FaceLift's crop box)."""
+        above ``eval.min_opacity`` (the .ply also FaceLift's crop box)."""
         folder = Path(self.config.output_dir) / "samples" / name.replace("/", "__")
         inputs, size = self.num_input_views, self.config.render_size
         background = torch.tensor(BACKGROUNDS[self.config.background], device=image.device, dtype=torch.float32)
@@ -221,10 +221,7 @@ class Evaluator(L.LightningModule):
                        background=background[None], settings=self.render_config, deferred=False)  # fmt: skip
         pred = large.rgb[0].float().clamp(0, 1)
         gt = torch.nn.functional.interpolate(image.float(), size=(size, size), mode="bilinear", antialias=False)
-        data_background = batch["bg_color"][b].float()
-        gt = (on_black(gt[:, :3], gt[:, 3:4], data_background) + background[:, None, None] * (1 - gt[:, 3:4])).clamp(
-            0, 1
-        )
+        gt = recomposite(gt[None], batch["bg_color"][b : b + 1].float(), background[None])[0, :, :3].clamp(0, 1)
         titles = view_titles(image.shape[0], inputs)
         save_png(error_panel(gt, pred, self.config.error_vmax, titles).image, folder / "gt_vs_pred.png")
         save_png(image_row(gt[:inputs]), folder / "input.png")
