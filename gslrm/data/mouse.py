@@ -54,9 +54,8 @@ class DataConfig:
     background: str = "white"
     mask_threshold: float = 250.0
     load_depth: bool = False  # also return depth [V,1,H,W] from <sample>/depth/<image stem>.npy
-    load_orbit: bool | str = (
-        False  # also return <sample>/orbit/'s held-out views as orbit_*; "auto": if the first has them
-    )
+    # also return <sample>/orbit/'s held-out views as orbit_*; "auto": when the split's first sample has them
+    load_orbit: bool | str = False
     depth_maps: MapConfig | None = None  # precomputed depth priors -> depth_prior [V,1,H,W] (disparity)
     confidence_maps: MapConfig | None = None  # precomputed confidence/uncertainty -> confidence [V,1,H,W]
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
