@@ -61,6 +61,7 @@ def train(cfg: DictConfig) -> float:
     from gslrm.depth.priors import check_data_loads_priors
     from gslrm.lit.launch import install_multirun_safe_ddp_launch
     from gslrm.lit.module import GSLRMModule
+    from gslrm.lit.requeue import RequeueOnSignal, resume_checkpoint
     from gslrm.runs import resolve_checkpoint, wandb_id_for
 
     L.seed_everything(cfg.seed, workers=True)
@@ -72,6 +73,8 @@ def train(cfg: DictConfig) -> float:
         num_input_views=data_config.num_input_views, val_lpips=cfg.val_lpips,
     )  # fmt: skip
     ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
+    if ckpt_path is None:  # a SLURM job restarted after a requeue, preemption or node failure continues its run
+        ckpt_path = resume_checkpoint(Path(cfg.paths.output_dir) / "checkpoints")
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
         if name == "wandb" and ckpt_path and node.get("id") is None:
@@ -84,22 +87,22 @@ def train(cfg: DictConfig) -> float:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # the starting point, logged at step 0
         _report(trainer, "start")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    for callback in callbacks:
+        if isinstance(callback, RequeueOnSignal):
+            callback.after_fit(trainer)  # SIGUSR2 under SLURM: requeued -> JobRequeued (SystemExit) on every rank
     return _report(trainer, "end").get("val/psnr", math.nan)
 
 
 def _plugins() -> list:
-    """Atomic checkpoint writes everywhere; under SLURM, Lightning's requeue on submitit's pre-timeout signal."""
-    import signal
-
+    """Atomic checkpoint writes everywhere; under SLURM, Lightning takes the ranks from SLURM."""
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     from gslrm.lit.checkpoint_io import AtomicCheckpointIO
 
     plugins: list = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():
-        # submitit (hydra/launcher=slurm) sends SIGUSR2 `signal_delay_s` before the time limit or on preemption:
-        # Lightning then saves hpc_ckpt_N.ckpt in the run dir, requeues the job, and the requeued job resumes from it
-        plugins.append(SLURMEnvironment(requeue_signal=signal.SIGUSR2))
+        # auto_requeue off: callbacks.requeue (gslrm.lit.requeue) owns SIGUSR2, see its docstring for why
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return plugins
 
 

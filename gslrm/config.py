@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["register_resolvers", "build", "default_precision", "coerce"]
+__all__ = ["register_resolvers", "build", "default_precision", "coerce", "run_name", "launcher_option"]
 
 
 def default_precision() -> str:
@@ -19,9 +19,33 @@ def default_precision() -> str:
     return "32-true"
 
 
+def run_name(time_format: str) -> str:
+    """A run directory's name: ``slurm-<job>`` in an sbatch job, so that the attempt SLURM starts after a requeue
+    (or a node failure) finds the run it continues, and every rank of ``srun python train.py trainer=ddp`` agrees
+    on it; else the start time, as Hydra's ``${now:...}``."""
+    from datetime import datetime
+
+    from gslrm import slurm
+
+    return f"slurm-{slurm.job_id()}" if slurm.is_batch_job() else datetime.now().strftime(time_format)
+
+
+def launcher_option(key: str, default: Any) -> Any:
+    """``hydra.launcher.<key>`` in a job's config (the job config has no ``hydra`` node to interpolate), or
+    ``default`` when the launcher has no such option (the basic launcher, a plain sbatch run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return default
+    return HydraConfig.get().launcher.get(key, default)
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("gslrm_precision"):
-        OmegaConf.register_new_resolver("gslrm_precision", default_precision)
+    for name, function, cached in (("gslrm_precision", default_precision, False),
+                                   ("gslrm_run_name", run_name, True),  # one value per run, as ${now:}
+                                   ("gslrm_launcher", launcher_option, False)):  # fmt: skip
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function, use_cache=cached)
 
 
 def build(node: DictConfig) -> Any:

@@ -108,8 +108,8 @@ def one_line_errors(*also: type[BaseException]):
     from gslrm.lit.checkpoint_io import CheckpointSaveError
     from gslrm.losses.weights import MissingWeightsError
 
-    kinds = (DataFormatError, MissingWeightsError, InstantiationException, FileNotFoundError, MissingMandatoryValue,
-             CheckpointSaveError)  # fmt: skip
+    kinds = (DataFormatError, MissingWeightsError, InstantiationException, FileNotFoundError, FileExistsError,
+             MissingMandatoryValue, CheckpointSaveError)  # fmt: skip
     try:
         yield
     except kinds + also as error:

@@ -94,6 +94,10 @@ def _fsync_directory(folder: Path) -> None:
         os.close(descriptor)
 
 
+def _CPU(storage, location):  # noqa: N802 - Lightning's default map_location: every tensor to CPU first
+    return storage
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch checkpoint IO with atomic writes (``trainer.save_checkpoint`` and ModelCheckpoint)."""
 
@@ -101,6 +105,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location: Any = _CPU, weights_only: bool | None = None) -> dict[str, Any]:
+        """Resuming (``ckpt_path``, a SLURM restart) reads a checkpoint this trainer wrote into the run directory the
+        user chose: Lightning's loop state and the optimizer's need full unpickling, so ``weights_only=False``. Foreign
+        files (FaceLift's, ``model.init_from``, eval.py) go through ``gslrm.model.gslrm.read_checkpoint`` instead,
+        with ``weights_only=True``."""
+        return super().load_checkpoint(path, map_location, weights_only=False if weights_only is None else weights_only)
 
 
 def unreadable_reason(path: str | Path) -> str | None:

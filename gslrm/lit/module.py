@@ -114,6 +114,15 @@ class GSLRMModule(L.LightningModule):
         )  # fmt: skip
 
     # -- training ----------------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        if self.trainer.global_step > 0:
+            log.info("resumed at step %d (%d samples trained)", self.trainer.global_step, int(self.trained_samples))
+        sampler = getattr(self.trainer.train_dataloader, "sampler", None)
+        if self.trainer.world_size > 1 and sampler is not None:  # each rank's shard, for multi-node debugging
+            indices = list(iter(sampler))
+            log.info("rank %d of %d trains on %d samples per epoch, first %s", self.trainer.global_rank,
+                     self.trainer.world_size, len(indices), indices[:8])  # fmt: skip
+
     def training_step(self, batch: dict | None, batch_index: int) -> None:
         if batch is not None:
             self.skipped_samples += int(batch.get("num_skipped", 0))
