@@ -22,14 +22,18 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,slurm]'
 	$(PY) -m gslrm.render.compiled
 	@touch $(STAMP)
 
-sysdeps: ## Debian packages MuJoCo needs to render on CPU (OSMesa)
-	@if ! ldconfig -p | grep -q libOSMesa; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null; \
-	  else echo "libOSMesa missing: run 'sudo apt-get install -y libosmesa6' (or set MUJOCO_GL=egl on a GPU node)"; fi; fi
+sysdeps: ## Debian packages: OSMesa (MuJoCo on CPU), and munge + slurm-wlm for the test suite's one-node SLURM cluster
+	@missing=""; \
+	  ldconfig -p | grep -q libOSMesa || missing="$$missing libosmesa6"; \
+	  command -v munged >/dev/null || [ -x /usr/sbin/munged ] || missing="$$missing munge"; \
+	  command -v sbatch >/dev/null || missing="$$missing slurm-wlm"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else echo "missing Debian packages:$$missing (sudo apt-get install -y$$missing); the SLURM tests skip without them"; fi; fi
 
 install: $(STAMP) sysdeps ## create .venv and install torch + the project
 

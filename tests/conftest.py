@@ -75,3 +75,20 @@ def tiny_root(tmp_path):
     (tmp_path / "train.txt").write_text("s0\ns1\ns2\n")
     (tmp_path / "val.txt").write_text(f"{tmp_path / 's3'}\n")  # FaceLift-style absolute path works too
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A one-node SLURM cluster (munged, slurmctld, slurmd as root), stopped by PID at the end of the session."""
+    from slurm_cluster import SlurmCluster, why_not_available
+
+    reason = why_not_available()
+    if reason is not None:
+        pytest.skip(f"no SLURM cluster: {reason}")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except (RuntimeError, OSError) as error:
+        pytest.skip(f"the SLURM daemons did not start: {error}")
+    yield cluster
+    cluster.stop()
