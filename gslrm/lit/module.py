@@ -243,7 +243,7 @@ class GSLRMModule(L.LightningModule):
             self.val_lpips(self.val_lpips_net(render_flat * 2 - 1, target_flat * 2 - 1).flatten())
             metrics["val/lpips"] = self.val_lpips
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=render_flat.shape[0])
-        return {"rendered": rendered}  # for the visualization callback's panels
+        return {"rendered": rendered, "gaussians": output.gaussians}  # the panels' and the live viewer's
 
     # -- checkpoints: frozen loss networks stay out ------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

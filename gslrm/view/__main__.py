@@ -1,0 +1,100 @@
+"""python -m gslrm.view ckpt_path=FILE|last [split=val] [sample=NAME] [port=8080] | ply=PATH — a browser viewer.
+
+python -m gslrm.view ckpt_path=last                       # the newest training run, first val sample, :8080
+python -m gslrm.view ckpt_path=last sample=sample_000512 viewer.background=black
+python -m gslrm.view ply=outputs/eval/runs/<time>/samples/<sample>/gaussians.ply
+ssh -L 8080:localhost:8080 cluster-node                   # then open http://localhost:8080 here
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("GSLRM_ROOT", str(Path(__file__).resolve().parents[2]))
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+
+import hydra  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from gslrm.config import register_resolvers  # noqa: E402
+
+register_resolvers()
+log = logging.getLogger("gslrm.view")
+
+
+def build_viewer(cfg: DictConfig):
+    """The started viewer for ``cfg`` (conf/view.yaml): a checkpoint's predictions on a split, or a ``.ply``."""
+    from gslrm.config import build
+    from gslrm.data.datamodule import MouseDataModule, collate_views
+    from gslrm.evaluate import load_model
+    from gslrm.model.gaussians import load_ply
+    from gslrm.render import RenderConfig
+    from gslrm.runs import resolve_checkpoint
+    from gslrm.view.viewer import Viewer, ViewScene
+
+    config = build(cfg.viewer)
+    if cfg.ply is not None:
+        if not Path(cfg.ply).is_file():
+            raise FileNotFoundError(f"ply: {cfg.ply}: file not found")
+        viewer = Viewer(config).start()
+        viewer.show(ViewScene(Path(cfg.ply).name, load_ply(cfg.ply)))
+        return viewer
+    if cfg.ckpt_path is None:
+        raise FileNotFoundError("nothing to show: pass ckpt_path=FILE|last (a checkpoint) or ply=PATH")
+    ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.train_task)
+    model, render_config = load_model(ckpt_path, build(cfg.model) if cfg.get("model") else None)
+    render_config = render_config or RenderConfig()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
+    data_config = build(cfg.data)
+    datamodule = MouseDataModule(data_config)
+    datamodule.prepare_data()
+    dataset = datamodule.dataset(cfg.split)
+    names = [sample.name for sample in dataset.samples]
+    if not names:
+        raise FileNotFoundError(f"split={cfg.split}: no samples in {data_config.root}")
+    first = cfg.sample if cfg.sample is not None else names[0]
+    if first not in names:
+        raise FileNotFoundError(f"sample: {first} is not in split {cfg.split} (e.g. {', '.join(names[:3])})")
+    inputs = data_config.num_input_views
+
+    @torch.no_grad()
+    def load_sample(name: str) -> ViewScene:
+        started = time.perf_counter()
+        batch = collate_views([dataset[names.index(name)]])
+        if batch is None or "image" not in batch:
+            raise ValueError(f"sample {name} could not be read (see the warning above)")
+        image, c2w, fxfycxcy = (batch[key].to(device) for key in ("image", "c2w", "fxfycxcy"))
+        output = model(image[:, :inputs, :3], c2w[:, :inputs], fxfycxcy[:, :inputs])
+        log.info("%s: predicted %d Gaussians in %.2f s", name, output.gaussians.means.shape[1],
+                 time.perf_counter() - started)  # fmt: skip
+        return ViewScene(name, output.gaussians, c2w[0].cpu(), fxfycxcy[0].cpu(), image[0].float().cpu(), inputs,
+                         render_config)  # fmt: skip
+
+    viewer = Viewer(config, names, load_sample).start()
+    viewer.sample_picker.value = first  # runs the model on it (the dropdown's callback)
+    if viewer.scene is None:
+        viewer.show(load_sample(first))
+    return viewer
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="view")
+def hydra_main(cfg: DictConfig) -> None:
+    from gslrm.runs import one_line_errors
+
+    with one_line_errors(ValueError):
+        viewer = build_viewer(cfg)
+    log.info("serving %s (Ctrl-C stops)", viewer.url)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        viewer.stop()
+
+
+if __name__ == "__main__":
+    hydra_main()

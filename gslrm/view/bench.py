@@ -1,0 +1,140 @@
+"""python -m gslrm.view.bench [--ckpt FILE --data-root DIR] [--json out.json] — the viewer's start-up and memory.
+
+For a checkpoint's first validation sample (the ``python -m gslrm.view`` path) and for a FaceLift-size prediction
+(1M Gaussians in a mouse-sized volume), sent whole and subsampled to ``viewer.max_splats``: seconds to get the viewer
+ready (checkpoint, forward pass, conversion), seconds from opening the page in headless Chromium (SwiftShader: WebGL
+on the CPU) to the first splats on screen, the bytes viser sends, and the memory of this process and the browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["measure_page", "facelift_size_scene"]
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def facelift_size_scene(count: int = 1_000_000, seed: int = 0):
+    """``count`` Gaussians the size and spread of a 4 x 512^2 pixel-aligned prediction of a mouse: an ellipsoid
+    cloud 0.6 x 0.25 x 0.25 around the rig centre, small scales, random colours and opacities."""
+    from gslrm.cameras import turntable_cameras
+    from gslrm.model.gaussians import Gaussians
+    from gslrm.view.viewer import ViewScene
+
+    generator = torch.Generator().manual_seed(seed)
+    means = torch.randn(count, 3, generator=generator) * torch.tensor([0.3, 0.12, 0.12])
+    gaussians = Gaussians(
+        means=means[None], features=torch.randn(1, count, 1, 3, generator=generator) * 0.5,
+        scales=torch.rand(1, count, 3, generator=generator) * 0.01 + 0.002,
+        quats=torch.nn.functional.normalize(torch.randn(1, count, 4, generator=generator), dim=-1),
+        opacities=torch.rand(1, count, generator=generator),
+    )  # fmt: skip
+    c2w, fxfycxcy = turntable_cameras(6, resolution=512, radius=2.7, elevation_deg=20.0)
+    images = torch.ones(6, 4, 512, 512)
+    return ViewScene(f"{count:,} Gaussians", gaussians, c2w.float(), fxfycxcy.float(), images, 4)
+
+
+def measure_page(viewer, profile: Path, timeout_s: float = 300.0) -> dict:
+    """Open the viewer's page in headless Chromium; seconds until the splats are drawn and the page settles."""
+    from gslrm.view.browser import HeadlessChromium
+
+    browser = HeadlessChromium(profile).start()
+    try:
+        started = time.perf_counter()
+        browser.open(viewer.url)
+        deadline = started + timeout_s
+        blank = None
+        while time.perf_counter() < deadline:  # first: a frame with something drawn in the middle third
+            shot = browser.screenshot().astype(np.int16)
+            height, width = shot.shape[:2]
+            middle = shot[height // 3 : 2 * height // 3, width // 4 : width // 2]
+            if blank is None:
+                blank = middle
+            if (np.abs(middle - 255).max(axis=-1) > 24).mean() > 0.01:
+                break
+            time.sleep(0.1)
+        first = time.perf_counter() - started
+        browser.settled_screenshot(timeout_s=timeout_s)
+        return {"first_splat_s": round(first, 2), "settled_s": round(time.perf_counter() - started, 2),
+                "browser_mb": round(browser.memory_mb(), 1)}  # fmt: skip
+    finally:
+        browser.stop()
+
+
+def _row(label: str, make_viewer, profile: Path) -> dict:
+    before = _rss_mb()
+    started = time.perf_counter()
+    viewer = make_viewer()
+    ready = time.perf_counter() - started
+    try:
+        row = {"case": label, "ready_s": round(ready, 2), "splats": len(viewer.splats), "total": viewer.splats.total,
+               "server_mb": round(_rss_mb() - before, 1)}  # fmt: skip
+        row["sent_mb"] = round(viewer.splats.centers.shape[0] * _BYTES_PER_SPLAT / 2**20, 1)
+        row |= measure_page(viewer, profile)
+    finally:
+        viewer.stop()
+    print(json.dumps(row), flush=True)
+    return row
+
+
+# what viser sends per splat: two 16-byte texels (centre 3 x f32 + 4 spare bytes; covariance upper triangle
+# 6 x f16 + rgba 4 x u8)
+_BYTES_PER_SPLAT = 32
+
+
+def main() -> None:
+    from gslrm.view.viewer import Viewer, ViewerConfig
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", help="a gslrm checkpoint (its first validation sample is shown)")
+    parser.add_argument("--data-root", help="data.root for --ckpt (default: the generated rodent data)")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--count", type=int, default=1_000_000, help="Gaussians of the FaceLift-size case")
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args()
+    rows, profile = [], Path(tempfile.mkdtemp(prefix="gslrm-view-bench-"))
+    if args.ckpt:
+        from hydra import compose, initialize_config_dir
+
+        from gslrm.view.__main__ import build_viewer
+
+        overrides = [
+            f"ckpt_path={args.ckpt}",
+            "port=0",
+            "viewer.show_cameras=false",
+            f"data.image_size={args.image_size}",
+        ]
+        if args.data_root:
+            overrides.append(f"data.root={args.data_root}")
+        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
+            cfg = compose("view", overrides=overrides)
+        rows.append(_row("checkpoint", lambda: build_viewer(cfg), profile))
+    scene = facelift_size_scene(args.count)
+    for max_splats in (300_000, args.count):
+
+        def make(max_splats=max_splats):
+            viewer = Viewer(ViewerConfig(port=0, max_splats=max_splats, min_opacity=0.0, show_cameras=False)).start()
+            viewer.show(scene)
+            return viewer
+
+        rows.append(_row(f"{args.count:,} Gaussians, max_splats={max_splats:,}", make, profile))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"viewer": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
