@@ -22,18 +22,19 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,slurm]'
+	$(PY) -m pip install -q -e '.[dev,slurm,viewer]'
 	$(PY) -m gslrm.render.compiled
 	@touch $(STAMP)
 
-sysdeps: ## Debian packages: OSMesa (MuJoCo on CPU), and munge + slurm-wlm for the test suite's one-node SLURM cluster
+sysdeps: ## Debian packages: OSMesa (MuJoCo on CPU); for the tests, munge + slurm-wlm (a one-node SLURM) and chromium
 	@missing=""; \
 	  ldconfig -p | grep -q libOSMesa || missing="$$missing libosmesa6"; \
 	  command -v munged >/dev/null || [ -x /usr/sbin/munged ] || missing="$$missing munge"; \
 	  command -v sbatch >/dev/null || missing="$$missing slurm-wlm"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	    else echo "missing Debian packages:$$missing (sudo apt-get install -y$$missing); the SLURM tests skip without them"; fi; fi
+	    else echo "missing Debian packages:$$missing (sudo apt-get install -y$$missing); the SLURM and browser tests skip without them"; fi; fi
 
 install: $(STAMP) sysdeps ## create .venv and install torch + the project
 

@@ -1,0 +1,235 @@
+"""The browser viewer: splat conversion by hand, camera conventions, the entry point, the training callback, and
+the page itself in headless Chromium (tests/browser.py)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from cli import ROOT, TRAINED_IMAGE_SIZE, data_overrides
+
+from gslrm.model.gaussians import Gaussians, save_ply
+from gslrm.view.splats import camera_to_opencv, matrix_to_quat, nearest_camera, quat_to_matrix, to_splats
+
+viser = pytest.importorskip("viser", reason="the viewer extra is not installed (pip install -e .[viewer])")
+
+
+def gaussians_of(means, scales, quats, opacities, colour=0.0) -> Gaussians:
+    n = len(means)
+    return Gaussians(
+        means=torch.tensor(means, dtype=torch.float32)[None],
+        features=torch.full((1, n, 1, 3), colour),
+        scales=torch.tensor(scales, dtype=torch.float32)[None],
+        quats=torch.tensor(quats, dtype=torch.float32)[None],
+        opacities=torch.tensor(opacities, dtype=torch.float32)[None],
+    )
+
+
+def test_covariance_is_r_s_squared_r_transposed_by_hand():
+    half = math.sqrt(0.5)
+    g = gaussians_of([[0, 0, 0], [1, 2, 3]], [[1, 2, 3], [1, 2, 3]], [[1, 0, 0, 0], [half, 0, 0, half]], [0.5, 0.5])
+    splats = to_splats(g, min_opacity=0.0, max_splats=10)
+    np.testing.assert_allclose(splats.covariances[0], np.diag([1.0, 4.0, 9.0]), atol=1e-6)
+    # 90 degrees about z: x -> y, so the variances along x and y swap
+    np.testing.assert_allclose(splats.covariances[1], np.diag([4.0, 1.0, 9.0]), atol=1e-6)
+    np.testing.assert_allclose(splats.centers[1], [1, 2, 3])
+    # colour: the degree-0 SH term, C0 * 0 + 0.5
+    np.testing.assert_allclose(splats.rgbs, 0.5)
+
+
+def test_threshold_then_the_most_opaque_up_to_max_splats():
+    g = gaussians_of([[i, 0, 0] for i in range(5)], [[0.1] * 3] * 5, [[1, 0, 0, 0]] * 5, [0.1, 0.5, 0.9, 0.01, 0.7])
+    splats = to_splats(g, min_opacity=0.05, max_splats=2)
+    assert splats.total == 5 and len(splats) == 2
+    assert sorted(splats.opacities[:, 0].tolist()) == pytest.approx([0.7, 0.9])
+    assert sorted(splats.centers[:, 0].tolist()) == [2.0, 4.0]
+    assert len(to_splats(g, min_opacity=0.95, max_splats=2)) == 0
+
+
+def test_quaternion_round_trip_every_branch():
+    from scipy.spatial.transform import Rotation
+
+    rotations = Rotation.random(50, random_state=0).as_matrix().tolist()
+    rotations += [np.diag([1.0, -1, -1]), np.diag([-1.0, 1, -1]), np.diag([-1.0, -1, 1])]  # 180 degrees: trace -1
+    for rotation in rotations:
+        back = quat_to_matrix(torch.tensor(matrix_to_quat(np.array(rotation)), dtype=torch.float64)).numpy()
+        np.testing.assert_allclose(back, rotation, atol=1e-9)
+
+
+def test_browser_camera_is_our_renderers_camera():
+    from gslrm.cameras import turntable_cameras
+
+    c2w, _ = turntable_cameras(4, resolution=64, radius=2.7, elevation_deg=20.0)
+    fov = 0.8
+    c2w_back, k = camera_to_opencv(matrix_to_quat(c2w[1, :3, :3].numpy()), c2w[1, :3, 3].numpy(), fov, 96, 64)
+    torch.testing.assert_close(c2w_back, c2w[1].float(), atol=1e-5, rtol=0)
+    assert k.tolist() == pytest.approx([32 / math.tan(0.4), 32 / math.tan(0.4), 48.0, 32.0])
+    assert nearest_camera(c2w[2].float() * torch.tensor(1.0), c2w.float()) == 2
+
+
+def _view_config(rodent_root, trained_run, *overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("view", overrides=[
+            f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "port=0", *data_overrides(rodent_root),
+            f"data.image_size={TRAINED_IMAGE_SIZE}", *overrides,
+        ])  # fmt: skip
+
+
+def _bounding_box(viewer, client, centres: np.ndarray, scales: float) -> tuple[int, int, int, int]:
+    """Pixel box of ``centres`` seen from the browser's camera, grown by 3 sigma of the largest splat."""
+    c2w, k = camera_to_opencv(client.camera.wxyz, client.camera.position, client.camera.fov,
+                              client.camera.image_width, client.camera.image_height)  # fmt: skip
+    w2c = torch.linalg.inv(c2w.double()).numpy()
+    camera = centres @ w2c[:3, :3].T + w2c[:3, 3]
+    assert (camera[:, 2] > 0).all()
+    k = k.double().numpy()
+    u, v = k[0] * camera[:, 0] / camera[:, 2] + k[2], k[1] * camera[:, 1] / camera[:, 2] + k[3]
+    margin = 3 * scales * k[1] / camera[:, 2].min() + 3
+    return (int(u.min() - margin), int(v.min() - margin), int(math.ceil(u.max() + margin)),
+            int(math.ceil(v.max() + margin)))  # fmt: skip
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_page_in_headless_chromium_shows_the_prediction_where_it_projects(tmp_path, rodent_root, trained_run):
+    from gslrm.view.browser import HeadlessChromium, find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    view_main = pytest.importorskip("gslrm.view.__main__")
+    cfg = _view_config(rodent_root, trained_run, "viewer.show_cameras=false")
+    viewer = view_main.build_viewer(cfg)
+    browser = HeadlessChromium(tmp_path / "profile", width=960, height=720).start()
+    try:
+        started = time.monotonic()
+        browser.open(viewer.url)
+        deadline = time.monotonic() + 60
+        while not viewer.server.get_clients() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (client,) = viewer.server.get_clients().values()
+        time.sleep(2)
+        browser.dismiss_notifications()
+        with_splats = browser.settled_screenshot()
+        first_splat_s = time.monotonic() - started
+        shown = viewer.splats
+        assert len(shown) > 100
+        scale = float(viewer.scene.gaussians.scales[0, viewer.scene.gaussians.opacities[0] > 0.02].max())
+        left, top, right, bottom = _bounding_box(viewer, client, shown.centers.astype(np.float64), scale)
+
+        viewer.set_threshold(0.99)
+        assert len(viewer.splats) == 0
+        empty = browser.settled_screenshot(changed_from=with_splats)
+        changed = np.abs(with_splats - empty).max(axis=-1) > 24
+        inside = np.zeros_like(changed)
+        inside[max(top, 0) : max(bottom, 0), max(left, 0) : max(right, 0)] = True
+        assert changed[inside].mean() > 0.05, changed[inside].mean()  # the prediction is drawn inside its box
+        assert changed[~inside].sum() <= 0.001 * (~inside).sum(), changed[~inside].sum()  # and nowhere else
+        # where nothing is drawn the page is the background colour (white), GUI panel aside
+        assert (empty[~inside].reshape(-1, 3) == 255).all(axis=-1).mean() > 0.8
+
+        median = float(np.median(shown.opacities))
+        viewer.set_threshold(median)
+        assert 0 < len(viewer.splats) < len(shown)
+        thinned = browser.settled_screenshot(changed_from=empty)
+        assert np.abs(thinned - with_splats).max(axis=-1).__gt__(24).sum() > 50  # a threshold change is visible
+
+        result = viewer.render_view(client)  # the "render this view" button's work
+        assert result["render"].shape == (3, 256, round(256 * 960 / 720)) and float(result["alpha"].max()) > 0.1
+        assert result["nearest"] is not None and result["ground_truth"].shape == (3, 16, 16)
+        from PIL import Image
+
+        Image.fromarray(with_splats.astype(np.uint8)).save(tmp_path / "viewer.png")
+        print(f"first splat on screen {first_splat_s:.1f} s after the page was opened")
+    finally:
+        browser.stop()
+        viewer.stop()
+
+
+def test_view_entry_point_serves_a_checkpoint_and_a_ply(tmp_path, rodent_root, trained_run):
+    """python -m gslrm.view as users start it: the page is served; a .ply opens; bad input is one line."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "gslrm.view", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+               f"port={port}", *data_overrides(rodent_root), f"data.image_size={TRAINED_IMAGE_SIZE}"]  # fmt: skip
+    env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"))
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)  # fmt: skip
+    try:
+        deadline, page = time.monotonic() + 120, None
+        while page is None and time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    page = response.read().decode()
+            except OSError:
+                time.sleep(0.5)
+        assert page is not None and "<html" in page.lower(), process.stdout.read() if process.poll() else ""
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    g = gaussians_of([[0, 0, 0], [0.1, 0, 0]], [[0.05] * 3] * 2, [[1, 0, 0, 0]] * 2, [0.9, 0.01])
+    save_ply(tmp_path / "g.ply", g)
+    view_main = pytest.importorskip("gslrm.view.__main__")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("view", overrides=[f"ply={tmp_path / 'g.ply'}", "port=0"])
+    viewer = view_main.build_viewer(cfg)
+    try:
+        assert viewer.scene.c2w is None and len(viewer.splats) == 1  # the 0.01-opacity one is below 0.02
+    finally:
+        viewer.stop()
+
+    bad = subprocess.run([sys.executable, "-m", "gslrm.view", f"ply={tmp_path / 'missing.ply'}"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 1 and "ply: " in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_live_viewer_during_training_shows_each_validation(rodent_root):
+    """callbacks.viewer.enabled=true, in-process: one scene per validation reaches the viewer (on its worker
+    thread), named after the step and the validation sample; the server stops with the fit."""
+    import lightning as L
+
+    from gslrm.data.datamodule import MouseDataModule
+    from gslrm.data.mouse import DataConfig
+    from gslrm.lit.live_viewer import LiveViewer
+    from gslrm.lit.module import GSLRMModule
+    from gslrm.lit.optim import OptimConfig
+    from gslrm.losses.computer import LossConfig
+    from gslrm.model.gslrm import ModelConfig
+
+    data = DataConfig(root=str(rodent_root), image_size=16, num_workers=0, batch_size=1,
+                      generator={"samples": 4, "val_samples": 1, "seed": 3})  # fmt: skip
+    module = GSLRMModule(ModelConfig(dim=32, depth=1, head_dim=16), LossConfig(perceptual={"weight": 0.0}),
+                         OptimConfig(warmup_steps=1), num_input_views=4, val_lpips=False)  # fmt: skip
+    live = LiveViewer(enabled=True, port=0)
+    names = []
+    trainer = L.Trainer(max_steps=4, limit_train_batches=2, accelerator="cpu", logger=False, callbacks=[live],
+                        enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0)  # fmt: skip
+    original_start = live.setup
+
+    def setup_and_watch(trainer, module, stage):
+        original_start(trainer, module, stage)
+        if live.viewer is not None and not names:
+            show = live.viewer.show
+            live.viewer.show = lambda scene: (names.append(scene.name), show(scene))
+            names.append("started")
+
+    live.setup = setup_and_watch
+    trainer.fit(module, datamodule=MouseDataModule(data))
+    assert live.viewer is None  # stopped with the fit
+    sample = MouseDataModule(data).dataset("val").samples[0].name
+    assert live.shown == 2 and names[1:] == [f"step {step}: {sample}" for step in (2, 4)], names
