@@ -129,7 +129,7 @@ class Evaluator(L.LightningModule):
 
     def _build_lpips(self):
         from gslrm.losses.lpips_term import build_lpips
-        from gslrm.losses.weights import MissingWeightsError
+        from gslrm.weights import MissingWeightsError
 
         if self.config.lpips == "off":
             return None, "disabled (eval.lpips=off)"

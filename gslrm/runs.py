@@ -106,7 +106,7 @@ def one_line_errors(*also: type[BaseException]):
 
     from gslrm.data.format import DataFormatError
     from gslrm.lit.checkpoint_io import CheckpointSaveError
-    from gslrm.losses.weights import MissingWeightsError
+    from gslrm.weights import MissingWeightsError
 
     kinds = (DataFormatError, MissingWeightsError, InstantiationException, FileNotFoundError, FileExistsError,
              MissingMandatoryValue, CheckpointSaveError)  # fmt: skip

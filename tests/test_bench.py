@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from gslrm import bench, bench_gpu
+from gslrm.bench import cpu, timing
+from gslrm.bench import gpu as bench_gpu
+from gslrm.bench.__main__ import main
 
 
 @pytest.mark.slow
@@ -32,10 +34,10 @@ def test_gpu_benchmark_runs_its_code_on_cpu():
 
 @pytest.mark.slow
 def test_cpu_benchmark_quick_run_fills_every_section(monkeypatch):
-    """`python -m gslrm.bench --quick`'s jobs and the table. In this process (the spawn-per-job `_run` is exercised by
+    """`python -m gslrm.bench --quick`'s jobs and the table. In this process (the spawn-per-job `run_job` is exercised by
     the GPU benchmark's test above): half the time, and the jobs' code is what is under test."""
-    monkeypatch.setattr(bench, "_run", lambda job, *args: job(*args))
-    results = bench.run(quick=True)
+    monkeypatch.setattr(timing, "run_job", lambda job, *args: job(*args))
+    results = cpu.run(quick=True)
     raster = results["rasterizer"]
     assert raster["compiled_speedup_2k_64"] > 1 and raster["compiled_max_abs_diff"] < 1e-4
     assert set(raster["2k_64"]) == {"compiled", "tiled", "dense", "max_abs_diff"}
@@ -43,11 +45,11 @@ def test_cpu_benchmark_quick_run_fills_every_section(monkeypatch):
     assert tiny["mfu"] == pytest.approx(tiny["flops"] / tiny["seconds"] / results["model"]["matmul_flops_per_second"])
     assert set(results["loader"]) == {"workers0", "workers2"}
     assert set(results["memory"]) == {f"views{v}_res64_{what}" for v in (2, 4) for what in ("model", "render")}
-    text = bench.table(results)
+    text = cpu.table(results)
     assert "| 2k_64 |" in text and "| tiny " in text and "| workers2 |" in text and "| views4_res64_render |" in text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 def test_cuda_benchmark_without_cuda_says_so():
     with pytest.raises(SystemExit, match="no CUDA device here"):
-        bench.main(["--device", "cuda"])
+        main(["--device", "cuda"])

@@ -13,7 +13,7 @@ from gslrm.depth.estimators import MidasConfig, MidasEstimator, disparity_from_d
 from gslrm.depth.pseudo import PseudoStack, orbit_cameras
 from gslrm.losses.confidence import broadcast_confidence, image_loss, l1_confidence, ssim_confidence, weighted_mean
 from gslrm.losses.depth import pearson, pearson_depth_loss, pseudo_depth_loss, pseudo_ramp
-from gslrm.losses.weights import MissingWeightsError
+from gslrm.weights import MissingWeightsError
 
 LOSS = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]])
 CONF = torch.tensor([[0.9, 0.8, 0.7], [0.6, 0.5, 0.4], [0.3, 0.2, 0.1]])

@@ -13,8 +13,8 @@ from gslrm.losses.metrics import mask_iou, per_image_masked_psnr, per_image_psnr
 from gslrm.losses.perceptual import PerceptualConfig, PerceptualLoss
 from gslrm.losses.pixel import L2Config, L2Loss, masked_mse
 from gslrm.losses.ssim import SSIMConfig, SSIMLoss, masked_ssim, ssim_map
-from gslrm.losses.weights import MissingWeightsError
 from gslrm.model.gaussians import to_gs
+from gslrm.weights import MissingWeightsError
 
 
 def make_inputs(render, target, mask=None, pixel_means=None, ray_o=None, ray_d=None, opacities=None):

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gslrm.losses.weights import MissingWeightsError
-from gslrm.weights import destination, ensure, fetch, source, verify
+from gslrm.weights import MissingWeightsError, destination, ensure, fetch, source, verify
 from gslrm.weights.download import WeightsChecksumError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +96,7 @@ def test_download_into_an_empty_cache_then_the_cache_without_network(mirror):
     assert leftovers(path.parent) == ["vgg19-dcbb9e9d.pth"]  # no partial file
     mirror.close()  # no network from here on
     assert ensure("vgg19") == path and mirror.requests == ["vgg19.pth"]
-    from gslrm.losses.weights import load_state_dict
+    from gslrm.weights import load_state_dict
 
     assert list(load_state_dict(None, "vgg19", "loss.perceptual.weights_path")) == ["weight"]  # what the loss loads
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from gslrm.losses.weights import MissingWeightsError, hub_checkpoint, load_state_dict
+from gslrm.weights import MissingWeightsError, hub_checkpoint, load_state_dict
 
 __all__ = ["MidasConfig", "MidasEstimator", "load_midas", "disparity_from_depth", "ESTIMATORS", "MIDAS_WEIGHTS"]
 

@@ -84,7 +84,7 @@ class GSLRMModule(L.LightningModule):
         self.val_lpips_net, self.val_lpips_missing = None, None
         if val_lpips:
             from gslrm.losses.lpips_term import build_lpips
-            from gslrm.losses.weights import MissingWeightsError
+            from gslrm.weights import MissingWeightsError
 
             try:
                 self.val_lpips_net = build_lpips(pretrained_backbone=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from gslrm.losses.base import LossInputs, Term, TermConfig, flat_images
-from gslrm.losses.weights import load_state_dict
+from gslrm.weights import load_state_dict
 
 __all__ = ["LPIPSConfig", "LPIPSLoss", "build_lpips"]
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gslrm.losses.base import LossInputs, Term, TermConfig, flat_images
-from gslrm.losses.weights import load_state_dict, weights_path
+from gslrm.weights import load_state_dict, weights_path
 
 __all__ = ["PerceptualConfig", "PerceptualLoss", "VGG19Features"]
 
@@ -124,8 +124,8 @@ class PerceptualLoss(Term):
 def vgg19_weights_available(weights_path: str | None = None) -> bool:
     """Whether PerceptualLoss(pretrained=True) can get its weights here: present, or fetched now if the network
     allows (``make train`` falls back to ``loss=l2`` when not)."""
-    from gslrm.losses.weights import MissingWeightsError
-    from gslrm.losses.weights import weights_path as resolve
+    from gslrm.weights import MissingWeightsError
+    from gslrm.weights import weights_path as resolve
 
     mat = os.environ.get("VGG19_WEIGHTS_PATH")
     try:

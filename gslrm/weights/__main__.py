@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache is not None:
         _use_cache(args.cache.resolve())
 
-    from gslrm.losses.weights import MissingWeightsError
-    from gslrm.weights import SOURCES, fetch, verify
+    from gslrm.weights import SOURCES, MissingWeightsError, fetch, verify
     from gslrm.weights.download import fetch_hf_url
 
     if args.command == "status":

@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 from gslrm.files import exclusive_lock, written_atomically
-from gslrm.losses.weights import MissingWeightsError
+from gslrm.weights.errors import MissingWeightsError
 from gslrm.weights.registry import SOURCES, Source, destination, source, split_hf
 
 log = logging.getLogger(__name__)

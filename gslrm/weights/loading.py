@@ -1,5 +1,5 @@
 """Loading pretrained weights for the frozen networks: a configured path as it is, else the ecosystem's cache, where
-``gslrm.weights`` downloads the file on first use when the network allows (``python -m gslrm.weights fetch`` does
+``gslrm.weights.download`` fetches the file on first use when the network allows (``python -m gslrm.weights fetch`` does
 it ahead of time for offline clusters)."""
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["MissingWeightsError", "hub_checkpoint", "load_state_dict", "weights_path"]
+from gslrm.weights.download import ensure
+from gslrm.weights.errors import MissingWeightsError
 
-
-class MissingWeightsError(FileNotFoundError):
-    """Pretrained weights are not on this machine and cannot be fetched; the message says what to do (one line)."""
+__all__ = ["hub_checkpoint", "load_state_dict", "weights_path"]
 
 
 def hub_checkpoint(filename: str) -> Path:
@@ -29,8 +28,6 @@ def weights_path(configured: str | None, name: str, config_key: str) -> Path:
         if not path.is_file():
             raise MissingWeightsError(f"{config_key}={configured}: file not found")
         return path
-    from gslrm.weights import ensure
-
     return ensure(name, f"{config_key}=/path/to/file")
 
 

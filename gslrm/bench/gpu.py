@@ -9,7 +9,7 @@
 - ``loader``: samples/s of the rodent loader at 512^2 with ``num_workers`` 4 and 8, against what ``base`` consumes
   (batch / step time): the loader should deliver at least 1.5x.
 
-Every job but the loader runs in a fresh process (``bench._run``), so peak memory is per job. ``run(device="cpu", quick=True)`` runs
+Every job but the loader runs in a fresh process (``timing.run_job``), so peak memory is per job. ``run(device="cpu", quick=True)`` runs
 the same code with small shapes: that is how the CPU test suite keeps it working.
 """
 
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 
-from gslrm.bench import MODEL_SIZES, _model_flops, _run, _timed, job_matmul
+from gslrm.bench import timing
+from gslrm.bench.timing import MODEL_SIZES, job_matmul, model_flops, random_gaussians, timed
 
 __all__ = ["run", "table"]
 
@@ -56,18 +57,17 @@ def job_train_step(size: str, resolution: int, batch: int, device: str, deferred
         optimizer.zero_grad(set_to_none=True)
 
     step()  # warm-up: cuBLAS/cuDNN heuristics, gsplat's kernels, the optimizer state
-    seconds, peak = _timed(step, device, repeats)
+    seconds, peak = timed(step, device, repeats)
     tokens = input_views * (resolution // config.patch_size) ** 2 + config.num_token_gaussians
-    return {"seconds": seconds, "peak_mib": peak, "flops": _model_flops(config, tokens, batch), "batch": batch,
+    return {"seconds": seconds, "peak_mib": peak, "flops": model_flops(config, tokens, batch), "batch": batch,
             "resolution": resolution, "deferred": deferred}  # fmt: skip
 
 
 def job_gsplat(gaussians: int, resolution: int, device: str, repeats: int) -> dict:
 
-    from gslrm.bench import _random_gaussians
     from gslrm.render import render
 
-    scene = _random_gaussians(gaussians, device)
+    scene = random_gaussians(gaussians, device)
     c2w, k = _cameras(1, 4, resolution, device)
 
     def step():
@@ -75,7 +75,7 @@ def job_gsplat(gaussians: int, resolution: int, device: str, repeats: int) -> di
         (rendered.rgb.sum() + rendered.alpha.sum()).backward()
 
     step()
-    seconds, peak = _timed(step, device, repeats)
+    seconds, peak = timed(step, device, repeats)
     return {"seconds": seconds, "peak_mib": peak, "views": 4}
 
 
@@ -124,11 +124,11 @@ def run(device: str = "cuda", quick: bool = False) -> dict:
         "loader": {},
     }
     cuda = device == "cuda"  # the bf16 peak a GPU trains at; the CPU quick run: fp32, small
-    peak = _run(job_matmul, device, 8192 if cuda else 1024, "bfloat16" if cuda else "float32")
+    peak = timing.run_job(job_matmul, device, 8192 if cuda else 1024, "bfloat16" if cuda else "float32")
     results["matmul_peak"] = peak
     shapes = [("tiny", 32)] if quick else [("tiny", 256), ("small", 256), ("base", 512)]
     for size, resolution in shapes:
-        measured = _run(job_train_step, size, resolution, 2, device, False, repeats)
+        measured = timing.run_job(job_train_step, size, resolution, 2, device, False, repeats)
         measured["steps_per_second"] = 1.0 / measured["seconds"]
         measured["mfu"] = measured["flops"] / measured["seconds"] / peak["flops_per_second"]
         results["training"][f"{size}_{resolution}"] = measured
@@ -138,12 +138,12 @@ def run(device: str = "cuda", quick: bool = False) -> dict:
             results["rasterizer"][f"{gaussians}_{resolution}"] = {
                 "gaussians": gaussians,
                 "resolution": resolution,
-            } | _run(job_gsplat, gaussians, resolution, device, repeats)
+            } | timing.run_job(job_gsplat, gaussians, resolution, device, repeats)
     grid = [(2, 32)] if quick else [(v, r) for r in (256, 512) for v in (2, 4, 6)]
     for views, resolution in grid:
         for deferred in (False, True):
             key = f"views{views}_res{resolution}_{'deferred' if deferred else 'plain'}"
-            results["memory"][key] = {"views": views} | _run(
+            results["memory"][key] = {"views": views} | timing.run_job(
                 job_train_step, "tiny" if quick else "small", resolution, 1, device, deferred, 1, min(views, 4), views
             )
     consumer = results["training"]["tiny_32" if quick else "base_512"]

@@ -1,4 +1,4 @@
-"""``python -m gslrm.bench [--json FILE] [--quick]``: speed and memory, measured side by side in one run.
+"""``python -m gslrm.bench [--json FILE] [--quick]`` (the CPU benchmark): speed and memory, measured side by side in one run.
 
 - ``rasterizer``: the CPU rasterizers (compiled, torch tiled, dense all-pairs oracle), forward + backward, at
   (2k Gaussians, 64^2), (16k, 128^2) and the default training shape (``train``: 2 scenes x 4096 Gaussians, each seen
@@ -19,90 +19,15 @@ baseline after setup (``/proc/self/status`` VmHWM after resetting it), on CUDA `
 
 from __future__ import annotations
 
-import argparse
-import json
-import multiprocessing as mp
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["main"]
+from gslrm.bench import timing
+from gslrm.bench.timing import FORWARD_FLOPS_PER_PAIR, MODEL_SIZES, job_matmul, model_flops, random_gaussians, timed
 
-# FLOPs (an FMA counted as 2) per Gaussian-pixel pair in the compiled forward: offsets and sigma 9, exp 22 (range
-# reduction, degree-7 polynomial, exponent scaling), alpha, transmittance and weight 6, four channels blended 8
-FORWARD_FLOPS_PER_PAIR = 45
+__all__ = ["run", "table"]
+
 RASTER_CASES = {"2k_64": (1, 1, 2000, 64), "16k_128": (1, 1, 16000, 128), "train": (2, 6, 4096, 32)}
-MODEL_SIZES = {"tiny": dict(dim=128, depth=4, head_dim=32), "small": dict(dim=384, depth=8, head_dim=64)}
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-class _Peak:
-    """Peak memory (MiB) of the code run inside the context, above what was resident when it started."""
-
-    def __init__(self, device: str) -> None:
-        self.device, self.mib = device, 0.0
-
-    def __enter__(self) -> _Peak:
-        import torch
-
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-            self.base = _rss_kib("VmRSS") * 1024
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import torch
-
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
-        else:
-            peak = _rss_kib("VmHWM") * 1024
-        self.mib = (peak - self.base) / 2**20
-
-
-def _timed(function, device: str, repeats: int) -> tuple[float, float]:
-    """Peak memory of the first run, then the median seconds of ``repeats`` more runs."""
-    import torch
-
-    with _Peak(device) as peak:  # the first call: later ones reuse the allocator's memory and show no growth
-        function()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2], peak.mib
-
-
-def _random_gaussians(n: int, device: str, batch: int = 1):
-    import torch
-
-    from gslrm.model.gaussians import Gaussians
-
-    g = torch.Generator().manual_seed(0)
-    scene = Gaussians(
-        means=(torch.rand(batch, n, 3, generator=g) * 2 - 1) * 0.8,
-        features=torch.randn(batch, n, 1, 3, generator=g),
-        scales=torch.exp(torch.empty(batch, n, 3).uniform_(-5.0, -3.0, generator=g)),
-        quats=torch.nn.functional.normalize(torch.randn(batch, n, 4, generator=g), dim=-1),
-        opacities=torch.rand(batch, n, generator=g),
-    )
-    return scene.map(lambda t: t.to(device).requires_grad_(True))
 
 
 def job_rasterizer(case: str, method: str, repeats: int) -> dict:
@@ -115,7 +40,7 @@ def job_rasterizer(case: str, method: str, repeats: int) -> dict:
     from gslrm.render.tiles import rasterize_tiles
 
     batch, views, n, resolution = RASTER_CASES[case]
-    scene = _random_gaussians(n, "cpu", batch)
+    scene = random_gaussians(n, "cpu", batch)
     c2w, k = turntable_cameras(views, resolution, elevation_deg=20.0)
     c2w, k = c2w.expand(batch, -1, -1, -1), k.expand(batch, -1, -1)
     images = batch * views
@@ -138,22 +63,14 @@ def job_rasterizer(case: str, method: str, repeats: int) -> dict:
         if backward:
             ((colors * weights).sum() + alphas.sum()).backward()
 
-    seconds, peak = _timed(render_step, "cpu", repeats)
-    raster_seconds, _ = _timed(raster_step, "cpu", repeats)
+    seconds, peak = timed(render_step, "cpu", repeats)
+    raster_seconds, _ = timed(raster_step, "cpu", repeats)
     out = {"seconds": seconds, "peak_mib": peak, "raster_seconds": raster_seconds, "image": result["image"].numpy()}
     if method == "compiled":
-        forward_seconds, _ = _timed(lambda: raster_step(backward=False), "cpu", repeats)
+        forward_seconds, _ = timed(lambda: raster_step(backward=False), "cpu", repeats)
         ids = intersect_tiles(fixed, 8, -(-resolution // 8), -(-resolution // 8))[0]
         out |= {"forward_seconds": forward_seconds, "pairs": len(ids) * 64}
     return out  # the image by value across processes
-
-
-def _model_flops(config, tokens: int, batch: int) -> float:
-    """Forward+backward FLOPs of the transformer trunk and heads: 3 x forward, forward = 2 x MACs."""
-    d, depth = config.dim, config.depth
-    per_token_macs = depth * 12 * d * d + 9 * config.patch_size**2 * d + d * config.patch_size**2 * 14
-    attention_macs = depth * 2 * tokens * tokens * d  # QK^T and AV
-    return 3.0 * 2.0 * batch * (per_token_macs * tokens + attention_macs)
 
 
 def job_model(size: str, device: str, repeats: int) -> dict:
@@ -173,20 +90,10 @@ def job_model(size: str, device: str, repeats: int) -> dict:
         out = model(image, c2w, k)
         (out.gaussians.features.sum() + out.gaussians.means.sum()).backward()
 
-    seconds, peak = _timed(step, device, repeats)
+    seconds, peak = timed(step, device, repeats)
     tokens = views * (resolution // config.patch_size) ** 2 + config.num_token_gaussians
-    flops = _model_flops(config, tokens, batch)
+    flops = model_flops(config, tokens, batch)
     return {"seconds": seconds, "peak_mib": peak, "flops": flops, "tokens": tokens, "batch": batch}
-
-
-def job_matmul(device: str, size: int = 2048, dtype: str = "float32") -> dict:
-    """The machine's matmul FLOP/s: the peak that MFU and FLOP fractions are measured against."""
-    import torch
-
-    kind = getattr(torch, dtype)
-    a, b = (torch.randn(size, size, device=device, dtype=kind) for _ in range(2))
-    seconds, _ = _timed(lambda: a @ b, device, 5)
-    return {"flops_per_second": 2.0 * size**3 / seconds, "dtype": dtype}
 
 
 def job_memory(views: int, resolution: int, device: str, with_render: bool) -> dict:
@@ -209,7 +116,7 @@ def job_memory(views: int, resolution: int, device: str, with_render: bool) -> d
         else:
             (out.gaussians.features.sum() + out.gaussians.means.sum()).backward()
 
-    seconds, peak = _timed(step, device, 1)
+    seconds, peak = timed(step, device, 1)
     return {"seconds": seconds, "peak_mib": peak, "with_render": with_render}
 
 
@@ -234,29 +141,8 @@ def job_loader(root: str, workers: int) -> dict:
     return {"samples_per_second": count / (time.perf_counter() - first), "samples": count}
 
 
-def _child(queue, job: Callable, args: tuple) -> None:
-    try:
-        queue.put(("ok", job(*args)))
-    except BaseException as error:  # noqa: BLE001 - reported to the parent
-        queue.put(("error", f"{type(error).__name__}: {error}"))
-
-
-def _run(job: Callable, *args):
-    """Run one job (a module-level function: spawn pickles it by name) in a fresh process (non-daemonic: it may
-    start DataLoader workers), for clean peak memory."""
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(queue, job, args))
-    process.start()
-    status, value = queue.get()
-    process.join()
-    if status != "ok":
-        raise RuntimeError(f"bench job {job.__name__}{args} failed: {value}")
-    return value
-
-
 def run(quick: bool = False) -> dict:
-    """The CPU benchmark (the GPU one: ``bench_gpu.run``)."""
+    """The CPU benchmark (the GPU one: ``gslrm.bench.gpu.run``)."""
     import torch
 
     device = "cpu"
@@ -265,9 +151,9 @@ def run(quick: bool = False) -> dict:
     cases = ["2k_64"] if quick else ["2k_64", "16k_128", "train"]
     max_diff, compiled_diff = 0.0, 0.0
     for key in cases:
-        measured = {method: _run(job_rasterizer, key, method, repeats) for method in ("compiled", "tiled")}
+        measured = {method: timing.run_job(job_rasterizer, key, method, repeats) for method in ("compiled", "tiled")}
         if key != "train":  # the dense oracle at the training shape takes minutes
-            measured["dense"] = _run(job_rasterizer, key, "dense", 1)
+            measured["dense"] = timing.run_job(job_rasterizer, key, "dense", 1)
         images = {method: value.pop("image") for method, value in measured.items()}
         reference = images.get("dense", images["tiled"])
         diff = float(abs(images["tiled"] - reference).max())
@@ -283,13 +169,13 @@ def run(quick: bool = False) -> dict:
         results["rasterizer"][f"pairs_per_second_{key}"] = compiled["pairs"] / compiled["forward_seconds"]
     results["rasterizer"]["compiled_max_abs_diff"] = compiled_diff
     results["rasterizer"]["max_abs_diff"] = max_diff
-    peak_flops = _run(job_matmul, device)["flops_per_second"]
+    peak_flops = timing.run_job(job_matmul, device)["flops_per_second"]
     results["model"]["matmul_flops_per_second"] = peak_flops
     for key in cases:
         pairs_per_second = results["rasterizer"][f"pairs_per_second_{key}"]
         results["rasterizer"][f"flop_fraction_{key}"] = pairs_per_second * FORWARD_FLOPS_PER_PAIR / peak_flops
     for size in ["tiny"] if quick else ["tiny", "small"]:
-        measured = _run(job_model, size, device, repeats)
+        measured = timing.run_job(job_model, size, device, repeats)
         measured["mfu"] = measured["flops"] / measured["seconds"] / peak_flops
         results["model"][size] = measured
     import tempfile
@@ -306,7 +192,7 @@ def run(quick: bool = False) -> dict:
     for views, resolution in grid:
         for with_render in (False, True) if resolution <= 64 else (False,):
             key = f"views{views}_res{resolution}" + ("_render" if with_render else "_model")
-            results["memory"][key] = {"views": views, "resolution": resolution} | _run(
+            results["memory"][key] = {"views": views, "resolution": resolution} | timing.run_job(
                 job_memory, views, resolution, device, with_render
             )
     return results
@@ -340,26 +226,3 @@ def table(results: dict) -> str:
             f"| {key} | {m['views']} | {m['resolution']} | {what} | {m['seconds']:.2f} | {m['peak_mib']:.0f} |"
         )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gslrm.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
-    parser.add_argument("--quick", action="store_true", help="small cases only (a smoke run)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="cpu: the CPU rasterizers, model and loader; cuda: the GPU benchmark (gslrm/bench_gpu.py)")  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.device == "cuda":
-        from gslrm import bench_gpu
-
-        results = bench_gpu.run("cuda", quick=args.quick)
-        print(bench_gpu.table(results))
-    else:
-        results = run(quick=args.quick)
-        print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
-
-
-if __name__ == "__main__":
-    main()
