@@ -45,7 +45,12 @@ def test_cpu_benchmark_quick_run_fills_every_section(monkeypatch):
     assert tiny["mfu"] == pytest.approx(tiny["flops"] / tiny["seconds"] / results["model"]["matmul_flops_per_second"])
     assert set(results["loader"]) == {"workers0", "workers2"}
     assert set(results["memory"]) == {f"views{v}_res64_{what}" for v in (2, 4) for what in ("model", "render")}
+    step = results["step"]["res32"]  # a real train.py run with callbacks.step_times
+    assert step["steps"] == 5 and step["step_seconds"] == pytest.approx(sum(step["seconds"].values()))
+    assert all(value >= 0 for value in step["seconds"].values()) and step["seconds"]["render_backward"] > 0
+    assert results["step"]["render_share_32"] == step["render_share"] and 0 < step["render_share"] < 1
     text = cpu.table(results)
+    assert "| 32 px |" in text
     assert "| 2k_64 |" in text and "| tiny " in text and "| workers2 |" in text and "| views4_res64_render |" in text
 
 

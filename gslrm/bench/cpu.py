@@ -141,6 +141,33 @@ def job_loader(root: str, workers: int) -> dict:
     return {"samples_per_second": count / (time.perf_counter() - first), "samples": count}
 
 
+def job_step_times(root: str, resolution: int, steps: int) -> dict:
+    """A default training run (``python train.py``, its loggers and callbacks included) of ``steps`` steps at
+    ``resolution`` with ``callbacks.step_times`` on: seconds per phase of a step (gslrm/lit/step_times.py)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from gslrm.losses.perceptual import vgg19_weights_available
+
+    root_dir = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory() as logs:
+        command = [sys.executable, str(root_dir / "train.py"), f"data.root={root}", "data.generator.samples=24",
+                   "data.generator.val_samples=4", "data.generator.seed=0", f"data.image_size={resolution}",
+                   f"trainer.max_steps={steps}", "val_every=100000", "validate_before_training=false",
+                   "callbacks.step_times.enabled=true"]  # fmt: skip
+        if not vgg19_weights_available():  # as make train: FaceLift's loss without its perceptual term
+            command.append("loss.perceptual.weight=0")
+        env = dict(os.environ, GSLRM_LOG_DIR=logs, WANDB_MODE="offline", WANDB_SILENT="true")
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
+        found = list(Path(logs).glob("train/runs/*/step_times.json"))
+        if result.returncode != 0 or not found:
+            raise RuntimeError(f"train.py failed ({result.returncode}): {result.stderr[-2000:]}")
+        return json.loads(found[0].read_text()) | {"perceptual": vgg19_weights_available()}
+
+
 def run(quick: bool = False) -> dict:
     """The CPU benchmark (the GPU one: ``gslrm.bench.gpu.run``)."""
     import torch
@@ -186,6 +213,12 @@ def run(quick: bool = False) -> dict:
         root = ensure_dataset(Path(scratch) / "rodent", samples=24, val_samples=4, seed=0)
         # in this process: DataLoader workers forked from a spawned benchmark child ran ~20x slower here
         results["loader"] = {f"workers{w}": job_loader(str(root), w) for w in (0, 2)}
+        # where the default step's time goes, at the default 32 px and at 64 px
+        results["step"] = {}
+        for resolution in (32,) if quick else (32, 64):
+            measured = job_step_times(str(root), resolution, 10 if quick else 45)
+            results["step"][f"res{resolution}"] = measured
+            results["step"][f"render_share_{resolution}"] = measured["render_share"]
     # the whole step (model + rendering every view) where the CPU rasterizer can do it in minutes; the model alone
     # everywhere (at FaceLift's initial Gaussian scale the CPU rendering cost grows ~ resolution^4)
     grid = [(2, 64), (4, 64)] if quick else [(v, r) for r in (64, 128, 256) for v in (2, 4, 6)]
@@ -219,6 +252,17 @@ def table(results: dict) -> str:
     lines += ["", "| loader (rodent, 32^2, batch 2) | samples/s |", "|---|---|"]
     for key, value in results.get("loader", {}).items():
         lines.append(f"| {key} | {value['samples_per_second']:.1f} |")
+    if "step" in results:
+        from gslrm.lit.step_times import PHASES
+
+        lines += ["", "| default step | " + " | ".join(PHASES) + " | step | render share |",
+                  "|---|" + "---|" * (len(PHASES) + 2)]  # fmt: skip
+        for resolution in (32, 64):
+            if f"res{resolution}" not in results["step"]:
+                continue
+            m = results["step"][f"res{resolution}"]
+            cells = " | ".join(f"{1000 * m['seconds'][name]:.0f} ms" for name in PHASES)
+            lines.append(f"| {resolution} px | {cells} | {1000 * m['step_seconds']:.0f} ms | {m['render_share']:.0%} |")
     lines += ["", "| tiny, batch 1 | views | resolution | what | seconds | peak MiB |", "|---|---|---|---|---|---|"]
     for key, m in results["memory"].items():
         what = "model + render all views + MSE, fwd+bwd" if m["with_render"] else "model fwd+bwd"

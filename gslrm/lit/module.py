@@ -4,6 +4,8 @@ rule, and validation metrics as torchmetrics objects (synced across ranks by Lig
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import nullcontext
 from dataclasses import asdict
 
 import lightning as L
@@ -15,6 +17,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from gslrm.config import coerce
 from gslrm.data.datamodule import is_empty
 from gslrm.lit.optim import OptimConfig, build_optimizer, warmup_cosine
+from gslrm.lit.step_times import StepTimes, step_phase
 from gslrm.losses.backgrounds import with_random_backgrounds
 from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
@@ -70,6 +73,8 @@ class GSLRMModule(L.LightningModule):
         self.register_buffer("trained_samples", torch.zeros((), dtype=torch.long))
         self.register_buffer("skipped_samples", torch.zeros((), dtype=torch.long))
         self.register_buffer("grad_norm_mean", torch.zeros(()))
+        self.step_times: StepTimes | None = None  # set by callbacks.step_times while it measures a step
+        self.step_ended_at = 0.0
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_psnr_masked = MeanMetric(nan_strategy="ignore")
@@ -134,40 +139,52 @@ class GSLRMModule(L.LightningModule):
         self.attempted_steps += 1
         clip_xyz = None if self.losses.clip_xyz_allowed(step) else False
         supervised = with_random_backgrounds(batch) if self.losses.config.background == "random" else batch
-        output, rendered = self.predict_batch(batch, clip_xyz=clip_xyz, background=supervised["bg_color"])
-        terms = self.losses(self.loss_inputs(supervised, output, rendered), step)
+        times = self.step_times  # callbacks.step_times: None unless measuring
+        with step_phase(times, "render_forward"):  # the model's own forward is taken out of it (step_times)
+            output, rendered = self.predict_batch(batch, clip_xyz=clip_xyz, background=supervised["bg_color"])
+        with step_phase(times, "loss"):
+            terms = self.losses(self.loss_inputs(supervised, output, rendered), step)
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         loss = terms["loss"]
         grad_norm = torch.tensor(float("nan"), device=loss.device)
         if torch.isfinite(loss):
-            self.manual_backward(loss)
-            parameters = [p for p in self.model.parameters() if p.grad is not None]
-            for p in parameters:
-                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e-3, neginf=-1e-3)
-            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.optim_config.grad_clip)
-        if self.should_skip(loss, grad_norm):
-            self.skipped_steps += 1
-        else:
-            optimizer.step()
-            self.record_grad_norm(grad_norm)
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()  # FaceLift steps the schedule after every attempt, skipped or not
+            if times is not None:
+                times.watch_gaussians(output.gaussians)
+            with times.backward() if times is not None else nullcontext():
+                self.manual_backward(loss)
+        with step_phase(times, "optimizer"):
+            if torch.isfinite(loss):
+                parameters = [p for p in self.model.parameters() if p.grad is not None]
+                for p in parameters:
+                    torch.nan_to_num_(p.grad, nan=0.0, posinf=1e-3, neginf=-1e-3)
+                grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.optim_config.grad_clip)
+            if self.should_skip(loss, grad_norm):
+                self.skipped_steps += 1
+            else:
+                optimizer.step()
+                self.record_grad_norm(grad_norm)
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()  # FaceLift steps the schedule after every attempt, skipped or not
 
         batch_size = batch["image"].shape[0]
         self.trained_samples += batch_size
-        self.log_dict({f"train/{name}": value.detach().float() for name, value in terms.items()}, batch_size=batch_size)
-        self.log_dict(
-            {"metrics/lr": optimizer.param_groups[0]["lr"], "metrics/grad_norm": grad_norm.float(),
-             "metrics/skipped_steps": self.skipped_steps.float(), "metrics/iter": float(step),
-             "metrics/param_update_step": float(self.global_step),
-             "metrics/skipped_samples": self.skipped_samples.float(),
-             "metrics/trained_samples": self.trained_samples.float()},
-            batch_size=batch_size,
-        )  # fmt: skip
-        if loss.is_cuda:  # the memory a step really needs (README memory guidance)
-            self.log(
-                "metrics/peak_memory_gib", torch.cuda.max_memory_allocated(loss.device) / 2**30, batch_size=batch_size
-            )
+        with step_phase(times, "logging"):
+            self.log_dict({f"train/{name}": value.detach().float() for name, value in terms.items()},
+                          batch_size=batch_size)  # fmt: skip
+            self.log_dict(
+                {"metrics/lr": optimizer.param_groups[0]["lr"], "metrics/grad_norm": grad_norm.float(),
+                 "metrics/skipped_steps": self.skipped_steps.float(), "metrics/iter": float(step),
+                 "metrics/param_update_step": float(self.global_step),
+                 "metrics/skipped_samples": self.skipped_samples.float(),
+                 "metrics/trained_samples": self.trained_samples.float()},
+                batch_size=batch_size,
+            )  # fmt: skip
+            if loss.is_cuda:  # the memory a step really needs (README memory guidance)
+                self.log(
+                    "metrics/peak_memory_gib", torch.cuda.max_memory_allocated(loss.device) / 2**30,
+                    batch_size=batch_size,
+                )  # fmt: skip
+        self.step_ended_at = time.perf_counter()
         self.last_train = {  # detached: holding the graph would keep a whole step's activations alive
             "batch": batch,  # as the model saw its inputs
             "targets": supervised["image"][:, :, :3],  # what the renders were compared with (loss.background)
