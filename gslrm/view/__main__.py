@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+STARTED = time.perf_counter()  # "ready in N s" counts from here: imports, checkpoint, data, forward pass, server
+
 os.environ.setdefault("GSLRM_ROOT", str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
@@ -88,7 +90,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
     with one_line_errors(ValueError):
         viewer = build_viewer(cfg)
-    log.info("serving %s (Ctrl-C stops)", viewer.url)
+    log.info("serving %s, ready in %.1f s (Ctrl-C stops)", viewer.url, time.perf_counter() - STARTED)
     try:
         while True:
             time.sleep(3600)

@@ -1,9 +1,10 @@
-"""python -m gslrm.view.bench [--ckpt FILE --data-root DIR] [--json out.json] — the viewer's start-up and memory.
+"""python -m gslrm.view.bench [--ckpt FILE --data-root DIR] [--training] [--json out.json] — the viewer's costs.
 
 For a checkpoint's first validation sample (the ``python -m gslrm.view`` path) and for a FaceLift-size prediction
 (1M Gaussians in a mouse-sized volume), sent whole and subsampled to ``viewer.max_splats``: seconds to get the viewer
 ready (checkpoint, forward pass, conversion), seconds from opening the page in headless Chromium (SwiftShader: WebGL
 on the CPU) to the first splats on screen, the bytes viser sends, and the memory of this process and the browser.
+With ``--training``: the default run's step time with ``callbacks.viewer.enabled`` off and on.
 """
 
 from __future__ import annotations
@@ -57,25 +58,62 @@ def measure_page(viewer, profile: Path, timeout_s: float = 300.0) -> dict:
         started = time.perf_counter()
         browser.open(viewer.url)
         deadline = started + timeout_s
-        blank = None
-        while time.perf_counter() < deadline:  # first: a frame with something drawn in the middle third
-            shot = browser.screenshot().astype(np.int16)
-            height, width = shot.shape[:2]
-            middle = shot[height // 3 : 2 * height // 3, width // 4 : width // 2]
-            if blank is None:
-                blank = middle
-            if (np.abs(middle - 255).max(axis=-1) > 24).mean() > 0.01:
-                break
-            time.sleep(0.1)
-        first = time.perf_counter() - started
-        browser.settled_screenshot(timeout_s=timeout_s)
+        try:
+            while True:  # first: a frame with something drawn in the middle of the view
+                shot = browser.screenshot(timeout_s=max(1.0, deadline - time.perf_counter())).astype(np.int16)
+                height, width = shot.shape[:2]
+                middle = shot[height // 3 : 2 * height // 3, width // 4 : width // 2]
+                if (np.abs(middle - 255).max(axis=-1) > 24).mean() > 0.01:
+                    break
+                if time.perf_counter() > deadline:
+                    raise TimeoutError
+                time.sleep(0.1)
+            first = time.perf_counter() - started
+            browser.settled_screenshot(timeout_s=max(1.0, deadline - time.perf_counter()))
+        except TimeoutError:  # the browser did not draw (or settle) in time: recorded, not fatal
+            return {"first_splat_s": None, "settled_s": None, "timed_out_s": timeout_s,
+                    "browser_mb": round(browser.memory_mb(), 1)}  # fmt: skip
         return {"first_splat_s": round(first, 2), "settled_s": round(time.perf_counter() - started, 2),
                 "browser_mb": round(browser.memory_mb(), 1)}  # fmt: skip
     finally:
         browser.stop()
 
 
-def _row(label: str, make_viewer, profile: Path) -> dict:
+def training_overhead(steps: int = 150, val_every: int = 25, rounds: int = 2) -> dict:
+    """Mean seconds per training step (callbacks.step_times: the step alone, validation excluded) of the default
+    run at 32 px with ``callbacks.viewer.enabled`` off and on, alternately, ``rounds`` times each; the viewer gets
+    a new scene at every validation (no browser attached: its drawing happens on the user's machine)."""
+    import os
+    import subprocess
+    import sys
+
+    from gslrm.data.rodent import ensure_dataset
+    from gslrm.losses.perceptual import vgg19_weights_available
+
+    root = ensure_dataset(Path(tempfile.mkdtemp(prefix="gslrm-view-bench-data-")) / "rodent", samples=24,
+                          val_samples=4, seed=0)  # fmt: skip
+    results: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(rounds):
+        for state in ("off", "on"):
+            logs = tempfile.mkdtemp(prefix="gslrm-view-bench-logs-")
+            command = [sys.executable, str(Path(__file__).resolve().parents[2] / "train.py"), f"data.root={root}",
+                       "data.generator.samples=24", "data.generator.val_samples=4", "data.generator.seed=0",
+                       f"trainer.max_steps={steps}", f"val_every={val_every}", "validate_before_training=false",
+                       "callbacks.step_times.enabled=true", f"callbacks.viewer.enabled={state == 'on'}",
+                       "callbacks.viewer.port=0"]  # fmt: skip
+            if not vgg19_weights_available():
+                command.append("loss.perceptual.weight=0")
+            env = dict(os.environ, GSLRM_LOG_DIR=logs, WANDB_MODE="offline", WANDB_SILENT="true")
+            subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=3600)
+            summary = json.loads(next(Path(logs).glob("train/runs/*/step_times.json")).read_text())
+            results[state].append(summary["step_seconds"])
+    row = {state: round(sum(values) / len(values), 4) for state, values in results.items()}
+    row |= {"runs": results, "steps": steps, "val_every": val_every}
+    print(json.dumps({"training_overhead": row}), flush=True)
+    return row
+
+
+def _row(label: str, make_viewer, profile: Path, page_timeout_s: float) -> dict:
     before = _rss_mb()
     started = time.perf_counter()
     viewer = make_viewer()
@@ -84,7 +122,7 @@ def _row(label: str, make_viewer, profile: Path) -> dict:
         row = {"case": label, "ready_s": round(ready, 2), "splats": len(viewer.splats), "total": viewer.splats.total,
                "server_mb": round(_rss_mb() - before, 1)}  # fmt: skip
         row["sent_mb"] = round(viewer.splats.centers.shape[0] * _BYTES_PER_SPLAT / 2**20, 1)
-        row |= measure_page(viewer, profile)
+        row |= measure_page(viewer, profile, page_timeout_s)
     finally:
         viewer.stop()
     print(json.dumps(row), flush=True)
@@ -105,6 +143,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--count", type=int, default=1_000_000, help="Gaussians of the FaceLift-size case")
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--training", action="store_true", help="also the step time with the live viewer off/on")
+    parser.add_argument("--page-timeout", type=float, default=600.0, help="seconds to wait for a page to draw")
+    parser.add_argument("--skip-count-cases", action="store_true", help="only the checkpoint (and --training)")
     args = parser.parse_args()
     rows, profile = [], Path(tempfile.mkdtemp(prefix="gslrm-view-bench-"))
     if args.ckpt:
@@ -122,18 +163,19 @@ def main() -> None:
             overrides.append(f"data.root={args.data_root}")
         with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
             cfg = compose("view", overrides=overrides)
-        rows.append(_row("checkpoint", lambda: build_viewer(cfg), profile))
+        rows.append(_row("checkpoint", lambda: build_viewer(cfg), profile, args.page_timeout))
     scene = facelift_size_scene(args.count)
-    for max_splats in (300_000, args.count):
+    for max_splats in () if args.skip_count_cases else (300_000, args.count):
 
         def make(max_splats=max_splats):
             viewer = Viewer(ViewerConfig(port=0, max_splats=max_splats, min_opacity=0.0, show_cameras=False)).start()
             viewer.show(scene)
             return viewer
 
-        rows.append(_row(f"{args.count:,} Gaussians, max_splats={max_splats:,}", make, profile))
+        rows.append(_row(f"{args.count:,} Gaussians, max_splats={max_splats:,}", make, profile, args.page_timeout))
+    overhead = training_overhead() if args.training else None
     if args.json:
-        Path(args.json).write_text(json.dumps({"viewer": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"viewer": rows, "training_overhead": overhead}, indent=2))
 
 
 if __name__ == "__main__":

@@ -102,11 +102,11 @@ class HeadlessChromium:
     def evaluate(self, expression: str):
         return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
 
-    def screenshot(self) -> np.ndarray:
-        """The page as an [h, w, 3] uint8 array."""
+    def screenshot(self, timeout_s: float = 60.0) -> np.ndarray:
+        """The page as an [h, w, 3] uint8 array (a busy page answers when it has drawn its next frame)."""
         from PIL import Image
 
-        data = self.call("Page.captureScreenshot", format="png")["data"]
+        data = self.call("Page.captureScreenshot", timeout_s=timeout_s, format="png")["data"]
         return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
 
     def settled_screenshot(self, changed_from: np.ndarray | None = None, timeout_s: float = 60.0) -> np.ndarray:
