@@ -49,7 +49,7 @@ train: install ## train with the defaults (rodent data generated on first use, t
 	fi
 
 test: install ## the whole test suite (slow tests included)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q --durations=15 $(ARGS)
 
 gpu-setup: install ## build gsplat's CUDA kernels once (minutes, needs nvcc) and check them against the CPU rasterizer
 	$(PY) -m gslrm.render.gsplat_kernels
