@@ -99,7 +99,7 @@ def test_preempted_job_requeues_and_resumes_at_the_saved_step(slurm_cluster, tmp
     max_steps = 120
     # a DataLoader worker receives the signal too (it must not act on it); --full also signals the batch shell
     sweep = _sweep(slurm_cluster, tmp_path, rodent_root, f"trainer.max_steps={max_steps}", "val_every=60",
-                   "data.num_workers=1")  # fmt: skip
+                   "data.num_workers=1", "logger=wandb")  # fmt: skip
     first = _wait_for_file("logs/train/multiruns/*/0/checkpoints/step_0000010.ckpt", tmp_path, timeout=120)
     (job_id,) = slurm_cluster.jobs()
     slurm_cluster.run("scancel", "--full", "--signal=USR2", job_id)
@@ -121,19 +121,23 @@ def test_preempted_job_requeues_and_resumes_at_the_saved_step(slurm_cluster, tmp
     assert trained <= max_steps + CHECKPOINT_EVERY
     assert not (job / "FAILED.txt").exists()
     assert (job / "checkpoints" / "step_0000010.ckpt").is_file()  # the first attempt's files are kept
+    wandb_runs = sorted(job.glob("wandb/offline-run-*"))  # one per attempt, both continuing the same wandb run
+    assert len(wandb_runs) == 2 and len({path.name.rsplit("-", 1)[1] for path in wandb_runs}) == 1, wandb_runs
 
 
 def test_time_limit_signals_checkpoints_requeues_and_finishes(slurm_cluster, tmp_path, rodent_root):
     """--time=1 (minute) with the warning 45 s before it: slurmctld sends SIGUSR2 15-45 s into each attempt."""
     max_steps = 400
     sweep = _sweep(slurm_cluster, tmp_path, rodent_root, f"trainer.max_steps={max_steps}", "val_every=200",
-                   "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=45")  # fmt: skip
+                   "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=45",
+                   "hydra.launcher.max_num_timeout=3")  # fmt: skip
     _wait(sweep, tmp_path, timeout=400)
     job = _job_dirs(tmp_path)[0]
     log_text = (job / "train.log").read_text()
     stops, resumes = _stops_and_resumes(log_text)
     assert stops and resumes == stops, log_text[-3000:]
-    assert re.search(r"requeued at step \d+ \(time limit; time-limit requeues 1 of 5\)", log_text)
+    # counted against the launcher's max_num_timeout (3 here, 5 by default)
+    assert re.search(r"requeued at step \d+ \(time limit; time-limit requeues 1 of 3\)", log_text)
     assert _step(job / "checkpoints" / "last.ckpt") == max_steps
     assert not (job / "FAILED.txt").exists()
 
