@@ -12,6 +12,9 @@ Phases of one step, in order:
 - ``logging``: the step's ``log_dict`` calls.
 - ``callbacks``: from the end of ``training_step`` to the end of the last callback's ``on_train_batch_end``
   (checkpoints, pictures, the progress bar, the loggers' writes).
+
+On a GPU each phase boundary synchronizes the device (only while measuring), so the kernels are counted in the phase
+that launched them; the synchronizations themselves cost a little.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 __all__ = ["StepTimes", "StepTimer", "step_phase", "PHASES"]
@@ -45,21 +49,28 @@ class StepTimes:
     def add(self, name: str, seconds: float) -> None:
         self.totals[name] += seconds
 
+    @staticmethod
+    def now() -> float:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # asynchronous kernels belong to the phase that launched them
+        return time.perf_counter()
+
     @contextmanager
     def phase(self, name: str):
-        started = time.perf_counter()
+        started = self.now()
         try:
             yield
         finally:
-            self.add(name, time.perf_counter() - started)
+            self.add(name, self.now() - started)
 
     def watch_model(self, model) -> None:
         def started(*_) -> None:
-            self._model_started = time.perf_counter()
+            if self.active:
+                self._model_started = self.now()
 
         def ended(*_) -> None:
             if self.active:
-                self.add("model_forward", time.perf_counter() - self._model_started)
+                self.add("model_forward", self.now() - self._model_started)
 
         model.register_forward_pre_hook(started)
         model.register_forward_hook(ended)
@@ -68,7 +79,7 @@ class StepTimes:
         """Note when backward() has produced the gradients of the model's Gaussians (the end of the renderer's part)."""
 
         def reached(gradient):
-            self._gradients_at = time.perf_counter()
+            self._gradients_at = self.now()
             return gradient
 
         for tensor in (gaussians.means, gaussians.features, gaussians.scales, gaussians.quats, gaussians.opacities):
@@ -77,9 +88,9 @@ class StepTimes:
 
     @contextmanager
     def backward(self):
-        started = self._gradients_at = time.perf_counter()
+        started = self._gradients_at = self.now()
         yield
-        ended = time.perf_counter()
+        ended = self.now()
         split = min(max(self._gradients_at, started), ended)
         self.add("render_backward", split - started)
         self.add("model_backward", ended - split)
