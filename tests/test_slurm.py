@@ -26,8 +26,10 @@ CHECKPOINT_EVERY = 10
 
 
 def _env(cluster, tmp_path) -> dict:
+    path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))  # tests/pacing.py
     return dict(os.environ, SLURM_CONF=cluster.env["SLURM_CONF"], GSLRM_LOG_DIR=str(tmp_path / "logs"),
-                WANDB_MODE="offline", WANDB_SILENT="true", MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"))  # fmt: skip
+                WANDB_MODE="offline", WANDB_SILENT="true", MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"),
+                PYTHONPATH=path)  # fmt: skip
 
 
 def _sweep(cluster, tmp_path, rodent_root, *overrides) -> subprocess.Popen:
@@ -126,18 +128,21 @@ def test_preempted_job_requeues_and_resumes_at_the_saved_step(slurm_cluster, tmp
 
 
 def test_time_limit_signals_checkpoints_requeues_and_finishes(slurm_cluster, tmp_path, rodent_root):
-    """--time=1 (minute) with the warning 45 s before it: slurmctld sends SIGUSR2 15-45 s into each attempt."""
-    max_steps = 400
-    sweep = _sweep(slurm_cluster, tmp_path, rodent_root, f"trainer.max_steps={max_steps}", "val_every=200",
-                   "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=45",
-                   "hydra.launcher.max_num_timeout=3")  # fmt: skip
-    _wait(sweep, tmp_path, timeout=400)
+    """--time=2 (minutes) with the warning 50 s before it. SLURM may send it up to 60 s early (sbatch(1)), so it comes
+    10-70 s into each attempt: late enough that Python is running (a signal before any handler would kill the job),
+    and steps paced to 0.1 s make the run (70 s) outlast that window on any machine."""
+    max_steps = 700
+    sweep = _sweep(slurm_cluster, tmp_path, rodent_root, f"trainer.max_steps={max_steps}", "val_every=350",
+                   "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=50",
+                   "hydra.launcher.max_num_timeout=6", "+callbacks.pace._target_=pacing.Pace",
+                   "+callbacks.pace.seconds=0.1")  # fmt: skip
+    _wait(sweep, tmp_path, timeout=600)
     job = _job_dirs(tmp_path)[0]
     log_text = (job / "train.log").read_text()
     stops, resumes = _stops_and_resumes(log_text)
     assert stops and resumes == stops, log_text[-3000:]
-    # counted against the launcher's max_num_timeout (3 here, 5 by default)
-    assert re.search(r"requeued at step \d+ \(time limit; time-limit requeues 1 of 3\)", log_text)
+    # counted against the launcher's max_num_timeout (6 here, 5 by default)
+    assert re.search(r"requeued at step \d+ \(time limit; time-limit requeues 1 of 6\)", log_text)
     assert _step(job / "checkpoints" / "last.ckpt") == max_steps
     assert not (job / "FAILED.txt").exists()
 
