@@ -10,7 +10,7 @@ from gslrm.model.gaussians import Gaussians
 from gslrm.model.gslrm import GSLRM, ModelOutput
 from gslrm.render import RenderConfig, RenderOutput, render
 
-__all__ = ["predict_and_render", "renderer"]
+__all__ = ["predict_gaussians", "predict_and_render", "renderer"]
 
 
 def renderer(gaussians: Gaussians, batch: dict, settings: RenderConfig) -> Callable[[Tensor, Tensor], RenderOutput]:
@@ -23,6 +23,13 @@ def renderer(gaussians: Gaussians, batch: dict, settings: RenderConfig) -> Calla
                       deferred=False)  # fmt: skip
 
     return render_cameras
+
+
+def predict_gaussians(model: GSLRM, batch: dict, num_input_views: int, clip_xyz: bool | None = None) -> ModelOutput:
+    """The model on the first ``num_input_views`` views of ``batch`` (their RGB, cameras and intrinsics)."""
+    inputs = num_input_views
+    image, c2w, fxfycxcy = batch["image"], batch["c2w"], batch["fxfycxcy"]
+    return model(image[:, :inputs, :3], c2w[:, :inputs], fxfycxcy[:, :inputs], clip_xyz=clip_xyz)
 
 
 def predict_and_render(
@@ -38,8 +45,7 @@ def predict_and_render(
     (FaceLift supervises all views, the inputs included; eval separates the novel ones) on ``background``
     (default: the batch's ``bg_color``)."""
     image, c2w, fxfycxcy = batch["image"], batch["c2w"], batch["fxfycxcy"]
-    inputs = num_input_views
-    output = model(image[:, :inputs, :3], c2w[:, :inputs], fxfycxcy[:, :inputs], clip_xyz=clip_xyz)
+    output = predict_gaussians(model, batch, num_input_views, clip_xyz)
     height, width = image.shape[-2:]
     rendered = render(
         output.gaussians, c2w, fxfycxcy, width, height,

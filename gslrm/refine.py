@@ -26,7 +26,7 @@ from gslrm.losses.computer import LossComputer, LossConfig
 from gslrm.losses.metrics import aligned_depth_abs_rel, depth_abs_rel, mask_iou
 from gslrm.model.gaussians import Gaussians, save_ply
 from gslrm.model.gslrm import GSLRM
-from gslrm.predict import renderer
+from gslrm.predict import predict_gaussians, renderer
 from gslrm.render import RenderConfig, RenderOutput
 from gslrm.turntable import render_turntable, save_turntable
 from gslrm.viz import error_panel, save_png
@@ -163,9 +163,7 @@ def refine_sample(
     fit = [v for v in range(views) if v not in holdout]
     torch.manual_seed(config.seed)
     with torch.no_grad():
-        image = sample["image"]
-        predicted = model(image[:, :num_input_views, :3], sample["c2w"][:, :num_input_views],
-                          sample["fxfycxcy"][:, :num_input_views]).gaussians.float()  # fmt: skip
+        predicted = predict_gaussians(model, sample, num_input_views).gaussians.float()
     held_out, fitted = _views(sample, holdout), _views(sample, fit)
     before, before_render = score(predicted, held_out, settings)
     before_fit, _ = score(predicted, fitted, settings)
@@ -173,7 +171,7 @@ def refine_sample(
     parameters = GaussianParameters(predicted)
     extent = 1.1 * float(sample["c2w"][0, :, :3, 3].norm(dim=-1).max())
     optimizer = parameters.optimizer(config.lr, extent)
-    computer = LossComputer(loss_config).to(image.device)
+    computer = LossComputer(loss_config).to(sample["image"].device)
     stack = ViewpointStack(fit, config.seed)
     history: dict[str, list[float]] = {}
     started = time.perf_counter()

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 from cli import ROOT, TRAINED_IMAGE_SIZE, data_overrides
+from gsplat.cuda._torch_impl import _quat_to_rotmat
 
 from gslrm.model.gaussians import Gaussians, save_ply
-from gslrm.view.splats import camera_to_opencv, matrix_to_quat, nearest_camera, quat_to_matrix, to_splats
+from gslrm.view.splats import camera_to_opencv, matrix_to_quat, nearest_camera, to_splats
 
 viser = pytest.importorskip("viser", reason="the viewer extra is not installed (pip install -e .[viewer])")
 
@@ -59,7 +60,7 @@ def test_quaternion_round_trip_every_branch():
     rotations = Rotation.random(50, random_state=0).as_matrix().tolist()
     rotations += [np.diag([1.0, -1, -1]), np.diag([-1.0, 1, -1]), np.diag([-1.0, -1, 1])]  # 180 degrees: trace -1
     for rotation in rotations:
-        back = quat_to_matrix(torch.tensor(matrix_to_quat(np.array(rotation)), dtype=torch.float64)).numpy()
+        back = _quat_to_rotmat(torch.tensor(matrix_to_quat(np.array(rotation)), dtype=torch.float64)).numpy()
         np.testing.assert_allclose(back, rotation, atol=1e-9)
 
 
@@ -156,11 +157,9 @@ def test_page_in_headless_chromium_shows_the_prediction_where_it_projects(tmp_pa
 
 def test_view_entry_point_serves_a_checkpoint_and_a_ply(tmp_path, rodent_root, trained_run):
     """python -m gslrm.view as users start it: the page is served; a .ply opens; bad input is one line."""
-    import socket
+    from gslrm.view.browser import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "gslrm.view", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
                f"port={port}", *data_overrides(rodent_root), f"data.image_size={TRAINED_IMAGE_SIZE}"]  # fmt: skip
     env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"))
@@ -233,3 +232,31 @@ def test_live_viewer_during_training_shows_each_validation(rodent_root):
     assert live.viewer is None  # stopped with the fit
     sample = MouseDataModule(data).dataset("val").samples[0].name
     assert live.shown == 2 and names[1:] == [f"step {step}: {sample}" for step in (2, 4)], names
+
+
+def test_render_this_view_moves_the_ground_truth_onto_the_viewer_background():
+    """The nearest rig view's ground truth, recorded on a black data background, is shown on the viewer's white:
+    a transparent pixel becomes white, an opaque one keeps its colour; the nearest camera is the one looked through."""
+    from types import SimpleNamespace
+
+    from gslrm.cameras import turntable_cameras
+    from gslrm.view.viewer import Viewer, ViewerConfig, ViewScene
+
+    c2w, fxfycxcy = turntable_cameras(4, resolution=8, radius=2.7, elevation_deg=20.0)
+    images = torch.zeros(4, 4, 8, 8)  # RGB on black, alpha 0 ...
+    images[:, :3, 2:4, 2:4], images[:, 3, 2:4, 2:4] = 0.25, 1.0  # ... but a 2x2 opaque grey patch
+    images[:, :3, 5, 5], images[:, 3, 5, 5] = 0.25, 0.5  # and an edge pixel: colour 0.5 at alpha 0.5, on black
+    g = gaussians_of([[0, 0, 0]], [[0.05] * 3], [[1, 0, 0, 0]], [0.9])
+    viewer = Viewer(ViewerConfig(port=0, background="white")).start()
+    try:
+        viewer.show(ViewScene("patch", g, c2w.float(), fxfycxcy.float(), images, 2, data_background=torch.zeros(3)))
+        camera = SimpleNamespace(wxyz=matrix_to_quat(c2w[2, :3, :3].numpy()), position=c2w[2, :3, 3].numpy(),
+                                 fov=2 * math.atan(4 / float(fxfycxcy[2, 1])), image_width=8, image_height=8)  # fmt: skip
+        result = viewer.render_view(SimpleNamespace(camera=camera))
+    finally:
+        viewer.stop()
+    assert result["nearest"] == 2
+    truth = result["ground_truth"]
+    torch.testing.assert_close(truth[:, 0, 0], torch.ones(3))  # transparent: the viewer's white
+    torch.testing.assert_close(truth[:, 2, 2], torch.full((3,), 0.25))  # opaque: unchanged
+    torch.testing.assert_close(truth[:, 5, 5], torch.full((3,), 0.75))  # 0.5 x 0.5 + white x 0.5

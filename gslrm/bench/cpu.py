@@ -141,9 +141,10 @@ def job_loader(root: str, workers: int) -> dict:
     return {"samples_per_second": count / (time.perf_counter() - first), "samples": count}
 
 
-def job_step_times(root: str, resolution: int, steps: int) -> dict:
+def job_step_times(root: str, resolution: int, steps: int, *overrides: str) -> dict:
     """A default training run (``python train.py``, its loggers and callbacks included) of ``steps`` steps at
-    ``resolution`` with ``callbacks.step_times`` on: seconds per phase of a step (gslrm/lit/step_times.py)."""
+    ``resolution`` with ``callbacks.step_times`` on, plus ``overrides`` (later ones win): seconds per phase of a step
+    (gslrm/lit/step_times.py)."""
     import json
     import os
     import subprocess
@@ -157,7 +158,7 @@ def job_step_times(root: str, resolution: int, steps: int) -> dict:
         command = [sys.executable, str(root_dir / "train.py"), f"data.root={root}", "data.generator.samples=24",
                    "data.generator.val_samples=4", "data.generator.seed=0", f"data.image_size={resolution}",
                    f"trainer.max_steps={steps}", "val_every=100000", "validate_before_training=false",
-                   "callbacks.step_times.enabled=true"]  # fmt: skip
+                   "callbacks.step_times.enabled=true", *overrides]  # fmt: skip
         if not vgg19_weights_available():  # as make train: FaceLift's loss without its perceptual term
             command.append("loss.perceptual.weight=0")
         env = dict(os.environ, GSLRM_LOG_DIR=logs, WANDB_MODE="offline", WANDB_SILENT="true")

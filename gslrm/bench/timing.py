@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
-    "FORWARD_FLOPS_PER_PAIR", "MODEL_SIZES", "PeakMemory", "timed", "random_gaussians", "model_flops", "job_matmul",
-    "run_job",
+    "FORWARD_FLOPS_PER_PAIR", "MODEL_SIZES", "PeakMemory", "rss_kib", "timed", "random_gaussians", "model_flops",
+    "job_matmul", "run_job",
 ]  # fmt: skip
 
 # FLOPs (an FMA counted as 2) per Gaussian-pixel pair in the compiled forward: offsets and sigma 9, exp 22 (range
@@ -19,7 +19,7 @@ FORWARD_FLOPS_PER_PAIR = 45
 MODEL_SIZES = {"tiny": dict(dim=128, depth=4, head_dim=32), "small": dict(dim=384, depth=8, head_dim=64)}
 
 
-def _rss_kib(field: str) -> int:
+def rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -41,7 +41,7 @@ class PeakMemory:
             self.base = torch.cuda.memory_allocated()
         else:
             Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-            self.base = _rss_kib("VmRSS") * 1024
+            self.base = rss_kib("VmRSS") * 1024
         return self
 
     def __exit__(self, *exc) -> None:
@@ -51,7 +51,7 @@ class PeakMemory:
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated()
         else:
-            peak = _rss_kib("VmHWM") * 1024
+            peak = rss_kib("VmHWM") * 1024
         self.mib = (peak - self.base) / 2**20
 
 

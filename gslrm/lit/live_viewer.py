@@ -54,9 +54,9 @@ class LiveViewer(Callback):
         gaussians, batch = self._latest
         self._latest = None
         name = f"step {trainer.global_step}: {self._sample_name(trainer, batch)}"
-        scene = ViewScene(name, gaussians[0], batch["c2w"][0].detach().float().cpu(),
-                          batch["fxfycxcy"][0].detach().float().cpu(), batch["image"][0].detach().float().cpu(),
-                          module.num_input_views, module.render_config)  # fmt: skip
+        cpu = {key: batch[key][0].detach().float().cpu() for key in ("c2w", "fxfycxcy", "image", "bg_color")}
+        scene = ViewScene(name, gaussians[0], cpu["c2w"], cpu["fxfycxcy"], cpu["image"], module.num_input_views,
+                          module.render_config, cpu["bg_color"])  # fmt: skip
         try:
             self._queue.get_nowait()  # an older scene not sent yet: the newer one replaces it
         except queue.Empty:

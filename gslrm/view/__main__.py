@@ -34,6 +34,7 @@ def build_viewer(cfg: DictConfig):
     from gslrm.data.datamodule import MouseDataModule, collate_views
     from gslrm.evaluate import load_model
     from gslrm.model.gaussians import load_ply
+    from gslrm.predict import predict_gaussians
     from gslrm.render import RenderConfig
     from gslrm.runs import resolve_checkpoint
     from gslrm.view.viewer import Viewer, ViewScene
@@ -70,12 +71,13 @@ def build_viewer(cfg: DictConfig):
         batch = collate_views([dataset[names.index(name)]])
         if batch is None or "image" not in batch:
             raise ValueError(f"sample {name} could not be read (see the warning above)")
-        image, c2w, fxfycxcy = (batch[key].to(device) for key in ("image", "c2w", "fxfycxcy"))
-        output = model(image[:, :inputs, :3], c2w[:, :inputs], fxfycxcy[:, :inputs])
+        batch = {key: batch[key].to(device) for key in ("image", "c2w", "fxfycxcy", "bg_color")}
+        output = predict_gaussians(model, batch, inputs)
         log.info("%s: predicted %d Gaussians in %.2f s", name, output.gaussians.means.shape[1],
                  time.perf_counter() - started)  # fmt: skip
-        return ViewScene(name, output.gaussians, c2w[0].cpu(), fxfycxcy[0].cpu(), image[0].float().cpu(), inputs,
-                         render_config)  # fmt: skip
+        cpu = {key: value[0].float().cpu() for key, value in batch.items()}
+        return ViewScene(name, output.gaussians, cpu["c2w"], cpu["fxfycxcy"], cpu["image"], inputs, render_config,
+                         cpu["bg_color"])  # fmt: skip
 
     viewer = Viewer(config, names, load_sample).start()
     viewer.sample_picker.value = first  # runs the model on it (the dropdown's callback)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -19,14 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gslrm.bench.timing import rss_kib
+
 __all__ = ["measure_page", "facelift_size_scene"]
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def facelift_size_scene(count: int = 1_000_000, seed: int = 0):
@@ -83,30 +77,16 @@ def training_overhead(steps: int = 150, val_every: int = 25, rounds: int = 2) ->
     """Mean seconds per training step (callbacks.step_times: the step alone, validation excluded) of the default
     run at 32 px with ``callbacks.viewer.enabled`` off and on, alternately, ``rounds`` times each; the viewer gets
     a new scene at every validation (no browser attached: its drawing happens on the user's machine)."""
-    import os
-    import subprocess
-    import sys
-
+    from gslrm.bench.cpu import job_step_times
     from gslrm.data.rodent import ensure_dataset
-    from gslrm.losses.perceptual import vgg19_weights_available
 
     root = ensure_dataset(Path(tempfile.mkdtemp(prefix="gslrm-view-bench-data-")) / "rodent", samples=24,
                           val_samples=4, seed=0)  # fmt: skip
     results: dict[str, list[float]] = {"off": [], "on": []}
     for _ in range(rounds):
         for state in ("off", "on"):
-            logs = tempfile.mkdtemp(prefix="gslrm-view-bench-logs-")
-            command = [sys.executable, str(Path(__file__).resolve().parents[2] / "train.py"), f"data.root={root}",
-                       "data.generator.samples=24", "data.generator.val_samples=4", "data.generator.seed=0",
-                       f"trainer.max_steps={steps}", f"val_every={val_every}", "validate_before_training=false",
-                       "callbacks.step_times.enabled=true", f"callbacks.viewer.enabled={state == 'on'}",
-                       "callbacks.viewer.port=0"]  # fmt: skip
-            if not vgg19_weights_available():
-                command.append("loss.perceptual.weight=0")
-            env = dict(os.environ, GSLRM_LOG_DIR=logs, WANDB_MODE="offline", WANDB_SILENT="true")
-            subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=3600)
-            summary = json.loads(next(Path(logs).glob("train/runs/*/step_times.json")).read_text())
-            results[state].append(summary["step_seconds"])
+            viewer = [f"val_every={val_every}", f"callbacks.viewer.enabled={state == 'on'}", "callbacks.viewer.port=0"]
+            results[state].append(job_step_times(str(root), 32, steps, *viewer)["step_seconds"])
     row = {state: round(sum(values) / len(values), 4) for state, values in results.items()}
     row |= {"runs": results, "steps": steps, "val_every": val_every}
     print(json.dumps({"training_overhead": row}), flush=True)
@@ -114,13 +94,13 @@ def training_overhead(steps: int = 150, val_every: int = 25, rounds: int = 2) ->
 
 
 def _row(label: str, make_viewer, profile: Path, page_timeout_s: float) -> dict:
-    before = _rss_mb()
+    before = rss_kib("VmRSS") / 1024
     started = time.perf_counter()
     viewer = make_viewer()
     ready = time.perf_counter() - started
     try:
         row = {"case": label, "ready_s": round(ready, 2), "splats": len(viewer.splats), "total": viewer.splats.total,
-               "server_mb": round(_rss_mb() - before, 1)}  # fmt: skip
+               "server_mb": round(rss_kib("VmRSS") / 1024 - before, 1)}  # fmt: skip
         row["sent_mb"] = round(viewer.splats.centers.shape[0] * _BYTES_PER_SPLAT / 2**20, 1)
         row |= measure_page(viewer, profile, page_timeout_s)
     finally:

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from gsplat.cuda._torch_impl import _quat_scale_to_covar_preci, _quat_to_rotmat
 from torch import Tensor
 
 from gslrm.model.gaussians import Gaussians
 
 __all__ = [
-    "Splats", "to_splats", "quat_to_matrix", "matrix_to_quat", "camera_to_opencv", "nearest_camera", "scene_up",
+    "Splats", "to_splats", "matrix_to_quat", "camera_to_opencv", "nearest_camera", "scene_up",
     "overview_position",
 ]  # fmt: skip
 
@@ -30,17 +31,6 @@ class Splats:
 
     def __len__(self) -> int:
         return self.centers.shape[0]
-
-
-def quat_to_matrix(quats: Tensor) -> Tensor:
-    """Rotation matrices of unit quaternions (w, x, y, z), the Gaussians' convention: [..., 4] -> [..., 3, 3]."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]  # fmt: skip
-    return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
 
 
 def matrix_to_quat(rotation: np.ndarray) -> np.ndarray:
@@ -71,9 +61,8 @@ def to_splats(gaussians: Gaussians, min_opacity: float, max_splats: int) -> Spla
     keep = torch.nonzero(g.opacities > min_opacity).flatten()
     if keep.numel() > max_splats:
         keep = keep[torch.topk(g.opacities[keep], max_splats).indices]
-    rotation = quat_to_matrix(g.quats[keep])
-    scaled = rotation * g.scales[keep][:, None, :]  # R S
-    covariances = scaled @ scaled.transpose(1, 2)  # R S S^T R^T
+    # R S S^T R^T from the unit quaternion (w, x, y, z) and scales: gsplat's code, as the renderer's projection uses
+    covariances, _ = _quat_scale_to_covar_preci(g.quats[keep], g.scales[keep], compute_covar=True, compute_preci=False)
     return Splats(
         centers=g.means[keep].numpy().astype(np.float32),
         covariances=covariances.numpy().astype(np.float32),
@@ -87,7 +76,7 @@ def camera_to_opencv(wxyz, position, fov_y: float, width: int, height: int) -> t
     """A browser camera (viser: OpenCV axes, +z forward, +y down; vertical field of view) as our renderer's
     ``c2w [4, 4]`` and ``fxfycxcy [4]`` for a ``width`` x ``height`` image (square pixels, centred principal point)."""
     c2w = torch.eye(4)
-    c2w[:3, :3] = quat_to_matrix(torch.tensor(np.asarray(wxyz), dtype=torch.float32))
+    c2w[:3, :3] = _quat_to_rotmat(torch.tensor(np.asarray(wxyz), dtype=torch.float32))
     c2w[:3, 3] = torch.tensor(np.asarray(position), dtype=torch.float32)
     focal = 0.5 * height / math.tan(0.5 * fov_y)
     return c2w, torch.tensor([focal, focal, width / 2.0, height / 2.0])

@@ -15,6 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gslrm.data.mouse import BACKGROUNDS
+from gslrm.evaluate import VISUAL_BACKGROUNDS
+from gslrm.losses.backgrounds import recomposite
 from gslrm.model.gaussians import Gaussians
 from gslrm.render import RenderConfig, render
 from gslrm.view import splats as conversions
@@ -22,9 +25,7 @@ from gslrm.view.splats import Splats, to_splats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ViewerConfig", "ViewScene", "Viewer", "BACKGROUNDS"]
-
-BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5)}
+__all__ = ["ViewerConfig", "ViewScene", "Viewer"]
 
 
 @dataclass
@@ -39,8 +40,8 @@ class ViewerConfig:
     render_height: int = 256  # "render this view": our renderer's image height
 
     def __post_init__(self) -> None:
-        if self.background not in BACKGROUNDS:
-            raise ValueError(f"background: expected one of {', '.join(BACKGROUNDS)}, not {self.background!r}")
+        if self.background not in VISUAL_BACKGROUNDS:  # eval.background's choices
+            raise ValueError(f"background: expected one of {', '.join(VISUAL_BACKGROUNDS)}, not {self.background!r}")
         if not 0.0 <= self.min_opacity < 1.0:
             raise ValueError(f"min_opacity: expected a value in [0, 1), not {self.min_opacity}")
         if self.max_splats < 1:
@@ -56,9 +57,10 @@ class ViewScene:
     gaussians: Gaussians
     c2w: Tensor | None = None  # [v, 4, 4]
     fxfycxcy: Tensor | None = None  # [v, 4]
-    images: Tensor | None = None  # [v, 4, h, w]
+    images: Tensor | None = None  # [v, 4, h, w], RGB on data_background
     num_inputs: int = 0
     render_config: RenderConfig = field(default_factory=RenderConfig)
+    data_background: Tensor = field(default_factory=lambda: torch.ones(3))  # the batch's bg_color
 
     def __post_init__(self) -> None:
         self.gaussians = self.gaussians.detach().float().map(lambda t: t[:1].cpu())
@@ -96,7 +98,7 @@ class Viewer:
         self.threshold = gui.add_slider("opacity >", min=0.0, max=0.99, step=0.01,
                                         initial_value=self.config.min_opacity)  # fmt: skip
         self.threshold.on_update(lambda _: self.redraw())
-        self.background = gui.add_dropdown("background", tuple(BACKGROUNDS), initial_value=self.config.background)
+        self.background = gui.add_dropdown("background", VISUAL_BACKGROUNDS, initial_value=self.config.background)
         self.background.on_update(lambda _: self._draw_background())
         self.cameras = gui.add_checkbox("rig cameras", initial_value=self.config.show_cameras)
         self.cameras.on_update(lambda _: self._draw_cameras())
@@ -128,8 +130,7 @@ class Viewer:
             self._draw_cameras()
 
     def set_threshold(self, value: float) -> None:
-        self.threshold.value = value  # the slider's on_update redraws
-        self.redraw()
+        self.threshold.value = value  # viser runs the slider's on_update (the redraw) synchronously
 
     def redraw(self) -> None:
         with self._lock:
@@ -224,7 +225,8 @@ class Viewer:
                 size = gt.shape[-1]
                 rig = render(kept, scene.c2w[nearest][None, None], scene.fxfycxcy[nearest][None, None], size, size,
                              background=background[None], settings=scene.render_config, deferred=False)  # fmt: skip
-                gt_rgb = gt[:3] * gt[3:4] + background[:, None, None] * (1 - gt[3:4])
+                # moved from the data's background onto the viewer's through its alpha, as eval.py's panels
+                gt_rgb = recomposite(gt[None, None], scene.data_background[None], background[None])[0, 0, :3]
                 result |= {"nearest": nearest, "ground_truth": gt_rgb, "rig_render": rig.rgb[0, 0].clamp(0, 1)}
                 scale = height / gt.shape[-2]
                 for image in (rig.rgb[0, 0].clamp(0, 1), gt_rgb):
