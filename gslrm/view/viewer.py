@@ -81,7 +81,8 @@ class Viewer:
         self.scene: ViewScene | None = None
         self.splats: Splats | None = None
         self.server = None
-        self.last_render: dict | None = None  # the "render this view" result: images and the nearest camera
+        self._splat_handle = None  # viser's scene nodes, replaced as the sample or the threshold changes
+        self._camera_handles: list = []
         self._lock = threading.RLock()  # GUI callbacks run on viser's threads; show() on the caller's
 
     # -- server and GUI --------------------------------------------------------------------------------------
@@ -139,7 +140,9 @@ class Viewer:
             splats = to_splats(self.scene.gaussians, float(self.threshold.value), self.config.max_splats)
             self.splats = splats
             if len(splats) == 0:
-                self._splat_handle_remove()
+                if self._splat_handle is not None:
+                    self._splat_handle.remove()
+                    self._splat_handle = None
             else:
                 self._splat_handle = self.server.scene.add_gaussian_splats(
                     "/splats", centers=splats.centers, covariances=splats.covariances, rgbs=splats.rgbs,
@@ -150,12 +153,6 @@ class Viewer:
                 f"**{self.scene.name}**: {len(splats):,} of {splats.total:,} Gaussians shown, "
                 f"opacity > {float(self.threshold.value):.2f}{subsampled}"
             )
-
-    def _splat_handle_remove(self) -> None:
-        handle = getattr(self, "_splat_handle", None)
-        if handle is not None:
-            handle.remove()
-            self._splat_handle = None
 
     def _pick(self, name: str) -> None:
         self.status.content = f"running the model on **{name}**..."
@@ -185,7 +182,7 @@ class Viewer:
     def _draw_cameras(self) -> None:
         with self._lock:
             scene = self.scene
-            for handle in getattr(self, "_camera_handles", []):
+            for handle in self._camera_handles:
                 handle.remove()
             self._camera_handles = []
             if scene is None or scene.c2w is None or not self.cameras.value:
@@ -233,7 +230,6 @@ class Viewer:
                     panels.append(torch.nn.functional.interpolate(image[None], scale_factor=scale, mode="nearest")[0])
             strip = torch.cat([p[:, :height] for p in panels], dim=-1)
             self.render_image.image = strip.permute(1, 2, 0).mul(255).byte().numpy()
-            self.last_render = result
             return result
 
     def _kept_gaussians(self) -> Gaussians:
