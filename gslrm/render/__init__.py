@@ -1,8 +1,9 @@
 """One ``render()`` entry: RGB, expected z-depth and alpha of a batch of Gaussians seen by a batch of cameras.
 
 The backend follows the device: ``gsplat.rasterization`` on CUDA (batched over scenes x views in one call,
-``render_mode="RGB+ED"``); on CPU the compiled rasterizer (``compiled.py``, C++ built on first use) or, where it
-cannot be built or ``cpu_backend="torch"``, the tiled PyTorch rasterizer (``tiles.py``, the readable reference).
+``render_mode="RGB+ED"``); on CPU the compiled projection and rasterizer (``compiled_projection.py``, ``compiled.py``:
+C++ built on first use) or, where it cannot be built or ``cpu_backend="torch"``, gsplat's PyTorch projection
+(``projection.py``) and the tiled PyTorch rasterizer (``tiles.py``), the readable references.
 All use FaceLift's near 0.01 / far 100, eps2d 0.3, and blend over the background (white by default). ``deferred=True`` renders without a graph and
 re-renders one view at a time in the backward pass (FaceLift's deferred backpropagation, ``deferred.py``).
 """
@@ -100,11 +101,17 @@ def _compiled_or_warn(required: bool) -> bool:
 
 def _render_cpu(gaussians: Gaussians, c2w, fxfycxcy, width, height, background, settings: RenderConfig) -> Tensor:
     batch, views = c2w.shape[:2]
-    splats = project(gaussians, c2w, fxfycxcy, width, height)
-    backgrounds = torch.cat([background, torch.zeros_like(background[..., :1])], dim=-1).reshape(batch * views, 4)
     rasterize = rasterize_tiles
     if settings.cpu_backend != "torch" and _compiled_or_warn(settings.cpu_backend == "compiled"):
         from gslrm.render.compiled import rasterize_compiled as rasterize
+        from gslrm.render.compiled_projection import project_compiled, supports
+
+        splats = (project_compiled if supports(gaussians, c2w, fxfycxcy) else project)(
+            gaussians, c2w, fxfycxcy, width, height
+        )
+    else:
+        splats = project(gaussians, c2w, fxfycxcy, width, height)
+    backgrounds = torch.cat([background, torch.zeros_like(background[..., :1])], dim=-1).reshape(batch * views, 4)
     colors, alphas = rasterize(splats, width, height, backgrounds, tile_size=settings.tile_size,
                                max_alpha=settings.max_alpha)  # fmt: skip
     depth = colors[..., 3:] / alphas.clamp(min=1e-10)  # expected depth, as gsplat's "ED"

@@ -1,8 +1,10 @@
-"""The compiled CPU rasterizer: ``csrc/rasterize.cpp`` built with the system C++ compiler, called through ctypes.
+"""The compiled CPU renderer: ``csrc/rasterize.cpp`` and ``csrc/project.cpp`` built with the system C++ compiler, called
+through ctypes.
 
-Same inputs, outputs and rules as ``tiles.rasterize_tiles`` (which stays as the readable reference): tile
-intersection with its depth sort (tested to give ``tiles.intersections``' exact lists), compositing and its backward
-all run compiled, on all cores (``torch.get_num_threads()`` threads). Why a plain C++ library rather than numba or a
+Rasterization has the same inputs, outputs and rules as ``tiles.rasterize_tiles`` (which stays as the readable
+reference): tile intersection with its depth sort (tested to give ``tiles.intersections``' exact lists), SIMD
+compositing and its backward all run compiled, on all cores (``torch.get_num_threads()`` threads). The projection and
+its backward (``compiled_projection.py``) replace gsplat's PyTorch projection and SH code, which stays the reference. Why a plain C++ library rather than numba or a
 torch C++ extension: no new dependency and no torch headers (it builds in about 5 s where a torch extension takes
 about a minute), and its per-tile loops vectorise; measurements in docs/performance.md.
 
@@ -33,13 +35,25 @@ from gslrm.files import written_atomically
 from gslrm.render.projection import Splats
 from gslrm.render.tiles import GSPLAT_MAX_ALPHA
 
-__all__ = ["available", "unavailable_reason", "rasterize_compiled", "intersect_tiles", "library_path", "build"]
+__all__ = [
+    "available",
+    "unavailable_reason",
+    "rasterize_compiled",
+    "intersect_tiles",
+    "library_path",
+    "build",
+    "library",
+    "simd_lanes",
+    "pointer",
+    "dtype_suffix",
+]
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "rasterize.cpp"
-# -march=native: the library is cached per CPU model; -fno-math-errno lets nearbyint vectorise; no -ffast-math (NaN and
-# the skip/stop comparisons must behave as in the reference)
+SOURCES = [Path(__file__).with_name("csrc") / name for name in ("rasterize.cpp", "project.cpp")]
+# -march=native: the library is cached per CPU model, and the SIMD width follows the CPU (AVX-512, AVX2, SSE); no
+# -ffast-math (NaN and the skip/stop comparisons must behave as in the reference). GSLRM_SIMD=scalar builds the scalar
+# fallback (one lane) instead, for comparison.
 FLAGS = [
     "-O3",
     "-march=native",
@@ -51,7 +65,7 @@ FLAGS = [
     "-fPIC",
     "-pthread",
 ]
-ABI_VERSION = 2
+ABI_VERSION = 3
 MAX_TILE, MAX_CHANNELS = 32, 8
 _POINTER = ctypes.c_void_p
 _INT, _INT64, _DOUBLE = ctypes.c_int, ctypes.c_int64, ctypes.c_double
@@ -71,12 +85,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _flags() -> list[str]:
+    return FLAGS + (["-DGSLRM_SCALAR"] if os.environ.get("GSLRM_SIMD") == "scalar" else [])
+
+
 def library_path() -> Path:
     base = Path(os.environ.get("GSLRM_EXT_DIR", Path.home() / ".cache" / "gslrm" / "ext"))
+    sources = b"".join(source.read_bytes() for source in SOURCES)
     key = hashlib.sha256(
-        SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_model().encode() + platform.machine().encode()
+        sources + " ".join(_flags()).encode() + _cpu_model().encode() + platform.machine().encode()
     ).hexdigest()[:16]
-    return base / f"libgslrm_rasterize_{key}.so"
+    return base / f"libgslrm_cpu_{key}.so"
 
 
 def build(force: bool = False) -> Path:
@@ -88,9 +107,11 @@ def build(force: bool = False) -> Path:
     if compiler is None:
         raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
     with written_atomically(target) as partial:  # another process sees no library or the whole one
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial)], capture_output=True, text=True)
+        command = [compiler, *_flags(), *map(str, SOURCES), "-o", str(partial)]
+        result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"{compiler} failed on {SOURCE.name}: {result.stderr.strip().splitlines()[-1:]}")
+            names = " ".join(source.name for source in SOURCES)
+            raise RuntimeError(f"{compiler} failed on {names}: {result.stderr.strip().splitlines()[-1:]}")
     return target
 
 
@@ -98,11 +119,16 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     common = [_POINTER] * 7 + [_INT] * 7 + [_DOUBLE, _INT]
     for suffix in ("f32", "f64"):
         forward = getattr(library, f"gslrm_rasterize_forward_{suffix}")
-        forward.argtypes, forward.restype = common + [_POINTER] * 3, _INT
+        forward.argtypes, forward.restype = common + [_INT64] + [_POINTER] * 3, _INT
         backward = getattr(library, f"gslrm_rasterize_backward_{suffix}")
         backward.argtypes, backward.restype = common + [_POINTER] * 4 + [_INT64, _POINTER], _INT
         intersect = getattr(library, f"gslrm_intersect_tiles_{suffix}")
-        intersect.argtypes, intersect.restype = [_POINTER] * 3 + [_INT, _INT64] + [_INT] * 4 + [_POINTER] * 3, None
+        intersect.argtypes, intersect.restype = [_POINTER] * 3 + [_INT, _INT64] + [_INT] * 4 + [_POINTER] * 4, None
+        settings = [_INT, _INT, _INT64, _INT, _INT, _DOUBLE, _DOUBLE, _DOUBLE, _INT]
+        project = getattr(library, f"gslrm_project_forward_{suffix}")
+        project.argtypes, project.restype = [_POINTER] * 7 + settings + [_POINTER] * 5, None
+        project_back = getattr(library, f"gslrm_project_backward_{suffix}")
+        project_back.argtypes, project_back.restype = [_POINTER] * 7 + settings + [_POINTER] * 7, None
     return library
 
 
@@ -125,11 +151,24 @@ def unavailable_reason() -> str:
     return _library()[1]
 
 
-def _pointer(t: Tensor) -> int:
+def library() -> ctypes.CDLL:
+    """The loaded library (raises with the reason where it is unavailable)."""
+    loaded, reason = _library()
+    if loaded is None:
+        raise RuntimeError(f"the compiled CPU renderer is unavailable: {reason}")
+    return loaded
+
+
+def simd_lanes() -> int:
+    """Floats per SIMD vector the compositing runs on (16: AVX-512, 8: AVX2, 4: SSE, 1: the scalar build)."""
+    return int(library().gslrm_rasterize_lanes())
+
+
+def pointer(t: Tensor) -> int:
     return t.data_ptr()
 
 
-def _suffix(dtype: torch.dtype) -> str:
+def dtype_suffix(dtype: torch.dtype) -> str:
     return "f64" if dtype == torch.float64 else "f32"
 
 
@@ -141,12 +180,13 @@ def intersect_tiles(splats: Splats, tile_size: int, tiles_x: int, tiles_y: int) 
     radii = splats.radii.to(torch.int32).contiguous()
     depths = splats.depths.detach().to(means2d.dtype).contiguous()
     counts = torch.zeros(images * tiles_x * tiles_y, dtype=torch.int64)
-    call = getattr(library, f"gslrm_intersect_tiles_{_suffix(means2d.dtype)}")
-    arguments = (_pointer(means2d), _pointer(radii), _pointer(depths), images, n, tile_size, tiles_x, tiles_y)
-    call(*arguments, torch.get_num_threads(), _pointer(counts), None, None)
+    rects = torch.empty(images * n, 4, dtype=torch.int32)  # each splat's tile rectangle, from the first call
+    call = getattr(library, f"gslrm_intersect_tiles_{dtype_suffix(means2d.dtype)}")
+    arguments = (pointer(means2d), pointer(radii), pointer(depths), images, n, tile_size, tiles_x, tiles_y)
+    call(*arguments, torch.get_num_threads(), pointer(rects), pointer(counts), None, None)
     starts = torch.cumsum(counts, 0) - counts
     ids = torch.empty(int(counts.sum()), dtype=torch.int64)
-    call(*arguments, torch.get_num_threads(), None, _pointer(starts), _pointer(ids))
+    call(*arguments, torch.get_num_threads(), pointer(rects), None, pointer(starts), pointer(ids))
     return ids, starts, counts
 
 
@@ -158,14 +198,15 @@ class _Composite(torch.autograd.Function):
         library, _ = _library()
         images, height, width, tile_size, tiles_x, tiles_y = layout
         channels, dtype = features.shape[-1], features.dtype
-        suffix = _suffix(dtype)
+        suffix = dtype_suffix(dtype)
         accumulated = torch.empty(images, height, width, channels, dtype=dtype)
         transmittance = torch.empty(images, height, width, dtype=dtype)
         last = torch.empty(images, height, width, dtype=torch.int32)
         inputs = [t.contiguous() for t in (means2d, conics, opacities, features)]
         status = getattr(library, f"gslrm_rasterize_forward_{suffix}")(
-            *map(_pointer, (*inputs, ids, starts, counts)), images, width, height, tile_size, tiles_x, tiles_y,
-            channels, max_alpha, torch.get_num_threads(), *map(_pointer, (accumulated, transmittance, last)),
+            *map(pointer, (*inputs, ids, starts, counts)), images, width, height, tile_size, tiles_x, tiles_y,
+            channels, max_alpha, torch.get_num_threads(), len(means2d),
+            *map(pointer, (accumulated, transmittance, last)),
         )  # fmt: skip
         if status != 0:
             raise ValueError(f"compiled rasterizer: unsupported tile_size {tile_size} or {channels} channels")
@@ -189,11 +230,11 @@ class _Composite(torch.autograd.Function):
             torch.zeros_like(transmittance) if grad_transmittance is None else grad_transmittance.contiguous()
         )
         per_splat = torch.empty(len(means2d), 6 + channels, dtype=dtype)
-        getattr(library, f"gslrm_rasterize_backward_{_suffix(dtype)}")(
-            *map(_pointer, (means2d, conics, opacities, features, ids, starts, counts)), images, width, height,
+        getattr(library, f"gslrm_rasterize_backward_{dtype_suffix(dtype)}")(
+            *map(pointer, (means2d, conics, opacities, features, ids, starts, counts)), images, width, height,
             tile_size, tiles_x, tiles_y, channels, ctx.max_alpha, torch.get_num_threads(),
-            *map(_pointer, (transmittance, last, grad_accumulated, grad_transmittance)), len(means2d) // images,
-            _pointer(per_splat),
+            *map(pointer, (transmittance, last, grad_accumulated, grad_transmittance)), len(means2d) // images,
+            pointer(per_splat),
         )  # fmt: skip
         grad_means2d, grad_conics, grad_opacities, grad_features = per_splat.split([2, 3, 1, channels], dim=-1)
         return grad_means2d, grad_conics, grad_opacities[:, 0], grad_features, None, None, None, None, None
