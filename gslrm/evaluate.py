@@ -70,6 +70,9 @@ class EvalConfig:
     num_visuals: int = 4  # panels, turntables (and .ply) for the first K samples of the split
     turntable_views: int = 150  # FaceLift's evaluation turntable
     render_size: int = 256  # pixels of panels and turntables, whatever the training size (intrinsics scaled)
+    # the model's input views resized to this many pixels across (e.g. the training size) while the targets are
+    # scored at data.image_size: runs trained at different sizes compared at one evaluation size; null: data size
+    input_size: int | None = None
     turntable_elevation: float = 20.0
     video_format: str = "mp4"  # mp4 | gif
     fps: int = 30
@@ -94,6 +97,8 @@ class EvalConfig:
             )
         if not 0.0 <= self.min_opacity < 1.0:
             raise ValueError(f"eval.min_opacity: expected a value in [0, 1), not {self.min_opacity}")
+        if self.input_size is not None and self.input_size < 8:
+            raise ValueError(f"eval.input_size: expected null or a size of at least 8 pixels, not {self.input_size}")
         if str(self.orbit).lower() not in ("auto", "true", "false"):
             raise ValueError(f"eval.orbit: expected auto | true | false, not {self.orbit!r}")
 
@@ -154,7 +159,9 @@ class Evaluator(L.LightningModule):
             self.skipped_samples += int(batch.get("num_skipped", 0))
         if is_empty(batch):
             return
-        output, rendered = predict_and_render(self.model, batch, self.num_input_views, self.render_config)
+        output, rendered = predict_and_render(
+            self.model, batch, self.num_input_views, self.render_config, input_size=self.config.input_size
+        )
         pred, alpha, images = rendered.rgb.float().clamp(0, 1), rendered.alpha.float(), batch["image"].float()
         orbit = self.render_orbit(output.gaussians, batch) if "orbit_image" in batch else None
         for b in range(pred.shape[0]):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from gslrm.model.gaussians import Gaussians
 from gslrm.model.gslrm import GSLRM, ModelOutput
 from gslrm.render import RenderConfig, RenderOutput, render
 
-__all__ = ["predict_gaussians", "predict_and_render", "renderer"]
+__all__ = ["predict_gaussians", "predict_and_render", "renderer", "resize_views"]
 
 
 def renderer(gaussians: Gaussians, batch: dict, settings: RenderConfig) -> Callable[[Tensor, Tensor], RenderOutput]:
@@ -25,11 +26,27 @@ def renderer(gaussians: Gaussians, batch: dict, settings: RenderConfig) -> Calla
     return render_cameras
 
 
-def predict_gaussians(model: GSLRM, batch: dict, num_input_views: int, clip_xyz: bool | None = None) -> ModelOutput:
-    """The model on the first ``num_input_views`` views of ``batch`` (their RGB, cameras and intrinsics)."""
+def resize_views(image: Tensor, fxfycxcy: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Views ``image`` [b, v, c, h, w] resized to ``width`` pixels across (smaller: each pixel the mean of the area it
+    covers; larger: bilinear), with their intrinsics: pixel centres sit at +0.5, so fx, fy, cx and cy all scale by
+    the same factor."""
+    height = round(image.shape[-2] * width / image.shape[-1])
+    factor = width / image.shape[-1]
+    mode = {"mode": "area"} if factor < 1 else {"mode": "bilinear", "align_corners": False}
+    resized = F.interpolate(image.flatten(0, 1), size=(height, width), **mode)
+    return resized.unflatten(0, image.shape[:2]), fxfycxcy * factor
+
+
+def predict_gaussians(
+    model: GSLRM, batch: dict, num_input_views: int, clip_xyz: bool | None = None, input_size: int | None = None
+) -> ModelOutput:
+    """The model on the first ``num_input_views`` views of ``batch`` (their RGB, cameras and intrinsics), resized to
+    ``input_size`` pixels across where given (a model trained at another size than the data's, eval.input_size)."""
     inputs = num_input_views
-    image, c2w, fxfycxcy = batch["image"], batch["c2w"], batch["fxfycxcy"]
-    return model(image[:, :inputs, :3], c2w[:, :inputs], fxfycxcy[:, :inputs], clip_xyz=clip_xyz)
+    image, c2w, fxfycxcy = batch["image"][:, :inputs, :3], batch["c2w"][:, :inputs], batch["fxfycxcy"][:, :inputs]
+    if input_size is not None and input_size != image.shape[-1]:
+        image, fxfycxcy = resize_views(image, fxfycxcy, input_size)
+    return model(image, c2w, fxfycxcy, clip_xyz=clip_xyz)
 
 
 def predict_and_render(
@@ -40,12 +57,13 @@ def predict_and_render(
     training: bool = False,
     clip_xyz: bool | None = None,
     background: Tensor | None = None,
+    input_size: int | None = None,
 ) -> tuple[ModelOutput, RenderOutput]:
     """Gaussians from the first ``num_input_views`` views of ``batch``, rendered into every view of it
     (FaceLift supervises all views, the inputs included; eval separates the novel ones) on ``background``
-    (default: the batch's ``bg_color``)."""
+    (default: the batch's ``bg_color``); the inputs resized to ``input_size`` where given."""
     image, c2w, fxfycxcy = batch["image"], batch["c2w"], batch["fxfycxcy"]
-    output = predict_gaussians(model, batch, num_input_views, clip_xyz)
+    output = predict_gaussians(model, batch, num_input_views, clip_xyz, input_size)
     height, width = image.shape[-2:]
     rendered = render(
         output.gaussians, c2w, fxfycxcy, width, height,

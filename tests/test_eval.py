@@ -235,3 +235,34 @@ def test_eval_on_two_cpu_processes_matches_one(tmp_path, rodent_root, trained):
     assert results[1]["num_samples"] == results[2]["num_samples"] == 3  # 3 samples over 2 ranks: one padded
     for key in ("psnr", "ssim", "mask_iou", "psnr_novel"):
         assert results[2][key] == pytest.approx(results[1][key], abs=1e-5), key
+
+
+def test_resize_views_known_answer():
+    """Smaller: each pixel the mean of the 2x2 block it covers; the intrinsics halve (pixel centres at +0.5)."""
+    from gslrm.predict import resize_views
+
+    image = torch.arange(16.0).reshape(1, 1, 1, 4, 4).expand(2, 3, 3, 4, 4)
+    fxfycxcy = torch.tensor([10.0, 12.0, 2.0, 2.0]).expand(2, 3, 4)
+    small, k = resize_views(image, fxfycxcy, 2)
+    assert small.shape == (2, 3, 3, 2, 2)
+    assert torch.equal(small[0, 0, 0], torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
+    assert torch.equal(k[0, 0], torch.tensor([5.0, 6.0, 1.0, 1.0]))
+
+
+def test_eval_input_size_feeds_the_model_resized_inputs_and_scores_at_the_data_size():
+    """eval.input_size: the model sees the inputs at its training size, the targets are rendered at the data's."""
+    from gslrm.cameras import turntable_cameras
+    from gslrm.predict import predict_and_render, resize_views
+
+    model = GSLRM(ModelConfig(dim=32, depth=1, head_dim=16)).eval()
+    c2w, k = turntable_cameras(6, 32, elevation_deg=20.0)
+    batch = {"image": torch.rand(1, 6, 4, 32, 32), "c2w": c2w[None], "fxfycxcy": k[None], "bg_color": torch.ones(1, 3)}
+    with torch.no_grad():
+        output, rendered = predict_and_render(model, batch, 4, RenderConfig(), input_size=16)
+        small, small_k = resize_views(batch["image"][:, :4, :3], k[None, :4], 16)
+        expected = model(small, c2w[None, :4], small_k).gaussians
+    assert 4 * 16 * 16 <= output.gaussians.means.shape[1] < 4 * 32 * 32  # per input pixel at 16 px (+ token ones)
+    assert torch.equal(output.gaussians.means, expected.means)
+    assert rendered.rgb.shape == (1, 6, 3, 32, 32)
+    with pytest.raises(ValueError, match="eval.input_size"):
+        EvalConfig(input_size=4)
