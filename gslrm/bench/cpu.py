@@ -58,7 +58,7 @@ def job_rasterizer(case: str, method: str, repeats: int) -> dict:
             projection(scene, c2w, k, resolution, resolution), resolution, resolution, background
         )
         ((colors * weights).sum() + alphas.sum()).backward()
-        result["image"] = torch.cat([colors, alphas], -1).detach()
+        result["render_image"] = torch.cat([colors, alphas], -1).detach()
 
     fixed = project(scene, c2w, k, resolution, resolution)
     differentiable = ("means2d", "conics", "features", "opacities")
@@ -66,17 +66,20 @@ def job_rasterizer(case: str, method: str, repeats: int) -> dict:
     def raster_step(backward: bool = True):
         splats = Splats(**{f: getattr(fixed, f).detach().requires_grad_(f in differentiable) for f in vars(fixed)})
         colors, alphas = rasterize(splats, resolution, resolution, background)
+        result["image"] = torch.cat([colors, alphas], -1).detach()
         if backward:
             ((colors * weights).sum() + alphas.sum()).backward()
 
     seconds, peak = timed(render_step, "cpu", repeats)
     raster_seconds, _ = timed(raster_step, "cpu", repeats)
-    out = {"seconds": seconds, "peak_mib": peak, "raster_seconds": raster_seconds, "image": result["image"].numpy()}
+    # the images by value across processes: the rasterizer's from the same splats, render()'s from each projection
+    out = {"seconds": seconds, "peak_mib": peak, "raster_seconds": raster_seconds, "image": result["image"].numpy(),
+           "render_image": result["render_image"].numpy()}  # fmt: skip
     if method == "compiled":
         forward_seconds, _ = timed(lambda: raster_step(backward=False), "cpu", repeats)
         ids = intersect_tiles(fixed, 8, -(-resolution // 8), -(-resolution // 8))[0]
         out |= {"forward_seconds": forward_seconds, "pairs": len(ids) * 64, "simd_lanes": simd_lanes()}
-    return out  # the image by value across processes
+    return out
 
 
 def job_model(size: str, device: str, repeats: int) -> dict:
@@ -183,12 +186,14 @@ def run(quick: bool = False) -> dict:
     repeats = 1 if quick else 3
     results: dict = {"device": device, "threads": torch.get_num_threads(), "rasterizer": {}, "model": {}, "memory": {}}
     cases = ["2k_64"] if quick else ["2k_64", "16k_128", "train"]
-    max_diff, compiled_diff = 0.0, 0.0
+    max_diff, compiled_diff, render_diff = 0.0, 0.0, 0.0
     for key in cases:
         measured = {method: timing.run_job(job_rasterizer, key, method, repeats) for method in ("compiled", "tiled")}
         if key != "train":  # the dense oracle at the training shape takes minutes
             measured["dense"] = timing.run_job(job_rasterizer, key, "dense", 1)
         images = {method: value.pop("image") for method, value in measured.items()}
+        renders = {method: value.pop("render_image") for method, value in measured.items()}
+        render_diff = max(render_diff, float(abs(renders["compiled"] - renders["tiled"]).max()))
         reference = images.get("dense", images["tiled"])
         diff = float(abs(images["tiled"] - reference).max())
         compiled_diff = max(compiled_diff, float(abs(images["compiled"] - reference).max()),
@@ -204,6 +209,9 @@ def run(quick: bool = False) -> dict:
         backward_seconds = compiled["raster_seconds"] - compiled["forward_seconds"]
         results["rasterizer"][f"backward_over_forward_{key}"] = backward_seconds / compiled["forward_seconds"]
     results["rasterizer"]["compiled_max_abs_diff"] = compiled_diff
+    # render(): the compiled projection against gsplat's torch projection as well (float rounding of the 2D means,
+    # about 1e-7 relative, moves the images of steep Gaussians by more than the rasterizers' difference)
+    results["rasterizer"]["render_max_abs_diff"] = render_diff
     results["rasterizer"]["max_abs_diff"] = max_diff
     peak_flops = timing.run_job(job_matmul, device)["flops_per_second"]
     results["model"]["matmul_flops_per_second"] = peak_flops
@@ -244,15 +252,17 @@ def table(results: dict) -> str:
     raster = results["rasterizer"]
     lines = [f"device: {results['device']} ({results['threads']} threads)", "",
              "| rasterizer, fwd+bwd | compiled s | torch tiled s | dense s | rasterization speedup | render() speedup | "
-             "Gaussian-pixel pairs/s (fwd) | of FLOP peak | max abs diff (torch, compiled) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "Gaussian-pixel pairs/s (fwd) | of FLOP peak | bwd / fwd | max abs diff (torch, compiled) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for key, value in raster.items():
         if isinstance(value, dict):
             c, t, d = value["compiled"], value["tiled"], value.get("dense")
             dense = f"{d['seconds']:.3f}" if d else "-"
             lines.append(f"| {key} | {c['raster_seconds']:.4f} (render {c['seconds']:.4f}) | {t['raster_seconds']:.3f} (render {t['seconds']:.3f}) | {dense} | "
                          f"{raster[f'compiled_speedup_{key}']:.1f}x | {raster[f'render_speedup_{key}']:.1f}x | {raster[f'pairs_per_second_{key}'] / 1e9:.2f} G | "
-                         f"{raster[f'flop_fraction_{key}']:.0%} | {value['max_abs_diff']:.1e}, {raster['compiled_max_abs_diff']:.1e} |")  # fmt: skip
-    lines += ["", f"fp32 matmul peak: {results['model']['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s", "",
+                         f"{raster[f'flop_fraction_{key}']:.0%} | {raster[f'backward_over_forward_{key}']:.2f} | {value['max_abs_diff']:.1e}, {raster['compiled_max_abs_diff']:.1e} |")  # fmt: skip
+    lines += ["", f"render() with the compiled projection against gsplat's torch projection, max abs diff: "
+              f"{raster['render_max_abs_diff']:.1e}; SIMD lanes (floats): {raster['train' if 'train' in raster else '2k_64']['compiled']['simd_lanes']}",
+              "", f"fp32 matmul peak: {results['model']['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s", "",
               "| model | fwd+bwd s | GFLOP | GFLOP/s | MFU | peak MiB |", "|---|---|---|---|---|---|"]  # fmt: skip
     for size in ("tiny", "small"):
         if size in results["model"]:
