@@ -116,7 +116,7 @@ def test_overfit_one_sample_loss_halves(tmp_path, rodent_root):
     run_train(
         tmp_path, rodent_root, "loss=l2", "logger=csv", f"data.root={single}", "data.generate=false",
         "trainer.max_steps=150", "trainer.val_check_interval=150", "trainer.log_every_n_steps=1",
-        "optim.warmup_steps=10", "optim.lr=1e-3", "validate_before_training=false",
+        "optim.warmup_steps=10", "optim.lr=1e-3", "validate_before_training=false", "data.image_size=32",
     )  # fmt: skip
     rows = [r for r in metrics(run_dirs(tmp_path)[-1]) if r.get("train/loss")]
     losses = [float(r["train/loss"]) for r in rows]
