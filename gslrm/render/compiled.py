@@ -4,9 +4,10 @@ through ctypes.
 Rasterization has the same inputs, outputs and rules as ``tiles.rasterize_tiles`` (which stays as the readable
 reference): tile intersection with its depth sort (tested to give ``tiles.intersections``' exact lists), SIMD
 compositing and its backward all run compiled, on all cores (``torch.get_num_threads()`` threads). The projection and
-its backward (``compiled_projection.py``) replace gsplat's PyTorch projection and SH code, which stays the reference. Why a plain C++ library rather than numba or a
-torch C++ extension: no new dependency and no torch headers (it builds in about 5 s where a torch extension takes
-about a minute), and its per-tile loops vectorise; measurements in docs/performance.md.
+its backward (``compiled_projection.py``) replace gsplat's PyTorch projection and SH code, which stays the reference.
+Why a plain C++ library rather than numba or a torch C++ extension: no new dependency and no torch headers (it builds
+in about 5 s where a torch extension takes about a minute), and the SIMD width is ours to fix; measurements in
+docs/performance.md.
 
 The library is built on first use (or ahead of time by ``python -m gslrm.render.compiled``, which ``make install``
 runs) into ``$GSLRM_EXT_DIR`` (default ``~/.cache/gslrm/ext``), under a name that hashes the source, the flags and
