@@ -66,7 +66,7 @@ FLAGS = [
     "-fPIC",
     "-pthread",
 ]
-ABI_VERSION = 3
+ABI_VERSION = 4
 MAX_TILE, MAX_CHANNELS = 32, 8
 _POINTER = ctypes.c_void_p
 _INT, _INT64, _DOUBLE = ctypes.c_int, ctypes.c_int64, ctypes.c_double
@@ -120,9 +120,9 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     common = [_POINTER] * 7 + [_INT] * 7 + [_DOUBLE, _INT]
     for suffix in ("f32", "f64"):
         forward = getattr(library, f"gslrm_rasterize_forward_{suffix}")
-        forward.argtypes, forward.restype = common + [_INT64] + [_POINTER] * 3, _INT
+        forward.argtypes, forward.restype = common + [_INT64] + [_POINTER] * 4, _INT
         backward = getattr(library, f"gslrm_rasterize_backward_{suffix}")
-        backward.argtypes, backward.restype = common + [_POINTER] * 4 + [_INT64, _POINTER], _INT
+        backward.argtypes, backward.restype = common + [_POINTER] * 5 + [_INT64, _POINTER], _INT
         intersect = getattr(library, f"gslrm_intersect_tiles_{suffix}")
         intersect.argtypes, intersect.restype = [_POINTER] * 3 + [_INT, _INT64] + [_INT] * 4 + [_POINTER] * 4, None
         settings = [_INT, _INT, _INT64, _INT, _INT, _DOUBLE, _DOUBLE, _DOUBLE, _INT]
@@ -203,22 +203,23 @@ class _Composite(torch.autograd.Function):
         accumulated = torch.empty(images, height, width, channels, dtype=dtype)
         transmittance = torch.empty(images, height, width, dtype=dtype)
         last = torch.empty(images, height, width, dtype=torch.int32)
+        half = torch.empty(len(means2d), dtype=dtype)  # each splat's reachable half-height, reused by the backward
         inputs = [t.contiguous() for t in (means2d, conics, opacities, features)]
         status = getattr(library, f"gslrm_rasterize_forward_{suffix}")(
             *map(pointer, (*inputs, ids, starts, counts)), images, width, height, tile_size, tiles_x, tiles_y,
             channels, max_alpha, torch.get_num_threads(), len(means2d),
-            *map(pointer, (accumulated, transmittance, last)),
+            *map(pointer, (accumulated, transmittance, last, half)),
         )  # fmt: skip
         if status != 0:
             raise ValueError(f"compiled rasterizer: unsupported tile_size {tile_size} or {channels} channels")
-        ctx.save_for_backward(*inputs, ids, starts, counts, transmittance, last)
+        ctx.save_for_backward(*inputs, ids, starts, counts, transmittance, last, half)
         ctx.layout, ctx.max_alpha = layout, max_alpha
         ctx.mark_non_differentiable(last)
         return accumulated, transmittance
 
     @staticmethod
     def backward(ctx, grad_accumulated, grad_transmittance):
-        means2d, conics, opacities, features, ids, starts, counts, transmittance, last = ctx.saved_tensors
+        means2d, conics, opacities, features, ids, starts, counts, transmittance, last, half = ctx.saved_tensors
         library, _ = _library()
         images, height, width, tile_size, tiles_x, tiles_y = ctx.layout
         channels, dtype = features.shape[-1], features.dtype
@@ -234,7 +235,7 @@ class _Composite(torch.autograd.Function):
         getattr(library, f"gslrm_rasterize_backward_{dtype_suffix(dtype)}")(
             *map(pointer, (means2d, conics, opacities, features, ids, starts, counts)), images, width, height,
             tile_size, tiles_x, tiles_y, channels, ctx.max_alpha, torch.get_num_threads(),
-            *map(pointer, (transmittance, last, grad_accumulated, grad_transmittance)), len(means2d) // images,
+            *map(pointer, (transmittance, last, half, grad_accumulated, grad_transmittance)), len(means2d) // images,
             pointer(per_splat),
         )  # fmt: skip
         grad_means2d, grad_conics, grad_opacities, grad_features = per_splat.split([2, 3, 1, channels], dim=-1)

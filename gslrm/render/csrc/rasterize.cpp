@@ -124,13 +124,12 @@ inline typename Lanes<S>::V exp_nonpositive(typename Lanes<S>::V x) {
   return series * std::bit_cast<V>(exponent);
 }
 
-// Per splat, once, the half-height of the ellipse where it can reach alpha >= 1/255: opacity exp(-sigma) >= 1/255
+// Per splat, once per forward (the backward reuses it), the half-height of the ellipse where it can reach alpha >= 1/255: opacity exp(-sigma) >= 1/255
 // means sigma <= ln(255 opacity), whose half-height is sqrt(2 ln(255 opacity) cov_yy), cov_yy = a / (ac - b^2).
 // -1: never visible; infinite: a degenerate conic (every row kept). The margin keeps the bound a superset under
 // rounding, so leaving the other rows out changes no result.
 template <typename S>
-std::vector<S> half_heights(const S* conics, const S* opacities, int64_t splats, int threads) {
-  std::vector<S> half(static_cast<size_t>(splats));
+void half_heights(const S* conics, const S* opacities, int64_t splats, int threads, S* half) {
   constexpr int64_t block = 4096;
   parallel_for((splats + block - 1) / block, threads, [&](int64_t b) {
     for (int64_t g = b * block; g < std::min(splats, (b + 1) * block); ++g) {
@@ -144,7 +143,6 @@ std::vector<S> half_heights(const S* conics, const S* opacities, int64_t splats,
         half[g] = std::sqrt(S(2) * reach * a / det) * S(1.0001) + S(1e-3);
     }
   });
-  return half;
 }
 
 template <typename S>
@@ -191,12 +189,13 @@ struct Tile {
 template <typename S, int C>
 void forward(const S* means2d, const S* conics, const S* opacities, const S* features, const int64_t* ids,
              const int64_t* starts, const int64_t* counts, const Layout& L, S max_alpha, int threads, int64_t splats,
-             S* out_features, S* out_transmittance, int32_t* out_last) {
+             S* out_features, S* out_transmittance, int32_t* out_last, S* out_half) {
   using Ln = Lanes<S>;
   using V = typename Ln::V;
   using I = typename Ln::I;
   constexpr int W = Ln::count, kVectors = Tile<S>::kMaxVectors;
-  const std::vector<S> half = half_heights(conics, opacities, splats, threads);
+  half_heights(conics, opacities, splats, threads, out_half);
+  const S* half = out_half;
   const int64_t tiles = static_cast<int64_t>(L.images) * L.tiles_x * L.tiles_y;
   parallel_for(tiles, threads, [&](int64_t t) {
     const Tile<S> tile(L, t);
@@ -259,14 +258,13 @@ void forward(const S* means2d, const S* conics, const S* opacities, const S* fea
 template <typename S, int C>
 void backward(const S* means2d, const S* conics, const S* opacities, const S* features, const int64_t* ids,
               const int64_t* starts, const int64_t* counts, const Layout& L, S max_alpha, int threads,
-              const S* transmittance, const int32_t* last, const S* grad_features, const S* grad_transmittance,
-              int64_t splats_per_image, S* grad_splats) {
+              const S* transmittance, const int32_t* last, const S* half, const S* grad_features,
+              const S* grad_transmittance, int64_t splats_per_image, S* grad_splats) {
   using Ln = Lanes<S>;
   using V = typename Ln::V;
   using I = typename Ln::I;
   constexpr int W = Ln::count, kVectors = Tile<S>::kMaxVectors;
   constexpr int stride = 6 + C;  // per pair and splat: means2d (2), conics (3), opacity (1), features (C)
-  const std::vector<S> half = half_heights(conics, opacities, splats_per_image * L.images, threads);
   const int64_t tiles = static_cast<int64_t>(L.images) * L.tiles_x * L.tiles_y;
   const int64_t pairs = starts[tiles - 1] + counts[tiles - 1];
   std::vector<S> grad_pairs(static_cast<size_t>(pairs) * stride, S(0));
@@ -437,10 +435,10 @@ void intersect(const S* means2d, const int32_t* radii, const S* depths, int imag
 
 template <typename S>
 using Forward = void (*)(const S*, const S*, const S*, const S*, const int64_t*, const int64_t*, const int64_t*,
-                         const Layout&, S, int, int64_t, S*, S*, int32_t*);
+                         const Layout&, S, int, int64_t, S*, S*, int32_t*, S*);
 template <typename S>
 using Backward = void (*)(const S*, const S*, const S*, const S*, const int64_t*, const int64_t*, const int64_t*,
-                          const Layout&, S, int, const S*, const int32_t*, const S*, const S*, int64_t, S*);
+                          const Layout&, S, int, const S*, const int32_t*, const S*, const S*, const S*, int64_t, S*);
 
 // the channel count is a template parameter (the per-pixel channel loops unroll); 1..kMaxChannels are instantiated
 template <typename S, int... Cs>
@@ -461,24 +459,25 @@ Backward<S> backward_for(int channels, std::integer_sequence<int, Cs...>) {
       const S* means2d, const S* conics, const S* opacities, const S* features, const int64_t* ids,                \
       const int64_t* starts, const int64_t* counts, int images, int width, int height, int tile_size, int tiles_x,  \
       int tiles_y, int channels, double max_alpha, int threads, int64_t splats, S* out_features,                    \
-      S* out_transmittance, int32_t* out_last) {                                                                     \
+      S* out_transmittance, int32_t* out_last, S* out_half) {                                                        \
     auto kernel = forward_for<S>(channels, std::make_integer_sequence<int, kMaxChannels>{});                        \
     if (kernel == nullptr || tile_size < 1 || tile_size > kMaxTile) return 1;                                       \
     Layout L{images, width, height, tile_size, tiles_x, tiles_y, channels};                                        \
     kernel(means2d, conics, opacities, features, ids, starts, counts, L, static_cast<S>(max_alpha), threads,       \
-           splats, out_features, out_transmittance, out_last);                                                       \
+           splats, out_features, out_transmittance, out_last, out_half);                                             \
     return 0;                                                                                                        \
   }                                                                                                                  \
   extern "C" int gslrm_rasterize_backward_##suffix(                                                                  \
       const S* means2d, const S* conics, const S* opacities, const S* features, const int64_t* ids,                \
       const int64_t* starts, const int64_t* counts, int images, int width, int height, int tile_size, int tiles_x,  \
       int tiles_y, int channels, double max_alpha, int threads, const S* transmittance, const int32_t* last,       \
-      const S* grad_features, const S* grad_transmittance, int64_t splats_per_image, S* grad_splats) {            \
+      const S* half, const S* grad_features, const S* grad_transmittance, int64_t splats_per_image,               \
+      S* grad_splats) {                                                                                              \
     auto kernel = backward_for<S>(channels, std::make_integer_sequence<int, kMaxChannels>{});                       \
     if (kernel == nullptr || tile_size < 1 || tile_size > kMaxTile) return 1;                                       \
     Layout L{images, width, height, tile_size, tiles_x, tiles_y, channels};                                        \
     kernel(means2d, conics, opacities, features, ids, starts, counts, L, static_cast<S>(max_alpha), threads,       \
-           transmittance, last, grad_features, grad_transmittance, splats_per_image, grad_splats);                   \
+           transmittance, last, half, grad_features, grad_transmittance, splats_per_image, grad_splats);             \
     return 0;                                                                                                        \
   }
 
@@ -497,7 +496,7 @@ GSLRM_EXPORT(double, f64)
 GSLRM_EXPORT_INTERSECT(float, f32)
 GSLRM_EXPORT_INTERSECT(double, f64)
 
-extern "C" int gslrm_rasterize_abi_version() { return 3; }
+extern "C" int gslrm_rasterize_abi_version() { return 4; }
 
 // the SIMD width this build composites with, in floats (1: the scalar fallback)
 extern "C" int gslrm_rasterize_lanes() { return Lanes<float>::count; }
