@@ -1,6 +1,9 @@
-"""The compiled projection against gsplat's PyTorch projection, and the SIMD compositing against its scalar build."""
+"""The compiled projection against gsplat's PyTorch projection, the SIMD compositing against its scalar build, and the
+library's build cache, build lock and typed call boundary."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -105,8 +108,9 @@ def test_render_projects_with_the_reference_where_the_compiled_path_does_not_app
     backend, and gradients reach the cameras."""
     g = random_scene(300)
     c2w, k = cameras(1, 2, 24)
-    sh1 = Gaussians(g.means, torch.cat([g.features, 0.1 * torch.randn(1, 300, 3, 3)], dim=2), g.scales, g.quats,
-                    g.opacities)  # fmt: skip
+    sh1 = Gaussians(
+        g.means, torch.cat([g.features, 0.1 * torch.randn(1, 300, 3, 3)], dim=2), g.scales, g.quats, g.opacities
+    )
     assert not supports(sh1, c2w, k) and supports(g, c2w, k)
     compiled = render(sh1, c2w, k, 24, 24, settings=RenderConfig(cpu_backend="compiled"))
     reference = render(sh1, c2w, k, 24, 24, settings=RenderConfig(cpu_backend="torch"))
@@ -148,8 +152,11 @@ def test_simd_compositing_equals_the_scalar_build(tmp_path):
             env["GSLRM_SIMD"] = simd
         done = subprocess.run(
             [sys.executable, "-c", SCALAR_SCRIPT, str(tmp_path / f"{name}.npz")],
-            env=env, capture_output=True, text=True, cwd=Path(__file__).parents[1],
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parents[1],
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         results[name] = np.load(tmp_path / f"{name}.npz")
     native, scalar = results["native"], results["scalar"]
@@ -157,3 +164,107 @@ def test_simd_compositing_equals_the_scalar_build(tmp_path):
     assert np.abs(native["image"] - scalar["image"]).max() <= 1e-6
     for key in [f"arr_{i}" for i in range(5)]:
         assert np.abs(native[key] - scalar[key]).max() <= 1e-5 * max(1.0, np.abs(scalar[key]).max()), key
+
+
+BUILD_SCRIPT = """
+import json, logging, sys, time
+from pathlib import Path
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+go = Path(sys.argv[1])
+while not go.exists():  # both processes are up before either builds
+    time.sleep(0.01)
+from gslrm.render import compiled
+path, compiled_here = compiled.build_library()
+print(json.dumps({"path": str(path), "compiled": compiled_here, "lanes": compiled.simd_lanes()}))
+"""
+
+
+def _python(script: str, *args: str, ext_dir: Path, simd: str | None = None, wait: bool = True):
+    env = {**os.environ, "GSLRM_EXT_DIR": str(ext_dir)}
+    env.pop("GSLRM_SIMD", None)
+    if simd:
+        env["GSLRM_SIMD"] = simd
+    command = [sys.executable, "-c", script, *args]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1]
+    )
+    return process.communicate(timeout=300) if wait else process
+
+
+def test_two_processes_building_at_once_compile_once(tmp_path):
+    """DDP ranks that start together: one compiles under the file lock, the other waits and loads its file."""
+    go = tmp_path / "go"
+    processes = [_python(BUILD_SCRIPT, str(go), ext_dir=tmp_path / "ext", wait=False) for _ in range(2)]
+    go.touch()
+    outputs = [process.communicate(timeout=300) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-2000:]
+    results = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
+    assert sorted(result["compiled"] for result in results) == [False, True]
+    assert results[0]["path"] == results[1]["path"] and results[0]["lanes"] == results[1]["lanes"] == simd_lanes()
+    assert sum("compiling the CPU renderer" in stderr for _, stderr in outputs) == 1
+    assert [p.name for p in (tmp_path / "ext").glob("*.so")] == [Path(results[0]["path"]).name]
+
+
+def test_a_cached_library_built_for_other_flags_is_rebuilt(tmp_path):
+    """A file under this machine's cache name that was built with other flags (here the scalar build, as a binary
+    copied from another node would be) is detected by the key it reports, rebuilt, and never run."""
+    scalar_dir, native_dir = tmp_path / "scalar", tmp_path / "native"
+    go = tmp_path / "go"
+    go.touch()
+    _, stderr = _python(BUILD_SCRIPT, str(go), ext_dir=scalar_dir, simd="scalar")
+    forged = next(scalar_dir.glob("*.so"))
+    probe = "from gslrm.render import compiled; print(compiled.library_path())"
+    native_path = Path(_python(probe, ext_dir=native_dir)[0].strip())
+    native_path.parent.mkdir(parents=True)
+    shutil.copy(forged, native_path)  # the native name, the scalar binary
+    stdout, stderr = _python(BUILD_SCRIPT, str(go), ext_dir=native_dir)
+    assert "was built for other flags or another CPU: rebuilding it" in stderr, stderr[-2000:]
+    assert json.loads(stdout.strip().splitlines()[-1])["lanes"] == simd_lanes() > 1  # the native build runs
+
+
+def test_the_call_boundary_is_typed():
+    """Every field named or a TypeError before the call; the library's struct layouts equal the Python side's, and a
+    layout that differs (a field moved) is reported by name."""
+    import ctypes
+
+    from gslrm.render import compiled
+
+    with pytest.raises(TypeError, match=r"gslrm_intersect_tiles: missing fields \['ids'\], unknown fields \['idz'\]"):
+        compiled.call(
+            "gslrm_intersect_tiles",
+            torch.float32,
+            means2d=None,
+            radii=None,
+            depths=None,
+            images=0,
+            n=0,
+            tile_size=8,
+            tiles_x=1,
+            tiles_y=1,
+            threads=1,
+            rects=None,
+            counts=None,
+            starts=None,
+            idz=None,
+        )
+    with pytest.raises(TypeError, match="float32 or float64, not torch.float16"):
+        compiled.call("gslrm_intersect_tiles", torch.float16)
+    library = compiled.library()
+    assert compiled.layout_mismatch(library) is None
+    structure = compiled.ABI_STRUCTS["IntersectArgs"]
+    swapped = list(structure._fields_)
+    swapped[3], swapped[4] = swapped[4], swapped[3]
+    altered = type("IntersectArgs", (ctypes.Structure,), {"_fields_": swapped})
+    original = dict(compiled.ABI_STRUCTS)
+    try:
+        compiled.ABI_STRUCTS["IntersectArgs"] = altered
+        message = compiled.layout_mismatch(library)
+        assert message.startswith("IntersectArgs: the library has struct_size:0:8;dtype:8:4;means2d:16:8;radii:24:8;")
+        assert "compiled.py expects struct_size:0:8;dtype:8:4;means2d:16:8;depths:24:8;radii:32:8;" in message
+    finally:
+        compiled.ABI_STRUCTS.clear()
+        compiled.ABI_STRUCTS.update(original)
+    # a struct of the wrong size is refused by the library itself, before it reads a field
+    args = structure(struct_size=ctypes.sizeof(structure) - 8, dtype=0)
+    assert library.gslrm_intersect_tiles(ctypes.byref(args)) == compiled.BAD_STRUCT_SIZE

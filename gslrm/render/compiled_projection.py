@@ -13,7 +13,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from gslrm.model.gaussians import Gaussians
-from gslrm.render.compiled import available, dtype_suffix, library, pointer
+from gslrm.render.compiled import available, call
 from gslrm.render.projection import EPS2D, FAR_PLANE, NEAR_PLANE, Splats
 
 __all__ = ["project_compiled", "supports"]
@@ -43,11 +43,19 @@ class _Project(torch.autograd.Function):
         depths = torch.empty(images, n, dtype=dtype)
         radii = torch.empty(images, n, 2, dtype=torch.int32)
         means, quats, scales, sh0, viewmats, intrinsics = inputs
-        getattr(library(), f"gslrm_project_forward_{dtype_suffix(dtype)}")(
-            *map(pointer, (means, quats, scales, opacities, sh0, viewmats, intrinsics)),
-            scenes, views, n, width, height, eps2d, near, far, torch.get_num_threads(),
-            *map(pointer, (means2d, conics, features, depths, radii)),
-        )  # fmt: skip
+        call(
+            "gslrm_project_forward",
+            dtype,
+            **dict(zip(("means", "quats", "scales"), (means, quats, scales), strict=True)),
+            opacities=opacities,
+            sh0=sh0,
+            **_cameras(viewmats, intrinsics, layout),
+            means2d=means2d,
+            conics=conics,
+            features=features,
+            depths=depths,
+            radii=radii,
+        )
         ctx.save_for_backward(*inputs, radii)
         ctx.layout = layout
         ctx.mark_non_differentiable(depths, radii)
@@ -65,12 +73,37 @@ class _Project(torch.autograd.Function):
         # held in a variable until the call returns: the library reads them through raw pointers
         upstreams = (upstream(grad_means2d, 2), upstream(grad_conics, 3), upstream(grad_features, 4))
         grads = [torch.empty_like(t) for t in (means, quats, scales, sh0)]
-        getattr(library(), f"gslrm_project_backward_{dtype_suffix(means.dtype)}")(
-            *map(pointer, (means, quats, scales, sh0, viewmats, intrinsics, radii)),
-            scenes, views, n, width, height, eps2d, near, far, torch.get_num_threads(),
-            *map(pointer, upstreams), *map(pointer, grads),
-        )  # fmt: skip
+        call(
+            "gslrm_project_backward",
+            means.dtype,
+            means=means,
+            quats=quats,
+            scales=scales,
+            sh0=sh0,
+            radii=radii,
+            **_cameras(viewmats, intrinsics, ctx.layout),
+            **dict(zip(("grad_means2d", "grad_conics", "grad_features"), upstreams, strict=True)),
+            **dict(zip(("grad_means", "grad_quats", "grad_scales", "grad_sh0"), grads, strict=True)),
+        )
         return (*grads, None, None, None, None)
+
+
+def _cameras(viewmats: Tensor, intrinsics: Tensor, layout) -> dict:
+    """The fields forward and backward share: the cameras, the image size and the projection's settings."""
+    scenes, views, n, width, height, eps2d, near, far = layout
+    return dict(
+        viewmats=viewmats,
+        intrinsics=intrinsics,
+        scenes=scenes,
+        views=views,
+        gaussians=n,
+        width=width,
+        height=height,
+        eps2d=eps2d,
+        near_plane=near,
+        far_plane=far,
+        threads=torch.get_num_threads(),
+    )
 
 
 def project_compiled(
@@ -91,9 +124,15 @@ def project_compiled(
     viewmats = torch.linalg.inv(c2w)
     layout = (batch, views, n, width, height, float(eps2d), float(near_plane), float(far_plane))
     means2d, conics, features, depths, radii = _Project.apply(
-        gaussians.means, gaussians.quats, gaussians.scales, gaussians.features[:, :, 0, :], gaussians.opacities,
-        viewmats, fxfycxcy, layout,
-    )  # fmt: skip
+        gaussians.means,
+        gaussians.quats,
+        gaussians.scales,
+        gaussians.features[:, :, 0, :],
+        gaussians.opacities,
+        viewmats,
+        fxfycxcy,
+        layout,
+    )
     return Splats(
         means2d=means2d,
         conics=conics,

@@ -15,6 +15,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "abi.h"
+
 namespace {
 
 constexpr double kShC0 = 0.28209479177387814;  // Y_0^0
@@ -250,27 +252,29 @@ void backward(const S* means, const S* quats, const S* scales, const S* sh0, con
   });
 }
 
+template <typename S>
+int32_t project_forward(const gslrm_abi::ProjectForwardArgs& a) {
+  const Settings s{a.scenes, a.views, a.width, a.height, a.gaussians, a.eps2d, a.near_plane, a.far_plane};
+  forward<S>(static_cast<const S*>(a.means), static_cast<const S*>(a.quats), static_cast<const S*>(a.scales),
+             static_cast<const S*>(a.opacities), static_cast<const S*>(a.sh0), static_cast<const S*>(a.viewmats),
+             static_cast<const S*>(a.intrinsics), s, a.threads, static_cast<S*>(a.means2d), static_cast<S*>(a.conics),
+             static_cast<S*>(a.features), static_cast<S*>(a.depths), a.radii);
+  return gslrm_abi::kOk;
+}
+
+template <typename S>
+int32_t project_backward(const gslrm_abi::ProjectBackwardArgs& a) {
+  const Settings s{a.scenes, a.views, a.width, a.height, a.gaussians, a.eps2d, a.near_plane, a.far_plane};
+  backward<S>(static_cast<const S*>(a.means), static_cast<const S*>(a.quats), static_cast<const S*>(a.scales),
+              static_cast<const S*>(a.sh0), static_cast<const S*>(a.viewmats), static_cast<const S*>(a.intrinsics),
+              a.radii, s, a.threads, static_cast<const S*>(a.grad_means2d), static_cast<const S*>(a.grad_conics),
+              static_cast<const S*>(a.grad_features), static_cast<S*>(a.grad_means), static_cast<S*>(a.grad_quats),
+              static_cast<S*>(a.grad_scales), static_cast<S*>(a.grad_sh0));
+  return gslrm_abi::kOk;
+}
+
 }  // namespace
 
-#define GSLRM_EXPORT_PROJECT(S, suffix)                                                                              \
-  extern "C" void gslrm_project_forward_##suffix(                                                                    \
-      const S* means, const S* quats, const S* scales, const S* opacities, const S* sh0, const S* viewmats,        \
-      const S* intrinsics, int scenes, int views, int64_t gaussians, int width, int height, double eps2d,          \
-      double near_plane, double far_plane, int threads, S* means2d, S* conics, S* features, S* depths,             \
-      int32_t* radii) {                                                                                              \
-    const Settings s{scenes, views, width, height, gaussians, eps2d, near_plane, far_plane};                        \
-    forward<S>(means, quats, scales, opacities, sh0, viewmats, intrinsics, s, threads, means2d, conics, features,  \
-               depths, radii);                                                                                       \
-  }                                                                                                                  \
-  extern "C" void gslrm_project_backward_##suffix(                                                                   \
-      const S* means, const S* quats, const S* scales, const S* sh0, const S* viewmats, const S* intrinsics,       \
-      const int32_t* radii, int scenes, int views, int64_t gaussians, int width, int height, double eps2d,         \
-      double near_plane, double far_plane, int threads, const S* grad_means2d, const S* grad_conics,              \
-      const S* grad_features, S* grad_means, S* grad_quats, S* grad_scales, S* grad_sh0) {                          \
-    const Settings s{scenes, views, width, height, gaussians, eps2d, near_plane, far_plane};                        \
-    backward<S>(means, quats, scales, sh0, viewmats, intrinsics, radii, s, threads, grad_means2d, grad_conics,      \
-                grad_features, grad_means, grad_quats, grad_scales, grad_sh0);                                       \
-  }
 
-GSLRM_EXPORT_PROJECT(float, f32)
-GSLRM_EXPORT_PROJECT(double, f64)
+GSLRM_EXPORT(gslrm_project_forward, ProjectForwardArgs, project_forward)
+GSLRM_EXPORT(gslrm_project_backward, ProjectBackwardArgs, project_backward)

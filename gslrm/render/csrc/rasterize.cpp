@@ -19,9 +19,14 @@
 // Lane sums are taken in a fixed order too, so the result does not depend on the thread count (it does on the SIMD
 // width, within float rounding: tests/test_render.py compares the scalar build with the native one).
 //
-// Plain C ABI (called through ctypes): no Python or torch headers, so it compiles in seconds with any g++.
+// Plain C ABI (called through ctypes, one argument struct per call: abi.h): no Python or torch headers, so it compiles
+// in seconds with any g++.
 
 #include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "abi.h"
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -452,51 +457,65 @@ Backward<S> backward_for(int channels, std::integer_sequence<int, Cs...>) {
   return channels >= 1 && channels <= kMaxChannels ? table[channels - 1] : nullptr;
 }
 
+template <typename S>
+int32_t rasterize_forward(const gslrm_abi::RasterizeForwardArgs& a) {
+  auto kernel = forward_for<S>(a.channels, std::make_integer_sequence<int, kMaxChannels>{});
+  if (kernel == nullptr || a.tile_size < 1 || a.tile_size > kMaxTile) return gslrm_abi::kUnsupported;
+  Layout L{a.images, a.width, a.height, a.tile_size, a.tiles_x, a.tiles_y, a.channels};
+  kernel(static_cast<const S*>(a.means2d), static_cast<const S*>(a.conics), static_cast<const S*>(a.opacities),
+         static_cast<const S*>(a.features), a.ids, a.starts, a.counts, L, static_cast<S>(a.max_alpha), a.threads,
+         a.splats, static_cast<S*>(a.out_features), static_cast<S*>(a.out_transmittance), a.out_last,
+         static_cast<S*>(a.out_half));
+  return gslrm_abi::kOk;
+}
+
+template <typename S>
+int32_t rasterize_backward(const gslrm_abi::RasterizeBackwardArgs& a) {
+  auto kernel = backward_for<S>(a.channels, std::make_integer_sequence<int, kMaxChannels>{});
+  if (kernel == nullptr || a.tile_size < 1 || a.tile_size > kMaxTile) return gslrm_abi::kUnsupported;
+  Layout L{a.images, a.width, a.height, a.tile_size, a.tiles_x, a.tiles_y, a.channels};
+  kernel(static_cast<const S*>(a.means2d), static_cast<const S*>(a.conics), static_cast<const S*>(a.opacities),
+         static_cast<const S*>(a.features), a.ids, a.starts, a.counts, L, static_cast<S>(a.max_alpha), a.threads,
+         static_cast<const S*>(a.transmittance), a.last, static_cast<const S*>(a.half),
+         static_cast<const S*>(a.grad_features), static_cast<const S*>(a.grad_transmittance), a.splats_per_image,
+         static_cast<S*>(a.grad_splats));
+  return gslrm_abi::kOk;
+}
+
+template <typename S>
+int32_t intersect_tiles(const gslrm_abi::IntersectArgs& a) {
+  intersect<S>(static_cast<const S*>(a.means2d), a.radii, static_cast<const S*>(a.depths), a.images, a.n,
+               a.tile_size, a.tiles_x, a.tiles_y, a.threads, a.rects, a.counts, a.starts, a.ids);
+  return gslrm_abi::kOk;
+}
+
 }  // namespace
 
-#define GSLRM_EXPORT(S, suffix)                                                                                      \
-  extern "C" int gslrm_rasterize_forward_##suffix(                                                                   \
-      const S* means2d, const S* conics, const S* opacities, const S* features, const int64_t* ids,                \
-      const int64_t* starts, const int64_t* counts, int images, int width, int height, int tile_size, int tiles_x,  \
-      int tiles_y, int channels, double max_alpha, int threads, int64_t splats, S* out_features,                    \
-      S* out_transmittance, int32_t* out_last, S* out_half) {                                                        \
-    auto kernel = forward_for<S>(channels, std::make_integer_sequence<int, kMaxChannels>{});                        \
-    if (kernel == nullptr || tile_size < 1 || tile_size > kMaxTile) return 1;                                       \
-    Layout L{images, width, height, tile_size, tiles_x, tiles_y, channels};                                        \
-    kernel(means2d, conics, opacities, features, ids, starts, counts, L, static_cast<S>(max_alpha), threads,       \
-           splats, out_features, out_transmittance, out_last, out_half);                                             \
-    return 0;                                                                                                        \
-  }                                                                                                                  \
-  extern "C" int gslrm_rasterize_backward_##suffix(                                                                  \
-      const S* means2d, const S* conics, const S* opacities, const S* features, const int64_t* ids,                \
-      const int64_t* starts, const int64_t* counts, int images, int width, int height, int tile_size, int tiles_x,  \
-      int tiles_y, int channels, double max_alpha, int threads, const S* transmittance, const int32_t* last,       \
-      const S* half, const S* grad_features, const S* grad_transmittance, int64_t splats_per_image,               \
-      S* grad_splats) {                                                                                              \
-    auto kernel = backward_for<S>(channels, std::make_integer_sequence<int, kMaxChannels>{});                       \
-    if (kernel == nullptr || tile_size < 1 || tile_size > kMaxTile) return 1;                                       \
-    Layout L{images, width, height, tile_size, tiles_x, tiles_y, channels};                                        \
-    kernel(means2d, conics, opacities, features, ids, starts, counts, L, static_cast<S>(max_alpha), threads,       \
-           transmittance, last, half, grad_features, grad_transmittance, splats_per_image, grad_splats);             \
-    return 0;                                                                                                        \
-  }
 
-GSLRM_EXPORT(float, f32)
-GSLRM_EXPORT(double, f64)
+GSLRM_EXPORT(gslrm_rasterize_forward, RasterizeForwardArgs, rasterize_forward)
+GSLRM_EXPORT(gslrm_rasterize_backward, RasterizeBackwardArgs, rasterize_backward)
+GSLRM_EXPORT(gslrm_intersect_tiles, IntersectArgs, intersect_tiles)
 
-#define GSLRM_EXPORT_INTERSECT(S, suffix)                                                                            \
-  extern "C" void gslrm_intersect_tiles_##suffix(const S* means2d, const int32_t* radii, const S* depths, int images, \
-                                                 int64_t n, int tile_size, int tiles_x, int tiles_y, int threads,    \
-                                                 int32_t* rects, int64_t* counts, const int64_t* starts,             \
-                                                 int64_t* ids) {                                                     \
-    intersect<S>(means2d, radii, depths, images, n, tile_size, tiles_x, tiles_y, threads, rects, counts, starts,     \
-                 ids);                                                                                               \
-  }
+// the layout of each argument struct as this build sees it (compiled.py compares it with its own)
+extern "C" const char* gslrm_struct_layout(const char* name) {
+  using namespace gslrm_abi;
+  static const std::string layouts[] = {layout_of_RasterizeForwardArgs(), layout_of_RasterizeBackwardArgs(),
+                                        layout_of_IntersectArgs(), layout_of_ProjectForwardArgs(),
+                                        layout_of_ProjectBackwardArgs()};
+  static const char* names[] = {"RasterizeForwardArgs", "RasterizeBackwardArgs", "IntersectArgs",
+                                "ProjectForwardArgs", "ProjectBackwardArgs"};
+  for (int i = 0; i < 5; ++i)
+    if (std::strcmp(name, names[i]) == 0) return layouts[i].c_str();
+  return nullptr;
+}
 
-GSLRM_EXPORT_INTERSECT(float, f32)
-GSLRM_EXPORT_INTERSECT(double, f64)
-
-extern "C" int gslrm_rasterize_abi_version() { return 4; }
+extern "C" int gslrm_rasterize_abi_version() { return 5; }
 
 // the SIMD width this build composites with, in floats (1: the scalar fallback)
 extern "C" int gslrm_rasterize_lanes() { return Lanes<float>::count; }
+
+// the -march/-D flags this library was built with (compiled.py rebuilds a cached file built with others)
+extern "C" const char* gslrm_build_key() {
+  static const char* marker = "gslrm-build-key:" GSLRM_BUILD_KEY;  // compiled.py reads it from the file, too
+  return marker + 16;
+}
