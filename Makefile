@@ -22,7 +22,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,slurm,viewer]'
+	$(PY) -m pip install -q -e '.[dev,slurm,viewer,rodent,import]'
 	$(PY) -m gslrm.render.compiled
 	@touch $(STAMP)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,14 @@ from gslrm.model.gaussians import Gaussians
 from gslrm.render import RenderConfig, render
 from gslrm.viz import image_row, save_png, to_uint8
 
-__all__ = ["render_turntable", "write_video", "save_turntable", "VIDEO_FORMATS"]
+__all__ = ["render_turntable", "write_video", "save_turntable", "VideoFormat"]
 
-VIDEO_FORMATS = ("gif", "mp4")
+
+class VideoFormat(StrEnum):
+    gif = "gif"
+    mp4 = "mp4"
+
+
 VIEWS_PER_CALL = 8  # bounds the renderer's memory for long (150-view) orbits
 
 
@@ -40,16 +46,24 @@ def render_turntable(
     for start in range(0, num_views, VIEWS_PER_CALL):
         chunk = slice(start, start + VIEWS_PER_CALL)
         rendered = render(
-            sample, c2w[None, chunk].to(device), fxfycxcy[None, chunk].to(device), resolution, resolution,
-            background=background, settings=settings, deferred=False,
-        )  # fmt: skip
+            sample,
+            c2w[None, chunk].to(device),
+            fxfycxcy[None, chunk].to(device),
+            resolution,
+            resolution,
+            background=background,
+            settings=settings,
+            deferred=False,
+        )
         frames.append(rendered.rgb[0].float().clamp(0, 1))
     return torch.cat(frames)
 
 
 def write_video(frames: np.ndarray, path: Path | str, fps: int = 30) -> Path:
-    """uint8 frames [n, h, w, 3] to ``path`` (.gif or .mp4, by suffix; MP4 through imageio-ffmpeg's own ffmpeg)."""
+    """uint8 frames [n, h, w, 3] to ``path`` (.gif or .mp4, by suffix; MP4 is H.264 through PyAV's FFmpeg)."""
     import imageio.v3 as iio
+
+    from gslrm.data.recordings.video import VideoWriter
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,9 +74,11 @@ def write_video(frames: np.ndarray, path: Path | str, fps: int = 30) -> Path:
         height, width = frames.shape[1:3]
         if height % 2 or width % 2:  # yuv420p needs even sizes
             frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-        iio.imwrite(path, frames, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
+        with VideoWriter(path, fps=fps) as writer:  # PyAV: the one FFmpeg binding, also the importer's
+            for frame in frames:
+                writer.write(frame)
     else:
-        raise ValueError(f"{path}: video format must be one of {VIDEO_FORMATS}")
+        raise ValueError(f"{path}: video format must be one of {', '.join(VideoFormat)}")
     return path
 
 

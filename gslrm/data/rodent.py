@@ -66,12 +66,24 @@ class RodentConfig:
     offset: float = 0.1  # max body offset from the rig centre, units
 
 
-def _asset_path() -> Path:
-    import dm_control
+RODENT_EXTRA = "pip install -e '.[rodent]' (make install does)"
 
-    path = Path(dm_control.__file__).parent / "locomotion" / "walkers" / "assets" / "rodent.xml"
+
+def _asset_path() -> Path:
+    """dm-control's rodent model. dm-control is an extra (``rodent``), installed only to generate the default data:
+    it pins its own MuJoCo and is not needed to train on a lab's data."""
+    import importlib.util
+
+    for package in ("dm_control", "mujoco"):
+        if importlib.util.find_spec(package) is None:
+            raise FileNotFoundError(
+                f"{package} is not installed: the rodent dataset is rendered with MuJoCo from dm-control's rodent "
+                f"model; {RODENT_EXTRA}"
+            )
+    spec = importlib.util.find_spec("dm_control")
+    path = Path(spec.origin).parent / "locomotion" / "walkers" / "assets" / "rodent.xml"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the dm-control rodent model is missing (pip install dm-control)")
+        raise FileNotFoundError(f"{path}: the dm-control rodent model is missing; {RODENT_EXTRA}")
     return path
 
 
@@ -81,8 +93,10 @@ def _look_at(position: np.ndarray, target: np.ndarray, roll_rad: float = 0.0) ->
     right = np.cross(forward, [0.0, 0.0, 1.0])
     right /= np.linalg.norm(right)
     up = np.cross(right, forward)
-    right, up = (math.cos(roll_rad) * right + math.sin(roll_rad) * up,
-                 -math.sin(roll_rad) * right + math.cos(roll_rad) * up)  # fmt: skip
+    right, up = (
+        math.cos(roll_rad) * right + math.sin(roll_rad) * up,
+        -math.sin(roll_rad) * right + math.cos(roll_rad) * up,
+    )
     c2w = np.eye(4)
     c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, -up, forward, position
     return c2w
@@ -135,9 +149,14 @@ class RodentScene:
         spec = mujoco.MjSpec.from_file(str(_asset_path()))
         spec.body("torso").add_freejoint()
         spec.add_texture(
-            name="white_sky", type=mujoco.mjtTexture.mjTEXTURE_SKYBOX, builtin=mujoco.mjtBuiltin.mjBUILTIN_FLAT,
-            rgb1=[1, 1, 1], rgb2=[1, 1, 1], width=8, height=8,
-        )  # fmt: skip
+            name="white_sky",
+            type=mujoco.mjtTexture.mjTEXTURE_SKYBOX,
+            builtin=mujoco.mjtBuiltin.mjBUILTIN_FLAT,
+            rgb1=[1, 1, 1],
+            rgb2=[1, 1, 1],
+            width=8,
+            height=8,
+        )
         for prefix, (c2w, _) in (("cam", rig_cameras()), ("orbit", orbit_cameras())):
             for index, camera in enumerate(c2w):
                 added = spec.worldbody.add_camera(
@@ -284,7 +303,7 @@ def manifest(config: RodentConfig) -> dict:
             "elevations_deg": list(ORBIT_ELEVATIONS_DEG),
             "azimuths_deg": list(ORBIT_AZIMUTHS_DEG),
             "samples": "val",
-        },  # fmt: skip
+        },
     }
 
 
@@ -298,6 +317,7 @@ def ensure_dataset(root: Path, **overrides) -> Path:
     manifest_path = root / "manifest.json"
     if manifest_path.is_file() and json.loads(manifest_path.read_text()) == manifest(config):
         return root
+    _asset_path()  # the extra's packages are there (one line if not), before a process is spawned to render
     log.info("generating the rodent dataset into %s (%d samples, once)", root, config.samples)
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".rodent-", dir=root.parent))
