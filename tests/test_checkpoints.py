@@ -92,15 +92,31 @@ def test_entry_points_name_an_unreadable_checkpoint_in_one_line(tmp_path, rodent
 
 
 # -- whole runs ----------------------------------------------------------------------------------------------------
-RUN = ["loss=l2", "logger=csv", "data.image_size=16", "trainer.max_steps=24", "val_every=24",
-       "validate_before_training=false", "callbacks.model_checkpoint.every_n_train_steps=3"]  # fmt: skip
+RUN = [
+    "loss=l2",
+    "logger=csv",
+    "data.image_size=16",
+    "trainer.max_steps=24",
+    "val_every=24",
+    "validate_before_training=false",
+    "callbacks.model_checkpoint.every_n_train_steps=3",
+]
 
 
-def start_train(log_dir, rodent_root, *overrides, env=None):
+def start_train(log_dir, rodent_root, *overrides, env=None, output=None):
+    """train.py in the background; its output is piped, or written to ``output`` (a file: for a process that runs to
+    its end unread, whose output would fill the pipe and stall it)."""
     env = dict(os.environ, GSLRM_LOG_DIR=str(log_dir), WANDB_MODE="offline", **(env or {}))
     command = [sys.executable, str(ROOT / "train.py"), *data_overrides(rodent_root), *overrides]
-    return subprocess.Popen(command, cwd=log_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        command,
+        cwd=log_dir.parent,
+        env=env,
+        stdout=subprocess.PIPE if output is None else open(output, "w"),  # noqa: SIM115 - the process owns it
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for(condition, process, timeout=300.0):
@@ -150,13 +166,13 @@ def test_sigterm_writes_last_ckpt_with_the_step_reached(tmp_path, rodent_root):
 def test_fault_injection_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, rodent_root):
     """3 trials: kill -9 at a random moment after the first checkpoint (trial 0: during a checkpoint write, slowed
     down by the test hook), resume with ckpt_path=last; each ends at step 24 with the uninterrupted run's val PSNR.
-    (Each trial is two train.py processes, ~20 s on 2 cores: the suite's longest test, so 3 trials, not more.)"""
+    (Each trial is two train.py processes, ~20 s on 2 cores: the suite's longest test, so 3 trials, not more. The
+    uninterrupted reference runs meanwhile, in the background: the runs are deterministic, whatever else runs.)"""
     reference_dir = tmp_path / "reference" / "logs"
     reference_dir.mkdir(parents=True)
-    run_script("train.py", reference_dir.parent, rodent_root, *RUN)
-    reference_psnr, reference_step = final_val_psnr(reference_dir)
-    assert reference_step == 24
+    reference = start_train(reference_dir, rodent_root, *RUN, output=tmp_path / "reference.out")
     chance = random.Random(0)
+    results = []
     for trial in range(3):
         log_dir = tmp_path / f"trial{trial}" / "logs"
         log_dir.mkdir(parents=True)
@@ -174,6 +190,12 @@ def test_fault_injection_kill_9_then_resume_matches_an_uninterrupted_run(tmp_pat
         run_script("train.py", log_dir.parent, rodent_root, *RUN, "ckpt_path=last")
         psnr, step = final_val_psnr(log_dir)
         assert step == 24, (trial, step)
+        results.append((trial, psnr, killed_during_write))
+    reference.wait(timeout=300)
+    assert reference.returncode == 0, (tmp_path / "reference.out").read_text()[-3000:]
+    reference_psnr, reference_step = final_val_psnr(reference_dir)
+    assert reference_step == 24
+    for trial, psnr, killed_during_write in results:
         assert abs(psnr - reference_psnr) <= 0.05, (trial, psnr, reference_psnr, killed_during_write)
 
 
@@ -196,10 +218,22 @@ def test_skip_policy_through_a_whole_run(tmp_path):
     (tmp_path / "data" / "train.txt").write_text("".join(f"s{i}\n" for i in range(10)))
     (tmp_path / "data" / "val.txt").write_text("s10\n")
     run_script(
-        "train.py", tmp_path, None, "data=mouse", f"data.root={tmp_path / 'data'}", "data.on_error=skip",
-        "data.image_size=16", "data.num_workers=0", "data.batch_size=5", "trainer.max_steps=2",
-        "trainer.max_epochs=1", "loss=l2", "logger=csv", "trainer.log_every_n_steps=1", "data.normalization.up=[0,0,1]",
-    )  # fmt: skip
+        "train.py",
+        tmp_path,
+        None,
+        "data=mouse",
+        f"data.root={tmp_path / 'data'}",
+        "data.on_error=skip",
+        "data.image_size=16",
+        "data.num_workers=0",
+        "data.batch_size=5",
+        "trainer.max_steps=2",
+        "trainer.max_epochs=1",
+        "loss=l2",
+        "logger=csv",
+        "trainer.log_every_n_steps=1",
+        "data.normalization.up=[0,0,1]",
+    )
     run = next((tmp_path / "logs" / "train" / "runs").glob("*"))
     rows = [r for r in csv.DictReader(open(next(run.glob("csv/version_*/metrics.csv")))) if r.get("metrics/iter")]
     assert float(rows[-1]["metrics/skipped_samples"]) == 2.0

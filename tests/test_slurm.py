@@ -1,6 +1,11 @@
 """train.py on a real (one-node) SLURM cluster that the session starts (tests/slurm_cluster.py): a sweep through
 hydra/launcher=slurm, preemption and the time limit (checkpoint, requeue, resume), DDP over 2 SLURM tasks from a
-plain sbatch script, and a failing sweep job. Skipped only where the daemons cannot start."""
+plain sbatch script, and a failing sweep job. Skipped only where the daemons cannot start (failed under CI=true).
+
+The four scenarios are submitted together, as a lab's jobs share a cluster: the first test to run starts all of
+them (``scenarios``), each in a thread that submits, intervenes (a signal once the first checkpoint exists) and waits;
+each test then waits for its own scenario and checks it. They run on one xdist worker (``xdist_group``), the cluster
+having room for all of their jobs at once."""
 
 from __future__ import annotations
 
@@ -10,32 +15,62 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 from cli import ROOT, data_overrides
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
-LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.tasks_per_node=1",
-            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=60"]  # fmt: skip
-TRAINING = ["trainer=cpu", "loss=l2", "logger=csv", "data.image_size=16", "validate_before_training=false",
-            "callbacks.visuals.vis_every=100000", "callbacks.model_checkpoint.every_n_train_steps=10"]  # fmt: skip
+LAUNCHER = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.tasks_per_node=1",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=60",
+]
+TRAINING = [
+    "trainer=cpu",
+    "loss=l2",
+    "logger=csv",
+    "data.image_size=16",
+    "validate_before_training=false",
+    "callbacks.visuals.vis_every=100000",
+    "callbacks.model_checkpoint.every_n_train_steps=10",
+]
 CHECKPOINT_EVERY = 10
 
 
 def _env(cluster, tmp_path) -> dict:
     path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))  # tests/pacing.py
-    return dict(os.environ, SLURM_CONF=cluster.env["SLURM_CONF"], GSLRM_LOG_DIR=str(tmp_path / "logs"),
-                WANDB_MODE="offline", WANDB_SILENT="true", MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"),
-                PYTHONPATH=path)  # fmt: skip
+    return dict(
+        os.environ,
+        SLURM_CONF=cluster.env["SLURM_CONF"],
+        GSLRM_LOG_DIR=str(tmp_path / "logs"),
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"),
+        PYTHONPATH=path,
+    )
 
 
 def _sweep(cluster, tmp_path, rodent_root, *overrides) -> subprocess.Popen:
-    """``python train.py -m hydra/launcher=slurm ...`` in the background (it waits for its jobs)."""
-    command = [sys.executable, str(ROOT / "train.py"), "-m", *LAUNCHER, *data_overrides(rodent_root), *TRAINING,
-               *overrides]  # fmt: skip
+    """``python train.py -m hydra/launcher=slurm ...`` in the background (it waits for its jobs); its SLURM jobs are
+    named after ``tmp_path`` (``squeue --name``), so that concurrent scenarios find their own."""
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        *LAUNCHER,
+        f"hydra.launcher.name={tmp_path.name}",
+        *data_overrides(rodent_root),
+        *TRAINING,
+        *overrides,
+    ]
     log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115 - closed by the process's end
     return subprocess.Popen(command, cwd=tmp_path, env=_env(cluster, tmp_path), stdout=log, stderr=subprocess.STDOUT)
 
@@ -57,6 +92,17 @@ def _wait_for_file(pattern: str, folder: Path, timeout: float) -> Path:
             return found[0]
         time.sleep(0.2)
     raise AssertionError(f"no {pattern} under {folder} after {timeout} s")
+
+
+def _job_id(cluster, name: str, timeout: float = 60) -> str:
+    """The id of the one SLURM job named ``name``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = cluster.run("squeue", "--noheader", f"--name={name}", "--format=%i", check=False).stdout.split()
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no SLURM job named {name} after {timeout} s")
 
 
 def _job_dirs(tmp_path: Path) -> list[Path]:
@@ -82,38 +128,164 @@ def _final_val_psnr(job_dir: Path) -> float:
     return float(max(rows, key=lambda row: int(row["step"]))["val/psnr"])
 
 
-def test_sweep_on_slurm_each_job_finishes_and_a_failing_one_is_recorded(slurm_cluster, tmp_path, rodent_root):
-    sweep = _sweep(slurm_cluster, tmp_path, rodent_root, "trainer.max_steps=12", "val_every=6",
-                   "loss.alpha.weight=1", "loss.alpha.kind=l2,l1,bogus")  # fmt: skip
-    _wait(sweep, tmp_path, timeout=300)
+@dataclass
+class Scenario:
+    """A scenario's folder and what happened while it ran (filled by its thread)."""
+
+    folder: Path
+    facts: dict = field(default_factory=dict)
+
+
+def _sweep_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
+    sweep = _sweep(
+        cluster,
+        scenario.folder,
+        rodent_root,
+        "trainer.max_steps=12",
+        "val_every=6",
+        "loss.alpha.weight=1",
+        "loss.alpha.kind=l2,l1,bogus",
+    )
+    _wait(sweep, scenario.folder, timeout=400)
+    return scenario
+
+
+def _preemption_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
+    # a DataLoader worker receives the signal too (it must not act on it); --full also signals the batch shell
+    sweep = _sweep(
+        cluster,
+        scenario.folder,
+        rodent_root,
+        "trainer.max_steps=120",
+        "val_every=60",
+        "data.num_workers=1",
+        "logger=wandb",
+    )
+    first = _wait_for_file("logs/train/multiruns/*/0/checkpoints/step_0000010.ckpt", scenario.folder, timeout=180)
+    job_id = _job_id(cluster, scenario.folder.name)
+    cluster.run("scancel", "--full", "--signal=USR2", job_id)
+    _wait(sweep, scenario.folder, timeout=400)
+    scenario.facts.update(first=first, job_id=job_id)
+    return scenario
+
+
+def _time_limit_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
+    """The launcher's time-limit settings, without waiting for the limit: the job asks SLURM for USR2 50 s before a
+    5-minute limit, and a signal that comes with less than 10 minutes left counts as the time limit (submitit's rule),
+    so the test sends the same signal as soon as the first checkpoint exists. Steps are paced to 0.1 s so that the
+    run is still going then (SLURM's own signal would come 190 s or more into an attempt: never, here)."""
+    sweep = _sweep(
+        cluster,
+        scenario.folder,
+        rodent_root,
+        "trainer.max_steps=150",
+        "val_every=75",
+        "hydra.launcher.timeout_min=5",
+        "hydra.launcher.signal_delay_s=50",
+        "hydra.launcher.max_num_timeout=6",
+        "+callbacks.pace._target_=pacing.Pace",
+        "+callbacks.pace.seconds=0.1",
+    )
+    _wait_for_file("logs/train/multiruns/*/0/checkpoints/step_0000010.ckpt", scenario.folder, timeout=180)
+    job_id = _job_id(cluster, scenario.folder.name)
+    job = cluster.run("scontrol", "show", "job", job_id).stdout
+    scripts = list(scenario.folder.glob("logs/train/multiruns/*/.submitit/*/*submission.sh"))
+    cluster.run("scancel", "--signal=USR2", job_id)  # to the job's steps, as SLURM's --signal sends it
+    _wait(sweep, scenario.folder, timeout=400)
+    scenario.facts.update(job=job, scripts=[path.read_text() for path in scripts])
+    return scenario
+
+
+def _sbatch_ddp_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
+    """docs/slurm/train.sbatch, no Hydra launcher: 2 tasks = 2 gloo ranks taken from SLURM."""
+    tmp_path = scenario.folder
+    env = _env(cluster, tmp_path) | {"GSLRM_PYTHON": sys.executable}
+    overrides = [
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        *data_overrides(rodent_root),
+        *TRAINING[1:],
+        "trainer.max_steps=60",
+        "val_every=30",
+        "data.num_workers=1",
+    ]
+    output = tmp_path / "slurm-%j.out"
+    submitted = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            f"--job-name={tmp_path.name}",
+            f"--chdir={ROOT}",
+            "--ntasks-per-node=2",
+            "--gpus-per-node=0",
+            "--cpus-per-task=1",
+            "--time=60",
+            f"--output={output}",
+            str(ROOT / "docs" / "slurm" / "train.sbatch"),
+            *overrides,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job_id = submitted.stdout.strip()
+    run = tmp_path / "logs" / "train" / "runs" / f"slurm-{job_id}"
+    _wait_for_file("checkpoints/step_0000010.ckpt", run, timeout=180)
+    cluster.run("scancel", "--signal=USR2", job_id)
+    deadline = time.monotonic() + 300
+    while job_id in cluster.jobs():
+        assert time.monotonic() < deadline, f"job {job_id} still queued after 300 s"
+        time.sleep(0.5)
+    scenario.facts.update(job_id=job_id, run=run, log=Path(str(output).replace("%j", job_id)))
+    return scenario
+
+
+SCENARIOS = {
+    "sweep": _sweep_scenario,
+    "preemption": _preemption_scenario,
+    "time_limit": _time_limit_scenario,
+    "sbatch_ddp": _sbatch_ddp_scenario,
+}
+
+
+@pytest.fixture(scope="module")
+def scenarios(slurm_cluster, tmp_path_factory, rodent_root):
+    """Every scenario started at once, each in its own thread; a test takes its own with ``.result()``."""
+    with ThreadPoolExecutor(max_workers=len(SCENARIOS)) as pool:
+        futures: dict[str, Future] = {
+            name: pool.submit(run, slurm_cluster, Scenario(tmp_path_factory.mktemp(name)), rodent_root)
+            for name, run in SCENARIOS.items()
+        }
+        yield futures
+    assert slurm_cluster.wait_until_empty(60), slurm_cluster.jobs()
+
+
+def test_sweep_on_slurm_each_job_finishes_and_a_failing_one_is_recorded(scenarios, slurm_cluster):
+    tmp_path = scenarios["sweep"].result().folder
     jobs = _job_dirs(tmp_path)
     assert [job.name for job in jobs] == ["0", "1", "2"]
     for job in jobs[:2]:
         assert not (job / "FAILED.txt").exists(), (job / "FAILED.txt").read_text()
         assert _step(job / "checkpoints" / "last.ckpt") == 12
     assert _final_val_psnr(jobs[0]) != _final_val_psnr(jobs[1])  # two different losses trained
-    assert "loss.alpha.kind" in (jobs[2] / "FAILED.txt").read_text()  # the bad point failed alone, named its key
+    failed = (jobs[2] / "FAILED.txt").read_text()
+    assert "loss.alpha.kind" in failed  # the bad point failed alone, named its key
+    assert "loss.alpha.kind" in failed.splitlines()[0]  # ... in the first line, before the traceback
     assert not list(jobs[2].glob("checkpoints/*.ckpt"))
-    assert slurm_cluster.wait_until_empty(30)
 
 
-def test_preempted_job_requeues_and_resumes_at_the_saved_step(slurm_cluster, tmp_path, rodent_root):
-    max_steps = 120
-    # a DataLoader worker receives the signal too (it must not act on it); --full also signals the batch shell
-    sweep = _sweep(slurm_cluster, tmp_path, rodent_root, f"trainer.max_steps={max_steps}", "val_every=60",
-                   "data.num_workers=1", "logger=wandb")  # fmt: skip
-    first = _wait_for_file("logs/train/multiruns/*/0/checkpoints/step_0000010.ckpt", tmp_path, timeout=120)
-    (job_id,) = slurm_cluster.jobs()
-    slurm_cluster.run("scancel", "--full", "--signal=USR2", job_id)
-    _wait(sweep, tmp_path, timeout=300)
-
-    job = _job_dirs(tmp_path)[0]
+def test_preempted_job_requeues_and_resumes_at_the_saved_step(scenarios):
+    scenario = scenarios["preemption"].result()
+    max_steps, job_id, first = 120, scenario.facts["job_id"], scenario.facts["first"]
+    job = _job_dirs(scenario.folder)[0]
     assert first.parent.parent == job  # the requeued attempt ran in the same run directory
     log_text = (job / "train.log").read_text()
     stops, resumes = _stops_and_resumes(log_text)
     assert len(stops) == 1 and resumes == stops, log_text[-3000:]  # resumed exactly where it stopped
     assert f"SLURM job {job_id} requeued at step {stops[0]} (preempted" in log_text
     assert f"SLURM job {job_id}, restart 1: resuming from" in log_text
+    assert "Traceback" not in log_text and "JobRequeued" not in log_text  # the first attempt ends in one line
     last = job / "checkpoints" / "last.ckpt"
     assert _step(last) == max_steps
     state = torch.load(last, map_location="cpu", weights_only=False)
@@ -127,17 +299,13 @@ def test_preempted_job_requeues_and_resumes_at_the_saved_step(slurm_cluster, tmp
     assert len(wandb_runs) == 2 and len({path.name.rsplit("-", 1)[1] for path in wandb_runs}) == 1, wandb_runs
 
 
-def test_time_limit_signals_checkpoints_requeues_and_finishes(slurm_cluster, tmp_path, rodent_root):
-    """--time=2 (minutes) with the warning 50 s before it. SLURM may send it up to 60 s early (sbatch(1)), so it comes
-    10-70 s into each attempt: late enough that Python is running (a signal before any handler would kill the job),
-    and steps paced to 0.1 s make the run (70 s) outlast that window on any machine."""
-    max_steps = 700
-    sweep = _sweep(slurm_cluster, tmp_path, rodent_root, f"trainer.max_steps={max_steps}", "val_every=350",
-                   "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=50",
-                   "hydra.launcher.max_num_timeout=6", "+callbacks.pace._target_=pacing.Pace",
-                   "+callbacks.pace.seconds=0.1")  # fmt: skip
-    _wait(sweep, tmp_path, timeout=600)
-    job = _job_dirs(tmp_path)[0]
+def test_time_limit_signals_checkpoints_requeues_and_finishes(scenarios):
+    scenario = scenarios["time_limit"].result()
+    max_steps = 150
+    # the launcher's signal_delay_s and timeout_min reached SLURM: the job runs with them
+    assert "TimeLimit=00:05:00" in scenario.facts["job"], scenario.facts["job"]
+    assert any("#SBATCH --signal=USR2@50" in script for script in scenario.facts["scripts"]), scenario.facts
+    job = _job_dirs(scenario.folder)[0]
     log_text = (job / "train.log").read_text()
     stops, resumes = _stops_and_resumes(log_text)
     assert stops and resumes == stops, log_text[-3000:]
@@ -147,25 +315,12 @@ def test_time_limit_signals_checkpoints_requeues_and_finishes(slurm_cluster, tmp
     assert not (job / "FAILED.txt").exists()
 
 
-def test_ddp_over_two_slurm_tasks_from_a_plain_sbatch_script_survives_preemption(slurm_cluster, tmp_path, rodent_root):
-    """docs/slurm/train.sbatch, no Hydra launcher: 2 tasks = 2 gloo ranks taken from SLURM, one shard each, one run
-    directory (runs/slurm-<job>) and one set of checkpoints; preempted, it resumes there."""
-    env = _env(slurm_cluster, tmp_path) | {"GSLRM_PYTHON": sys.executable}
-    overrides = ["trainer.accelerator=cpu", "trainer.devices=2", *data_overrides(rodent_root), *TRAINING[1:],
-                 "trainer.max_steps=60", "val_every=30", "data.num_workers=1"]  # fmt: skip
-    output = tmp_path / "slurm-%j.out"
-    submitted = subprocess.run(
-        ["sbatch", "--parsable", f"--chdir={ROOT}", "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1",
-         "--time=60", f"--output={output}", str(ROOT / "docs" / "slurm" / "train.sbatch"), *overrides],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    job_id = submitted.stdout.strip()
-    run = tmp_path / "logs" / "train" / "runs" / f"slurm-{job_id}"
-    _wait_for_file("checkpoints/step_0000010.ckpt", run, timeout=120)
-    slurm_cluster.run("scancel", "--signal=USR2", job_id)
-    assert slurm_cluster.wait_until_empty(240), slurm_cluster.jobs()
-
-    log_text = Path(str(output).replace("%j", job_id)).read_text()
+def test_ddp_over_two_slurm_tasks_from_a_plain_sbatch_script_survives_preemption(scenarios):
+    """2 tasks = 2 gloo ranks taken from SLURM, one shard each, one run directory (runs/slurm-<job>) and one set of
+    checkpoints; preempted, it resumes there."""
+    scenario = scenarios["sbatch_ddp"].result()
+    job_id, run = scenario.facts["job_id"], scenario.facts["run"]
+    log_text = scenario.facts["log"].read_text()
     shard_lines = re.findall(r"rank (\d) of 2 trains on \d+ samples per epoch, first \[([\d, ]*)\]", log_text)
     shards = {int(rank): [int(i) for i in first.split(",")] for rank, first in shard_lines}
     assert set(shards) == {0, 1} and shards[0] != shards[1], log_text[-3000:]
@@ -173,4 +328,4 @@ def test_ddp_over_two_slurm_tasks_from_a_plain_sbatch_script_survives_preemption
     assert len(set(stops)) == 1 and set(resumes) == set(stops), log_text[-3000:]  # both ranks stopped at one step
     assert log_text.count(f"SLURM job {job_id} requeued at step") == 1  # rank 0 alone requeued
     assert _step(run / "checkpoints" / "last.ckpt") == 60
-    assert list((tmp_path / "logs" / "train" / "runs").iterdir()) == [run]  # one run dir for both ranks/attempts
+    assert list((scenario.folder / "logs" / "train" / "runs").iterdir()) == [run]  # one run dir for both ranks/attempts
