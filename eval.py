@@ -17,33 +17,31 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from gslrm.config import register_resolvers  # noqa: E402
+from gslrm.schemas import register_configs  # noqa: E402
 
-register_resolvers()
+register_configs()
 log = logging.getLogger("gslrm.eval")
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    from dataclasses import replace
+
     import lightning as L
     from hydra.utils import instantiate
 
     from gslrm.config import build
-    from gslrm.data.datamodule import MouseDataModule
-    from gslrm.evaluate import Evaluator, load_model
+    from gslrm.evaluate import Evaluator
+    from gslrm.inference import load_for_inference
     from gslrm.lit.launch import install_multirun_safe_ddp_launch
-    from gslrm.runs import resolve_checkpoint
 
     L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.train_task)
-    data_config = build(cfg.data)
-    model, render_config = load_model(ckpt_path, build(cfg.model) if cfg.get("model") else None)
-    config = build(cfg.eval)
-    config.checkpoint = str(ckpt_path)
-    data_config.load_orbit = {"true": True, "false": False}.get(str(config.orbit).lower(), "auto")
-    evaluator = Evaluator(model, config, data_config.num_input_views, render_config or build(cfg.render))
+    loaded = load_for_inference(cfg)
+    config = replace(build(cfg.eval), checkpoint=loaded.checkpoint)
+    loaded.data_config.load_orbit = config.orbit  # null: when the split's first sample has orbit views
+    evaluator = Evaluator(loaded.model, config, loaded.num_input_views, loaded.render_config)
     install_multirun_safe_ddp_launch()
     trainer = instantiate(cfg.trainer)
-    trainer.test(evaluator, datamodule=MouseDataModule(data_config, test_split=cfg.split), verbose=False)
+    trainer.test(evaluator, datamodule=loaded.datamodule(test_split=cfg.split), verbose=False)
     return evaluator.summary
 
 
@@ -52,7 +50,7 @@ def hydra_main(cfg: DictConfig) -> None:
     from gslrm.runs import one_line_errors, save_config_tree
 
     save_config_tree(cfg, Path(cfg.paths.output_dir))
-    with one_line_errors(ValueError):  # ValueError: a checkpoint that is not a GS-LRM's
+    with one_line_errors(ValueError):  # ValueError: a checkpoint that is not a GS-LRM's, or not for this data
         evaluate(cfg)
 
 

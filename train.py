@@ -22,9 +22,9 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from gslrm.config import register_resolvers  # noqa: E402
+from gslrm.schemas import register_configs  # noqa: E402
 
-register_resolvers()
+register_configs()
 log = logging.getLogger("gslrm.train")
 # our checkpoints are meant to hold the state after the optimizer step (that is what resuming needs)
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
@@ -34,7 +34,7 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from gslrm.runs import save_config_tree
+    from gslrm.runs import reason, save_config_tree
 
     save_config_tree(cfg, Path(cfg.paths.output_dir))
     if HydraConfig.get().mode != RunMode.MULTIRUN:
@@ -42,9 +42,9 @@ def main(cfg: DictConfig) -> float:
     environment = dict(os.environ)  # DDP's launcher sets LOCAL_RANK, WORLD_SIZE, MASTER_PORT...: undone per job
     try:  # a failing sweep job is recorded and the sweep goes on
         return train(cfg)
-    except Exception:
-        (Path(cfg.paths.output_dir) / "FAILED.txt").write_text(traceback.format_exc())
-        log.exception("job %s failed; the sweep continues", HydraConfig.get().job.num)
+    except Exception as error:  # the reason first: a person reads FAILED.txt's first line, not a traceback
+        (Path(cfg.paths.output_dir) / "FAILED.txt").write_text(f"{reason(error)}\n\n{traceback.format_exc()}")
+        log.error("job %s failed: %s; the sweep continues", HydraConfig.get().job.num, reason(error))
         return math.nan
     finally:
         _end_job()
@@ -57,8 +57,8 @@ def train(cfg: DictConfig) -> float:
     from hydra.utils import instantiate
 
     from gslrm.config import build
-    from gslrm.data.datamodule import MouseDataModule
-    from gslrm.depth.priors import check_data_loads_priors
+    from gslrm.data.datamodule import ViewDataModule
+    from gslrm.depth.priors import DepthPriors, check_data_loads_priors
     from gslrm.lit.launch import install_multirun_safe_ddp_launch
     from gslrm.lit.module import GSLRMModule
     from gslrm.lit.requeue import RequeueOnSignal, resume_checkpoint
@@ -67,11 +67,18 @@ def train(cfg: DictConfig) -> float:
     L.seed_everything(cfg.seed, workers=True)
     data_config, loss_config = build(cfg.data), build(cfg.loss)
     check_data_loads_priors(loss_config, data_config)
-    datamodule = MouseDataModule(data_config)
     module = GSLRMModule(
-        model=build(cfg.model), loss=loss_config, optim=build(cfg.optim), render=build(cfg.render),
-        num_input_views=data_config.num_input_views, val_lpips=cfg.val_lpips,
-    )  # fmt: skip
+        model=build(cfg.model),
+        loss=loss_config,
+        optim=build(cfg.optim),
+        render=build(cfg.render),
+        num_input_views=data_config.num_input_views,
+        val_lpips=cfg.val_lpips,
+    )
+    # the depth priors the loss reads are data: attached to training batches by the data module (one MiDaS in
+    # memory when the pseudo-view term has loaded it already)
+    priors = DepthPriors.for_loss(loss_config, midas_estimator=module.losses.image_estimator)
+    datamodule = ViewDataModule(data_config, priors=priors)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
     if ckpt_path is None:  # a SLURM job restarted after a requeue, preemption or node failure continues its run
         ckpt_path = resume_checkpoint(Path(cfg.paths.output_dir) / "checkpoints")

@@ -1,4 +1,13 @@
-"""Config plumbing shared by train.py, eval.py and the tests: resolvers and typed instantiation."""
+"""Config plumbing shared by the entry points and the tests: the resolvers, and turning a composed node into its
+dataclass (and a stored mapping back into one).
+
+Every config group that configures our own code (``data``, ``model``, ``loss``, ``optim``, ``render``, and the
+``eval``, ``refine`` and ``viewer`` nodes of the other entry points) is a dataclass registered in Hydra's ConfigStore
+as ``<group>/schema`` (``gslrm/schemas.py``); each YAML option starts from it (``defaults: [schema, _self_]``) and holds only what differs.
+Composition therefore checks every key, type and choice (choices are ``StrEnum`` fields) before any code runs: a typo
+or a wrong value ends the run naming its key. Trainer, callbacks and loggers stay ``_target_`` nodes: they are
+Lightning's classes, configured with Lightning's own arguments.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +15,17 @@ from dataclasses import fields
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["register_resolvers", "build", "default_precision", "coerce", "run_name", "launcher_option"]
+__all__ = [
+    "register_resolvers",
+    "build",
+    "plain",
+    "default_precision",
+    "coerce",
+    "run_name",
+    "launcher_option",
+]
 
 
 def default_precision() -> str:
@@ -41,20 +57,40 @@ def launcher_option(key: str, default: Any) -> Any:
 
 
 def register_resolvers() -> None:
-    for name, function, cached in (("gslrm_precision", default_precision, False),
-                                   ("gslrm_run_name", run_name, True),  # one value per run, as ${now:}
-                                   ("gslrm_launcher", launcher_option, False)):  # fmt: skip
+    """The resolvers the YAML uses (``gslrm.schemas.register_configs`` registers them with the schemas)."""
+    resolvers = (
+        ("gslrm_precision", default_precision, False),
+        ("gslrm_run_name", run_name, True),  # one value per run, as ${now:}
+        ("gslrm_launcher", launcher_option, False),
+    )
+    for name, function, cached in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function, use_cache=cached)
 
 
 def build(node: DictConfig) -> Any:
-    """Instantiate a config group into its typed dataclass (a YAML typo fails here naming the key)."""
-    return instantiate(node, _convert_="all")
+    """A composed config group as its dataclass (its ``__post_init__`` checks what types cannot: ranges, and
+    fields that must agree). A mandatory value left unset (``???``) fails naming its key."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    missing = sorted(OmegaConf.missing_keys(node))  # full keys (data.root), as the user writes them
+    if missing:
+        raise MissingMandatoryValue(f"Missing mandatory value: {missing[0]}")
+    return OmegaConf.to_object(node)
 
 
-def coerce(kind: type, value: Any) -> Any:
-    """Build dataclass ``kind`` from a mapping (unknown keys fail with their names), or pass an instance through."""
+def plain(config: Any) -> dict:
+    """A config dataclass as plain Python values (choices as their strings): what checkpoints and JSON reports
+    store, readable with ``torch.load(weights_only=True)`` and without gslrm."""
+    return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
+
+
+def coerce(kind: type, value: Any, key: str = "") -> Any:
+    """Build dataclass ``kind`` from a mapping (code, tests, a checkpoint's stored config), checked against the schema
+    as composition checks YAML: an unknown key, a wrong type or a bad choice is one ValueError naming ``key`` and
+    the field. An instance passes through."""
+    from omegaconf.errors import OmegaConfBaseException
+
     if isinstance(value, kind):
         return value
     if not isinstance(value, dict):
@@ -63,4 +99,9 @@ def coerce(kind: type, value: Any) -> Any:
     unknown = sorted(set(value) - names)
     if unknown:
         raise TypeError(f"{kind.__name__}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    return kind(**value)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(kind), value))
+    except OmegaConfBaseException as error:
+        message, *details = str(error).splitlines()
+        field = next((line.split(":", 1)[1].strip() for line in details if "full_key:" in line), "")
+        raise ValueError(f"{'.'.join(part for part in (key, field) if part)}: {message}") from None

@@ -1,7 +1,7 @@
 """Scoring a checkpoint on a split: per-sample PSNR / SSIM / LPIPS / mask IoU on all target views and on the novel
 ones (targets that were not inputs), means over the split, and pictures of the first samples.
 
-Definitions (FaceLift's, reference section 4.3): each metric is computed per target view on RGB clipped to [0, 1],
+Definitions (FaceLift's): each metric is computed per target view on RGB clipped to [0, 1],
 averaged over the sample's views, then over the samples. PSNR and SSIM are torchmetrics' (SSIM: Gaussian 11x11
 window, sigma 1.5, data range 1). LPIPS is the ``lpips`` package's LPIPS(net="vgg", version 0.1) on [-1, 1] inputs,
 FaceLift's metric; torchmetrics' LPIPS wraps the same linear heads but fetches its VGG16 backbone itself, while ours
@@ -17,32 +17,40 @@ import json
 import logging
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import lightning as L
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from gslrm.config import coerce
 from gslrm.data.datamodule import is_empty
-from gslrm.data.mouse import BACKGROUNDS
+from gslrm.data.dataset import BACKGROUNDS
 from gslrm.losses.backgrounds import recomposite
 from gslrm.losses.metrics import mask_iou, on_black, opacity_iou, per_image_masked_psnr, per_image_psnr
 from gslrm.model.gaussians import prune, save_ply
-from gslrm.model.gslrm import GSLRM, ModelConfig, load_facelift_checkpoint, read_checkpoint
+from gslrm.model.gslrm import GSLRM
 from gslrm.predict import predict_and_render
 from gslrm.render import RenderConfig, render
-from gslrm.turntable import VIDEO_FORMATS, render_turntable, save_turntable
+from gslrm.turntable import VideoFormat, render_turntable, save_turntable
 from gslrm.viz import ERROR_VMAX, error_panel, image_row, save_png, view_titles
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalConfig", "Evaluator", "load_model", "METRICS", "LPIPS_BACKBONE"]
+__all__ = ["EvalConfig", "Evaluator", "METRICS", "LPIPS_BACKBONE"]
 
 METRICS = (
-    "psnr", "psnr_masked", "psnr_white", "psnr_masked_white", "psnr_black", "ssim", "lpips", "mask_iou", "opacity_iou",
+    "psnr",
+    "psnr_masked",
+    "psnr_white",
+    "psnr_masked_white",
+    "psnr_black",
+    "ssim",
+    "lpips",
+    "mask_iou",
+    "opacity_iou",
     "opacity_iou_white",
-)  # fmt: skip
+)
 VIEW_SETS = {
     "": "all target views",
     "_novel": "target views that were not inputs",
@@ -51,14 +59,29 @@ VIEW_SETS = {
 }
 # psnr_masked: over foreground pixels (alpha > 0.5) only; *_white: the same metric of an all-background (white)
 # prediction, the baseline a model must beat (on real rigs the animal covers 2-13% of the frame, so whole-image
-# PSNR mostly measures the background). mask_iou is the fork's (the render's colour differs from the background by
-# > 0.1): it cannot see a white animal on a white background. opacity_iou compares the rendered opacity (alpha > 0.5)
+# PSNR mostly measures the background). mask_iou counts pixels whose rendered colour differs from the background by
+# > 0.1: it cannot see a white animal on a white background. opacity_iou compares the rendered opacity (alpha > 0.5)
 # with the ground-truth mask instead. FaceLift's losses never supervise opacity and every background pixel becomes an
 # opaque white Gaussian, so for FaceLift-style training it is about the animal's share of the image: it shows whether
 # the background is empty space, not whether the animal's shape is right. opacity_iou_white is the all-white
 # prediction's (empty space everywhere: 0). psnr_black: the render moved onto black through its rendered alpha against
 # the ground truth moved onto black through its alpha, so opaque fog is error even where it is white.
-VISUAL_BACKGROUNDS = ("white", "black", "grey")
+
+
+class VisualBackground(StrEnum):
+    """What panels, turntables and the viewer draw on (black shows fog that white hides)."""
+
+    white = "white"
+    black = "black"
+    grey = "grey"
+
+
+class LpipsMode(StrEnum):
+    pretrained = "pretrained"  # VGG16 from the hub cache or eval.lpips_weights_path
+    random = "random"  # a random VGG16: tests only, not a metric
+    off = "off"
+
+
 LPIPS_BACKBONE = "lpips 0.1.4 LPIPS(net='vgg', version='0.1'), torchvision VGG16 ImageNet weights, inputs in [-1, 1]"
 
 
@@ -74,48 +97,23 @@ class EvalConfig:
     # scored at data.image_size: runs trained at different sizes compared at one evaluation size; null: data size
     input_size: int | None = None
     turntable_elevation: float = 20.0
-    video_format: str = "mp4"  # mp4 | gif
+    video_format: VideoFormat = VideoFormat.mp4
     fps: int = 30
     save_ply: bool = False  # gaussians.ply per visualized sample (min_opacity and FaceLift's crop box 0.91)
     min_opacity: float = 0.02  # the .ply and the turntables keep Gaussians above it (0.02: FaceLift's export filter)
-    background: str = "white"  # panels and turntables: white | black | grey (black shows fog, white hides it)
-    # *_orbit metrics from <sample>/orbit/: auto (when the split's first sample has it) | true | false
-    orbit: str = "auto"
-    lpips: str = "pretrained"  # pretrained | random (a random VGG16: tests only, not a metric) | off
+    background: VisualBackground = VisualBackground.white  # panels and turntables
+    # *_orbit metrics from <sample>/orbit/; null: when the split's first sample has it
+    orbit: bool | None = None
+    lpips: LpipsMode = LpipsMode.pretrained
     lpips_weights_path: str | None = None  # torchvision vgg16 state dict (default: the torch hub cache)
     error_vmax: float = ERROR_VMAX
     mask_iou_threshold: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.video_format not in VIDEO_FORMATS:
-            raise ValueError(f"eval.video_format: expected one of {VIDEO_FORMATS}, got {self.video_format!r}")
-        if self.lpips not in ("pretrained", "random", "off"):
-            raise ValueError(f"eval.lpips: expected pretrained | random | off, got {self.lpips!r}")
-        if self.background not in VISUAL_BACKGROUNDS:
-            raise ValueError(
-                f"eval.background: expected one of {', '.join(VISUAL_BACKGROUNDS)}, not {self.background!r}"
-            )
         if not 0.0 <= self.min_opacity < 1.0:
             raise ValueError(f"eval.min_opacity: expected a value in [0, 1), not {self.min_opacity}")
         if self.input_size is not None and self.input_size < 8:
             raise ValueError(f"eval.input_size: expected null or a size of at least 8 pixels, not {self.input_size}")
-        if str(self.orbit).lower() not in ("auto", "true", "false"):
-            raise ValueError(f"eval.orbit: expected auto | true | false, not {self.orbit!r}")
-
-
-def load_model(ckpt_path: str, model_config: ModelConfig | None) -> tuple[GSLRM, RenderConfig | None]:
-    """A gslrm checkpoint carries its model (and render) config; a FaceLift checkpoint needs ``model=…``."""
-    checkpoint = read_checkpoint(ckpt_path, "ckpt_path")
-    hyper = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    render_config = None
-    if hyper is not None:
-        model_config = coerce(ModelConfig, {**hyper["model"], "init_from": None})
-        render_config = coerce(RenderConfig, hyper["render"])
-    elif model_config is None:
-        raise ValueError(f"ckpt_path: {ckpt_path}: not a gslrm checkpoint; for FaceLift weights pass model=base")
-    model = GSLRM(model_config)
-    load_facelift_checkpoint(model, ckpt_path, checkpoint=checkpoint, config_key="ckpt_path")
-    return model.eval(), render_config
 
 
 class Evaluator(L.LightningModule):
@@ -133,7 +131,7 @@ class Evaluator(L.LightningModule):
         self.exported: dict[str, dict] = {}  # visualized sample -> Gaussians in it and kept by eval.min_opacity
 
     def _build_lpips(self):
-        from gslrm.losses.lpips_term import build_lpips
+        from gslrm.losses.lpips import build_lpips
         from gslrm.weights import MissingWeightsError
 
         if self.config.lpips == "off":
@@ -171,8 +169,15 @@ class Evaluator(L.LightningModule):
             for suffix, views in self.view_sets(pred.shape[1]).items():
                 row.update(self.sample_metrics(pred[b, views], alpha[b, views], images[b, views], background, suffix))
             if orbit is not None:
-                row.update(self.sample_metrics(orbit.rgb[b].float().clamp(0, 1), orbit.alpha[b].float(),
-                                               batch["orbit_image"][b].float(), background, "_orbit"))  # fmt: skip
+                row.update(
+                    self.sample_metrics(
+                        orbit.rgb[b].float().clamp(0, 1),
+                        orbit.alpha[b].float(),
+                        batch["orbit_image"][b].float(),
+                        background,
+                        "_orbit",
+                    )
+                )
             self.rows.append(row)
             if index < self.config.num_visuals:
                 self.write_visuals(row["sample"], images[b], output.gaussians[b], batch, b)
@@ -180,8 +185,16 @@ class Evaluator(L.LightningModule):
     def render_orbit(self, gaussians, batch: dict):
         """The predicted Gaussians seen from the sample's held-out orbit cameras (at the data's size)."""
         height, width = batch["orbit_image"].shape[-2:]
-        return render(gaussians, batch["orbit_c2w"], batch["orbit_fxfycxcy"], width, height,
-                      background=batch["bg_color"], settings=self.render_config, deferred=False)  # fmt: skip
+        return render(
+            gaussians,
+            batch["orbit_c2w"],
+            batch["orbit_fxfycxcy"],
+            width,
+            height,
+            background=batch["bg_color"],
+            settings=self.render_config,
+            deferred=False,
+        )
 
     def view_sets(self, views: int) -> dict[str, slice]:
         inputs = min(self.num_input_views, views)
@@ -205,7 +218,7 @@ class Evaluator(L.LightningModule):
             "psnr_masked_white": per_image_masked_psnr(white, target, alpha).nanmean(),
             "psnr_black": per_image_psnr(
                 on_black(pred, rendered_alpha, background), on_black(target, alpha, background)
-            ).mean(),  # fmt: skip
+            ).mean(),
             "ssim": structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none").mean(),
             "mask_iou": mask_iou(pred, alpha, background.expand(pred.shape[0], 3), self.config.mask_iou_threshold),
             "opacity_iou": opacity_iou(rendered_alpha, alpha),
@@ -224,8 +237,16 @@ class Evaluator(L.LightningModule):
         inputs, size = self.num_input_views, self.config.render_size
         background = torch.tensor(BACKGROUNDS[self.config.background], device=image.device, dtype=torch.float32)
         factor = size / image.shape[-1]
-        large = render(gaussians, batch["c2w"][b : b + 1], batch["fxfycxcy"][b : b + 1] * factor, size, size,
-                       background=background[None], settings=self.render_config, deferred=False)  # fmt: skip
+        large = render(
+            gaussians,
+            batch["c2w"][b : b + 1],
+            batch["fxfycxcy"][b : b + 1] * factor,
+            size,
+            size,
+            background=background[None],
+            settings=self.render_config,
+            deferred=False,
+        )
         pred = large.rgb[0].float().clamp(0, 1)
         gt = torch.nn.functional.interpolate(image.float(), size=(size, size), mode="bilinear", antialias=False)
         gt = recomposite(gt[None], batch["bg_color"][b : b + 1].float(), background[None])[0, :, :3].clamp(0, 1)
@@ -235,12 +256,21 @@ class Evaluator(L.LightningModule):
         kept = prune(gaussians.float(), self.config.min_opacity, crop_box=None)
         total, count = gaussians.means.shape[1], kept.means.shape[1]
         self.exported[name] = {"gaussians": total, "kept": count}
-        log.info("%s: %d of %d Gaussians have opacity > eval.min_opacity=%g (the turntable's)", name, count, total,
-                 self.config.min_opacity)  # fmt: skip
+        log.info(
+            "%s: %d of %d Gaussians have opacity > eval.min_opacity=%g (the turntable's)",
+            name,
+            count,
+            total,
+            self.config.min_opacity,
+        )
         turntable = render_turntable(
-            kept, self.config.turntable_views, size, elevation_deg=self.config.turntable_elevation,
-            background=background, settings=self.render_config,
-        )  # fmt: skip
+            kept,
+            self.config.turntable_views,
+            size,
+            elevation_deg=self.config.turntable_elevation,
+            background=background,
+            settings=self.render_config,
+        )
         save_turntable(turntable, folder, "turntable", self.config.video_format, self.config.fps)
         if self.config.save_ply:
             exported = prune(gaussians.float(), self.config.min_opacity)  # and FaceLift's crop box
@@ -283,7 +313,19 @@ def write_results(rows: list[dict], summary: dict, output_dir: Path) -> None:
             writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
             writer.writeheader()
             writer.writerows(rows)
-    headline = ("psnr", "psnr_novel", "psnr_masked_novel", "psnr_input", "psnr_black_novel", "opacity_iou_novel",
-                "ssim", "lpips", "mask_iou_novel", "psnr_orbit", "psnr_masked_orbit", "opacity_iou_orbit")  # fmt: skip
+    headline = (
+        "psnr",
+        "psnr_novel",
+        "psnr_masked_novel",
+        "psnr_input",
+        "psnr_black_novel",
+        "opacity_iou_novel",
+        "ssim",
+        "lpips",
+        "mask_iou_novel",
+        "psnr_orbit",
+        "psnr_masked_orbit",
+        "opacity_iou_orbit",
+    )
     shown = ", ".join(f"{k} {summary[k]:.4f}" for k in headline if summary[k] is not None)
     log.info("%s: %d samples: %s (files in %s)", summary["split"], summary["num_samples"], shown, output_dir)

@@ -20,8 +20,9 @@ def renderer(gaussians: Gaussians, batch: dict, settings: RenderConfig) -> Calla
     height, width = batch["image"].shape[-2:]
 
     def render_cameras(c2w: Tensor, fxfycxcy: Tensor) -> RenderOutput:
-        return render(gaussians, c2w, fxfycxcy, width, height, background=batch["bg_color"], settings=settings,
-                      deferred=False)  # fmt: skip
+        return render(
+            gaussians, c2w, fxfycxcy, width, height, background=batch["bg_color"], settings=settings, deferred=False
+        )
 
     return render_cameras
 
@@ -66,8 +67,13 @@ def predict_and_render(
     output = predict_gaussians(model, batch, num_input_views, clip_xyz, input_size)
     height, width = image.shape[-2:]
     rendered = render(
-        output.gaussians, c2w, fxfycxcy, width, height,
+        output.gaussians,
+        c2w,
+        fxfycxcy,
+        width,
+        height,
         background=batch["bg_color"] if background is None else background,
-        settings=settings, deferred=settings.deferred and training,
-    )  # fmt: skip
+        settings=settings,
+        deferred=settings.deferred and training,
+    )
     return output, rendered

@@ -1,4 +1,4 @@
-"""Per-scene refinement: the seed 000 loop, started from the model's predicted Gaussians instead of a point cloud.
+"""Per-scene refinement: a 3DGS-style fitting loop, started from the model's predicted Gaussians instead of a point cloud.
 
 Each iteration pops a random training view from the viewpoint stack (refilled when empty), renders it, and applies the
 ``loss`` config's terms (the ``confidence`` pipeline: confidence-weighted L1 + D-SSIM, Pearson depth against the prior,
@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from tqdm import tqdm
 
+from gslrm.config import coerce
+from gslrm.depth.priors import DepthPriors
 from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
 from gslrm.losses.metrics import aligned_depth_abs_rel, depth_abs_rel, mask_iou
@@ -28,7 +30,7 @@ from gslrm.model.gaussians import Gaussians, save_ply
 from gslrm.model.gslrm import GSLRM
 from gslrm.predict import predict_gaussians, renderer
 from gslrm.render import RenderConfig, RenderOutput
-from gslrm.turntable import render_turntable, save_turntable
+from gslrm.turntable import VideoFormat, render_turntable, save_turntable
 from gslrm.viz import error_panel, save_png
 
 log = logging.getLogger(__name__)
@@ -57,15 +59,14 @@ class RefineConfig:
     seed: int = 0
     turntable_views: int = 60
     turntable_elevation: float = 20.0
-    video_format: str = "mp4"
+    video_format: VideoFormat = VideoFormat.mp4
 
     def __post_init__(self) -> None:
-        if isinstance(self.lr, dict):
-            self.lr = LearningRates(**self.lr)
+        self.lr = coerce(LearningRates, self.lr)  # a mapping from code; composed configs arrive as dataclasses
 
 
 class ViewpointStack:
-    """The seed's viewpoint stack: pop a random view; refill with all of them when empty."""
+    """A viewpoint stack: pop a random view; refill with all of them when empty (every view once per round)."""
 
     def __init__(self, views: list[int], seed: int = 0) -> None:
         self.views, self.rng, self.stack = list(views), np.random.default_rng(seed), []
@@ -91,9 +92,12 @@ class GaussianParameters(nn.Module):
 
     def gaussians(self) -> Gaussians:
         return Gaussians(
-            means=self.means, features=self.features, scales=self.scales.exp(),
-            quats=nn.functional.normalize(self.quats, dim=-1), opacities=torch.sigmoid(self.opacities),
-        )  # fmt: skip
+            means=self.means,
+            features=self.features,
+            scales=self.scales.exp(),
+            quats=nn.functional.normalize(self.quats, dim=-1),
+            opacities=torch.sigmoid(self.opacities),
+        )
 
     def optimizer(self, lr: LearningRates, extent: float) -> torch.optim.Adam:
         groups = [
@@ -172,6 +176,9 @@ def refine_sample(
     extent = 1.1 * float(sample["c2w"][0, :, :3, 3].norm(dim=-1).max())
     optimizer = parameters.optimizer(config.lr, extent)
     computer = LossComputer(loss_config).to(sample["image"].device)
+    priors = DepthPriors.for_loss(loss_config, midas_estimator=computer.image_estimator)
+    if priors is not None:  # the depth prior and confidence of every view, as training batches get them
+        sample = priors.attach(sample)
     stack = ViewpointStack(fit, config.seed)
     history: dict[str, list[float]] = {}
     started = time.perf_counter()
@@ -194,12 +201,19 @@ def refine_sample(
     after, after_render = score(refined, held_out, settings)
     after_fit, _ = score(refined, fitted, settings)
     report = {
-        "holdout_views": holdout, "fit_views": fit, "iterations": config.iterations, "seconds": round(seconds, 2),
-        "heldout_before": before, "heldout_after": after, "fit_before": before_fit, "fit_after": after_fit,
+        "holdout_views": holdout,
+        "fit_views": fit,
+        "iterations": config.iterations,
+        "seconds": round(seconds, 2),
+        "heldout_before": before,
+        "heldout_after": after,
+        "fit_before": before_fit,
+        "fit_after": after_fit,
         "loss_first": {k: v[0] for k, v in history.items()},
         "loss_last50": {k: float(np.mean(v[-50:])) for k, v in history.items()},
-        "loss": asdict(loss_config), "refine": asdict(config),
-    }  # fmt: skip
+        "loss": asdict(loss_config),
+        "refine": asdict(config),
+    }
     write_outputs(
         Path(config.output_dir), report, predicted, refined, held_out, before_render, after_render, config, settings
     )
@@ -210,10 +224,20 @@ def _loss_inputs(one: dict, gaussians: Gaussians, rendered: RenderOutput, settin
     image = one["image"]
     render_fn = renderer(gaussians, one, settings)
     return LossInputs(
-        render=rendered.rgb, target=image[:, :, :3], mask=image[:, :, 3:4], background=one["bg_color"],
-        gaussians=gaussians, pixel_means=None, ray_o=None, ray_d=None, input_mask=None,
-        depth=rendered.depth, alpha=rendered.alpha, batch=one, render_fn=render_fn,
-    )  # fmt: skip
+        render=rendered.rgb,
+        target=image[:, :, :3],
+        mask=image[:, :, 3:4],
+        background=one["bg_color"],
+        gaussians=gaussians,
+        pixel_means=None,
+        ray_o=None,
+        ray_d=None,
+        input_mask=None,
+        depth=rendered.depth,
+        alpha=rendered.alpha,
+        batch=one,
+        render_fn=render_fn,
+    )
 
 
 def write_outputs(folder: Path, report, predicted, refined, held_out, before, after, config, settings) -> None:
@@ -225,16 +249,26 @@ def write_outputs(folder: Path, report, predicted, refined, held_out, before, af
     titles = [f"held-out {v}" for v in report["holdout_views"]]
     save_png(error_panel(target, before.rgb[0], titles=titles).image, folder / "heldout_predicted.png")
     save_png(error_panel(target, after.rgb[0], titles=titles).image, folder / "heldout_refined.png")
-    frames = render_turntable(refined, config.turntable_views, target.shape[-1], config.turntable_elevation,
-                              background=held_out["bg_color"][0], settings=settings)  # fmt: skip
+    frames = render_turntable(
+        refined,
+        config.turntable_views,
+        target.shape[-1],
+        config.turntable_elevation,
+        background=held_out["bg_color"][0],
+        settings=settings,
+    )
     save_turntable(frames, folder, "turntable_refined", config.video_format)
     log.info(
         "held-out views %s: PSNR %.2f -> %.2f, SSIM %.3f -> %.3f%s (files in %s)",
-        report["holdout_views"], report["heldout_before"]["psnr"], report["heldout_after"]["psnr"],
-        report["heldout_before"]["ssim"], report["heldout_after"]["ssim"],
+        report["holdout_views"],
+        report["heldout_before"]["psnr"],
+        report["heldout_after"]["psnr"],
+        report["heldout_before"]["ssim"],
+        report["heldout_after"]["ssim"],
         "".join(
             f", depth abs-rel {report['heldout_before'][k]:.4f} -> {report['heldout_after'][k]:.4f}"
-            for k in ("depth_abs_rel",) if k in report["heldout_after"]
+            for k in ("depth_abs_rel",)
+            if k in report["heldout_after"]
         ),
         folder,
-    )  # fmt: skip
+    )

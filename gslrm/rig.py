@@ -1,7 +1,7 @@
 """Normalization of a real camera rig into FaceLift's frame: Z-up, scene centre at the origin, mean distance 2.7.
 
-The mouse fork's first failure was cameras at 2.0-3.4 units instead of 2.7 (all-white predictions). Its fix rescaled
-each camera's position to 2.7 without touching the intrinsics, which breaks multi-view geometry. Here the default is
+A rig whose cameras sit 2.0-3.4 units away instead of FaceLift's 2.7 gets all-white predictions. Rescaling each
+camera's position to 2.7 without touching the intrinsics breaks multi-view geometry, so the default here is
 one similarity transform ``x' = s * R (x - c)`` applied to the whole rig, which keeps every reprojection exact.
 ``per_camera_zoom`` additionally moves each camera to exactly ``target_distance`` and scales fx, fy by
 ``target / d`` so the object keeps its size in the image: an approximation that is only exact for points at the

@@ -13,9 +13,14 @@ from gslrm.lit.callbacks import WANDB_ID_FILE
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "save_config_tree", "resolve_checkpoint", "newest_readable_checkpoint", "wandb_id_for", "one_line_errors",
+    "save_config_tree",
+    "resolve_checkpoint",
+    "newest_readable_checkpoint",
+    "wandb_id_for",
+    "one_line_errors",
     "UnreadableCheckpointError",
-]  # fmt: skip
+    "reason",
+]
 
 
 def save_config_tree(cfg: DictConfig, output_dir: Path) -> None:
@@ -108,12 +113,26 @@ def one_line_errors(*also: type[BaseException]):
     from gslrm.lit.checkpoint_io import CheckpointSaveError
     from gslrm.weights import MissingWeightsError
 
-    kinds = (DataFormatError, MissingWeightsError, InstantiationException, FileNotFoundError, FileExistsError,
-             MissingMandatoryValue, CheckpointSaveError)  # fmt: skip
+    kinds = (
+        DataFormatError,
+        MissingWeightsError,
+        InstantiationException,
+        FileNotFoundError,
+        FileExistsError,
+        MissingMandatoryValue,
+        CheckpointSaveError,
+    )
     try:
         yield
     except kinds + also as error:
-        lines = str(error).splitlines()
-        # Hydra wraps a failed instantiation; its last line is the cause
-        log.error("%s", lines[-1] if isinstance(error, InstantiationException) else lines[0])
+        log.error("%s", reason(error))
         raise SystemExit(1) from None
+
+
+def reason(error: BaseException) -> str:
+    """An error's one line for a person: its first line, or for a failed Hydra instantiation (which wraps the
+    cause) its last."""
+    from hydra.errors import InstantiationException
+
+    lines = str(error).splitlines() or [type(error).__name__]
+    return lines[-1] if isinstance(error, InstantiationException) else lines[0]

@@ -13,9 +13,16 @@ import subprocess
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "job_id", "is_batch_job", "restart_count", "global_rank", "time_left_s", "time_limit_s", "has_timed_out",
-    "requeue", "parse_duration",
-]  # fmt: skip
+    "job_id",
+    "is_batch_job",
+    "restart_count",
+    "global_rank",
+    "time_left_s",
+    "time_limit_s",
+    "has_timed_out",
+    "requeue",
+    "parse_duration",
+]
 
 
 def job_id() -> str | None:
@@ -70,8 +77,11 @@ def _squeue_field(field: str) -> str | None:
     try:
         result = subprocess.run(
             ["squeue", "--noheader", "--jobs", identifier, "--format", field],
-            capture_output=True, text=True, timeout=30, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError) as error:
         log.warning("could not ask squeue for job %s's %s: %s", identifier, field, error)
         return None

@@ -17,7 +17,7 @@ from gslrm.losses.metrics import per_image_psnr
 
 __all__ = ["enlarged", "to_uint8", "image_row", "image_rows", "ErrorPanel", "error_panel", "save_png", "view_titles"]
 
-ERROR_VMAX = 0.3  # the colorbar's top: the fork's panels (seed 002 section 9.2)
+ERROR_VMAX = 0.3  # the colorbar's top: errors above 0.3 (of 1) all read as wrong
 CELL_PIXELS = 160  # each view is drawn at least this large in the panel, whatever the training resolution
 LEFT_MARGIN = 0.2  # inches, for the row labels
 # blue (0) -> red (vmax) with no yellow of its own, so the yellow mean line cannot be confused with a value
@@ -119,9 +119,13 @@ def error_panel(
     # the mean line sticks out on both sides of the bar so it reads even where the bar is pale
     colorbar.ax.axhline(min(mean_error, vmax), xmin=-0.5, xmax=1.5, clip_on=False, color="yellow", linewidth=2)
     figure.text(
-        0.005, 0.02, f"mean err {mean_error:.4f}  max err {max_error:.4f}  PSNR {psnr:.2f} dB",
-        ha="left", va="bottom", fontsize=7,
-    )  # fmt: skip
+        0.005,
+        0.02,
+        f"mean err {mean_error:.4f}  max err {max_error:.4f}  PSNR {psnr:.2f} dB",
+        ha="left",
+        va="bottom",
+        fontsize=7,
+    )
 
     figure.canvas.draw()
     image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()

@@ -11,8 +11,14 @@ TRAINED_IMAGE_SIZE = 16  # conftest.trained_run trains at this size
 
 def data_overrides(rodent_root) -> list[str]:
     """The session's small rodent dataset (conftest.rodent_root), loaded in-process."""
-    return [f"data.root={rodent_root}", "data.generator.samples=4", "data.generator.val_samples=1",
-            "data.generator.seed=3", "data.num_workers=0", "data.batch_size=1"]  # fmt: skip
+    return [
+        f"data.root={rodent_root}",
+        "data.generator.samples=4",
+        "data.generator.val_samples=1",
+        "data.generator.seed=3",
+        "data.num_workers=0",
+        "data.batch_size=1",
+    ]
 
 
 def run_script(script, tmp_path, rodent_root, *overrides, check=True, multirun=False, env=None):

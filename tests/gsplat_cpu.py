@@ -24,9 +24,25 @@ from gslrm.render.oracle import blend_autograd
 from gslrm.render.tiles import GSPLAT_MAX_ALPHA
 
 
-def fully_fused_projection(means, covars, quats, scales, viewmats, Ks, width, height, eps2d=0.3, packed=False,
-                           near_plane=0.01, far_plane=1e10, radius_clip=0.0, sparse_grad=False,
-                           calc_compensations=False, camera_model="pinhole", opacities=None):  # fmt: skip
+def fully_fused_projection(
+    means,
+    covars,
+    quats,
+    scales,
+    viewmats,
+    Ks,
+    width,
+    height,
+    eps2d=0.3,
+    packed=False,
+    near_plane=0.01,
+    far_plane=1e10,
+    radius_clip=0.0,
+    sparse_grad=False,
+    calc_compensations=False,
+    camera_model="pinhole",
+    opacities=None,
+):
     assert not packed and covars is None and radius_clip == 0.0 and camera_model == "pinhole"
     covars, _ = reference._quat_scale_to_covar_preci(quats, scales, compute_covar=True, compute_preci=False)
     return reference._fully_fused_projection(
@@ -39,8 +55,20 @@ def spherical_harmonics(degrees_to_use, dirs, coeffs, masks=None):
     return colors if masks is None else torch.where(masks[..., None], colors, torch.zeros_like(colors))
 
 
-def isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort=True, segmented=False, packed=False,
-                n_images=None, image_ids=None, gaussian_ids=None):  # fmt: skip
+def isect_tiles(
+    means2d,
+    radii,
+    depths,
+    tile_size,
+    tile_width,
+    tile_height,
+    sort=True,
+    segmented=False,
+    packed=False,
+    n_images=None,
+    image_ids=None,
+    gaussian_ids=None,
+):
     assert not packed
     return reference._isect_tiles(means2d.detach(), radii, depths.detach(), tile_size, tile_width, tile_height, sort)
 
@@ -49,8 +77,21 @@ def isect_offset_encode(isect_ids, n_images, tile_width, tile_height):
     return reference._isect_offset_encode(isect_ids, n_images, tile_width, tile_height)
 
 
-def rasterize_to_pixels(means2d, conics, colors, opacities, image_width, image_height, tile_size, isect_offsets,
-                        flatten_ids, backgrounds=None, masks=None, packed=False, absgrad=False):  # fmt: skip
+def rasterize_to_pixels(
+    means2d,
+    conics,
+    colors,
+    opacities,
+    image_width,
+    image_height,
+    tile_size,
+    isect_offsets,
+    flatten_ids,
+    backgrounds=None,
+    masks=None,
+    packed=False,
+    absgrad=False,
+):
     assert masks is None and not packed
     image_dims, count, channels = means2d.shape[:-2], means2d.shape[-2], colors.shape[-1]
     images = math.prod(image_dims)
@@ -69,9 +110,13 @@ def rasterize_to_pixels(means2d, conics, colors, opacities, image_width, image_h
         pixels = offsets + torch.tensor([column, row]).to(offsets) * tile_size
         deltas = (pixels[None] - means2d[ids][:, None])[None]  # [1, k, p, 2]
         accumulated, final = blend_autograd(
-            deltas, conics[ids][None], opacities[ids][None], colors[ids][None],
-            torch.ones(1, len(ids), dtype=torch.bool), GSPLAT_MAX_ALPHA,
-        )  # fmt: skip
+            deltas,
+            conics[ids][None],
+            opacities[ids][None],
+            colors[ids][None],
+            torch.ones(1, len(ids), dtype=torch.bool),
+            GSPLAT_MAX_ALPHA,
+        )
         background = 0.0 if backgrounds is None else backgrounds.reshape(images, channels)[image] * final[0, :, None]
         tiles.append(torch.cat([accumulated[0] + background, 1.0 - final[0, :, None]], dim=-1))
     out = torch.stack(tiles).reshape(images, tiles_y, tiles_x, tile_size, tile_size, channels + 1)
@@ -80,8 +125,13 @@ def rasterize_to_pixels(means2d, conics, colors, opacities, image_width, image_h
     return out[..., :channels], out[..., channels:]
 
 
-STAND_INS = ("fully_fused_projection", "spherical_harmonics", "isect_tiles", "isect_offset_encode",
-             "rasterize_to_pixels")  # fmt: skip
+STAND_INS = (
+    "fully_fused_projection",
+    "spherical_harmonics",
+    "isect_tiles",
+    "isect_offset_encode",
+    "rasterize_to_pixels",
+)
 
 
 @contextlib.contextmanager

@@ -97,9 +97,16 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     def start(self, timeout_s: float = 30.0) -> SlurmCluster:
         self._write_config()
         folder = self.folder
-        self._start("munged", "--foreground", "--force", f"--key-file={folder}/munge/munge.key",
-                    f"--socket={folder}/munge/socket", f"--pid-file={folder}/munge/munged.pid",
-                    f"--log-file={folder}/log/munged.log", f"--seed-file={folder}/munge/seed")  # fmt: skip
+        self._start(
+            "munged",
+            "--foreground",
+            "--force",
+            f"--key-file={folder}/munge/munge.key",
+            f"--socket={folder}/munge/socket",
+            f"--pid-file={folder}/munge/munged.pid",
+            f"--log-file={folder}/log/munged.log",
+            f"--seed-file={folder}/munge/seed",
+        )
         self._wait_for(lambda: (folder / "munge" / "socket").exists(), timeout_s, "munged's socket")
         self._start("slurmctld", "-D", "-f", str(folder / "slurm.conf"))
         self._start("slurmd", "-D", "-f", str(folder / "slurm.conf"))

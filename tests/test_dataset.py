@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from gslrm.data.datamodule import MouseDataModule
-from gslrm.data.mouse import DataConfig, MouseViewDataset
+from gslrm.data.datamodule import ViewDataModule
+from gslrm.data.dataset import DataConfig, ViewDataset
 from gslrm.rig import NormalizationConfig
 
 
@@ -11,7 +11,7 @@ def test_sample_layout_order_and_normalization(tiny_root):
 
     write_sample(tiny_root, "s0", distance=3.5)  # a rig that needs rescaling
     config = DataConfig(root=str(tiny_root), image_size=16, num_views=6, num_input_views=2, input_views=[3, 1])
-    sample = MouseViewDataset(config, "train")[0]
+    sample = ViewDataset(config, "train")[0]
     assert sample["image"].shape == (6, 4, 16, 16) and sample["image"].dtype == torch.float32
     assert sample["c2w"].shape == (6, 4, 4) and sample["fxfycxcy"].shape == (6, 4)
     # inputs first, then the other targets in stored order; (frame index, sample index)
@@ -25,7 +25,7 @@ def test_sample_layout_order_and_normalization(tiny_root):
 
 
 def test_default_views_are_fixed_and_first_are_inputs(tiny_root):
-    dataset = MouseViewDataset(DataConfig(root=str(tiny_root), image_size=8, num_input_views=4), "val")
+    dataset = ViewDataset(DataConfig(root=str(tiny_root), image_size=8, num_input_views=4), "val")
     first, second = dataset[0], dataset[0]
     assert first["index"][:, 0].tolist() == [0, 1, 2, 3, 4, 5]
     assert torch.equal(first["image"], second["image"])
@@ -33,7 +33,7 @@ def test_default_views_are_fixed_and_first_are_inputs(tiny_root):
 
 def test_random_view_selection_only_behind_flag(tiny_root):
     config = DataConfig(root=str(tiny_root), image_size=8, num_input_views=2, random_view_selection=True)
-    dataset = MouseViewDataset(config, "train")
+    dataset = ViewDataset(config, "train")
     orders = {tuple(dataset[0]["index"][:2, 0].tolist()) for _ in range(20)}
     assert len(orders) > 1
 
@@ -47,14 +47,14 @@ def test_depth_is_cropped_and_scaled_with_the_rig(tiny_root):
     config = DataConfig(
         root=str(tiny_root), image_size=16, load_depth=True, normalization=NormalizationConfig(target_distance=5.4)
     )
-    sample = MouseViewDataset(config, "train")[0]
+    sample = ViewDataset(config, "train")[0]
     assert sample["depth"].shape == (6, 1, 16, 16)
     assert set(np.unique(sample["depth"].numpy()).round(5)) == {0.0, 4.0}  # 2.0 x (5.4 / 2.7)
 
 
 def test_datamodule_batches(tiny_root):
     config = DataConfig(root=str(tiny_root), image_size=16, batch_size=2, num_workers=0)
-    datamodule = MouseDataModule(config)
+    datamodule = ViewDataModule(config)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape == (2, 6, 4, 16, 16) and batch["c2w"].shape == (2, 6, 4, 4)

@@ -11,8 +11,9 @@ from pytorch_msssim import ssim as reference_ssim
 from gslrm.depth.confidence import ConfidenceCache, augmentations, gradient_confidence, variance_confidence
 from gslrm.depth.estimators import MidasConfig, MidasEstimator, disparity_from_depth, load_midas
 from gslrm.depth.pseudo import PseudoStack, orbit_cameras
-from gslrm.losses.confidence import broadcast_confidence, image_loss, l1_confidence, ssim_confidence, weighted_mean
-from gslrm.losses.depth import pearson, pearson_depth_loss, pseudo_depth_loss, pseudo_ramp
+from gslrm.losses.depth import pearson, pearson_depth_loss
+from gslrm.losses.image import broadcast_confidence, image_loss, l1_confidence, ssim_confidence, weighted_mean
+from gslrm.losses.pseudo_depth import pseudo_depth_loss, pseudo_ramp
 from gslrm.weights import MissingWeightsError
 
 LOSS = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]])
@@ -269,14 +270,16 @@ def _write_priors(root, samples=("s0", "s1", "s2")):
 
 
 def test_precomputed_maps_found_by_image_stem(tiny_root):
-    from gslrm.data.mouse import DataConfig, MouseViewDataset
+    from gslrm.data.dataset import DataConfig, ViewDataset
 
     _write_priors(tiny_root)
     config = DataConfig(
-        root=str(tiny_root), image_size=16, depth_maps={"dir": "priors", "kind": "depth"},
+        root=str(tiny_root),
+        image_size=16,
+        depth_maps={"dir": "priors", "kind": "depth"},
         confidence_maps={"dir": "priors", "kind": "uncertainty", "uncertainty_to_confidence": "inverse"},
-    )  # fmt: skip
-    sample = MouseViewDataset(config, "train")[0]
+    )
+    sample = ViewDataset(config, "train")[0]
     assert sample["depth_prior"].shape == sample["confidence"].shape == (6, 1, 16, 16)
     assert float(sample["depth_prior"][1, 0, 8, 8]) == pytest.approx(1 / 3.0, abs=1e-6)  # disparity of depth 3
     assert float(sample["confidence"][0, 0, 8, 8]) == pytest.approx(1 / 3.0, abs=1e-6)  # 1 / (1 + 2)
@@ -286,15 +289,15 @@ def test_precomputed_maps_found_by_image_stem(tiny_root):
 def test_precomputed_maps_through_a_mapping_file_and_a_16_bit_png(tiny_root):
     from PIL import Image
 
+    from gslrm.data.dataset import DataConfig, ViewDataset
     from gslrm.data.format import DataFormatError
-    from gslrm.data.mouse import DataConfig, MouseViewDataset
 
     _write_priors(tiny_root, ["s0"])
     priors = tiny_root / "s0" / "priors"
     Image.fromarray(np.full((16, 18), 4000, np.uint16)).save(priors / "u.png")  # half the image size, 16 bit
     (priors / "map.json").write_text(json.dumps({f"cam_{v:03d}.png": "u.png" for v in range(6)}))
     maps = {"dir": "priors", "mapping": "map.json", "kind": "uncertainty", "png_scale": 0.001}
-    sample = MouseViewDataset(DataConfig(root=str(tiny_root), image_size=16, confidence_maps=maps), "train")[0]
+    sample = ViewDataset(DataConfig(root=str(tiny_root), image_size=16, confidence_maps=maps), "train")[0]
     # 4000 * 0.001 = 4 -> 1 / (1 + 4) = 0.2, resized to the image then cropped like it
     assert torch.allclose(sample["confidence"][:, 0, 4:12, 4:12], torch.tensor(0.2), atol=1e-6)
     (priors / "map.json").write_text(json.dumps({"cam_000.png": "u.png"}))
@@ -302,16 +305,16 @@ def test_precomputed_maps_through_a_mapping_file_and_a_16_bit_png(tiny_root):
 
     _mapping.cache_clear()  # mapping files are read once per process
     with pytest.raises(DataFormatError, match=r"map.json: no entry for images/cam_001.png"):
-        MouseViewDataset(DataConfig(root=str(tiny_root), image_size=16, confidence_maps=maps), "train")[0]
+        ViewDataset(DataConfig(root=str(tiny_root), image_size=16, confidence_maps=maps), "train")[0]
 
 
 def test_a_missing_precomputed_map_names_the_file(tiny_root):
+    from gslrm.data.dataset import DataConfig, ViewDataset
     from gslrm.data.format import DataFormatError
-    from gslrm.data.mouse import DataConfig, MouseViewDataset
 
     _write_priors(tiny_root)
     (tiny_root / "s1" / "priors" / "cam_002.npy").unlink()
-    dataset = MouseViewDataset(DataConfig(root=str(tiny_root), image_size=16, depth_maps={"dir": "priors"}), "train")
+    dataset = ViewDataset(DataConfig(root=str(tiny_root), image_size=16, depth_maps={"dir": "priors"}), "train")
     with pytest.raises(DataFormatError, match=r"s1/priors/cam_002.npy: data.depth_maps: no map for images/cam_002.png"):
         dataset[1]
 
@@ -319,12 +322,12 @@ def test_a_missing_precomputed_map_names_the_file(tiny_root):
 # -- the pipeline on real batches ---------------------------------------------------------------------------------
 def _rodent_batch(rodent_root, **overrides):
     from gslrm.data.datamodule import collate_views
-    from gslrm.data.mouse import DataConfig, MouseViewDataset
+    from gslrm.data.dataset import DataConfig, ViewDataset
 
     config = DataConfig(
         root=str(rodent_root), image_size=16, normalization={"up": [0, 0, 1]}, load_depth=True, **overrides
     )
-    dataset = MouseViewDataset(config, "train")
+    dataset = ViewDataset(config, "train")
     return collate_views([dataset[0], dataset[1]]), dataset
 
 
@@ -360,13 +363,23 @@ def _loss_inputs(batch, model_output, rendered, render_fn):
 
     image = batch["image"]
     return LossInputs(
-        render=rendered.rgb, target=image[:, :, :3], mask=image[:, :, 3:4], background=batch["bg_color"],
-        gaussians=model_output.gaussians, pixel_means=model_output.pixel_means, ray_o=model_output.ray_o,
-        ray_d=model_output.ray_d, input_mask=image[:, :4, 3:4], depth=rendered.depth, batch=batch, render_fn=render_fn,
-    )  # fmt: skip
+        render=rendered.rgb,
+        target=image[:, :, :3],
+        mask=image[:, :, 3:4],
+        background=batch["bg_color"],
+        gaussians=model_output.gaussians,
+        pixel_means=model_output.pixel_means,
+        ray_o=model_output.ray_o,
+        ray_d=model_output.ray_d,
+        input_mask=image[:, :4, 3:4],
+        depth=rendered.depth,
+        batch=batch,
+        render_fn=render_fn,
+    )
 
 
 def test_confidence_loss_preset_on_rodent_batches(rodent_root, fake_midas):
+    from gslrm.depth.priors import DepthPriors
     from gslrm.losses.computer import LossComputer, LossConfig
     from gslrm.model.gslrm import GSLRM, ModelConfig
     from gslrm.predict import predict_and_render
@@ -374,12 +387,16 @@ def test_confidence_loss_preset_on_rodent_batches(rodent_root, fake_midas):
 
     batch, _ = _rodent_batch(rodent_root)
     config = LossConfig(
-        l2={"weight": 0.0}, perceptual={"weight": 0.0}, image={"weight": 1.0},
+        l2={"weight": 0.0},
+        perceptual={"weight": 0.0},
+        image={"weight": 1.0},
         depth={"weight": 0.05, "estimator": "ground_truth"},
         pseudo_depth={"weight": 0.5, "start": 0, "end": 1000, "interval": 2},
-        confidence={"source": "runtime", "method": "simple"}, midas={"input_height": 32, "input_width": 32},
-    )  # fmt: skip
+        confidence={"source": "runtime", "method": "simple"},
+        midas={"input_height": 32, "input_width": 32},
+    )
     computer = LossComputer(config)
+    batch = DepthPriors.for_loss(config, computer.image_estimator).attach(batch)  # as the data module does
     model = GSLRM(ModelConfig(dim=64, depth=1, head_dim=32, patch_size=8))
     output, rendered = predict_and_render(model, batch, 4, RenderConfig())
 
@@ -421,8 +438,8 @@ def test_depth_estimator_needs_its_data(rodent_root):
 
 
 def test_the_loss_config_is_checked_against_the_data_config_at_start():
+    from gslrm.data.dataset import DataConfig
     from gslrm.data.format import DataFormatError
-    from gslrm.data.mouse import DataConfig
     from gslrm.depth.priors import check_data_loads_priors
     from gslrm.losses.computer import LossConfig
 
@@ -444,3 +461,33 @@ def test_the_loss_config_is_checked_against_the_data_config_at_start():
         )
     check_data_loads_priors(loss(depth={"weight": 0.05, "estimator": "ground_truth"}), DataConfig(load_depth=True))
     check_data_loads_priors(loss(depth={"weight": 0.0, "estimator": "precomputed"}), DataConfig())  # term off: fine
+
+
+def test_the_data_module_attaches_priors_to_training_batches_only(rodent_root):
+    """Depth priors are data: the data module adds depth_prior and confidence to training batches on their device;
+    validation batches and batches outside a fit are left alone, and the loss terms only read them."""
+    from types import SimpleNamespace
+
+    from gslrm.data.datamodule import ViewDataModule
+    from gslrm.depth.priors import DepthPriors
+    from gslrm.losses.computer import LossConfig
+
+    batch, dataset = _rodent_batch(rodent_root)
+    config = LossConfig(
+        l2={"weight": 0.0},
+        perceptual={"weight": 0.0},
+        image={"weight": 1.0},
+        depth={"weight": 0.05, "estimator": "ground_truth"},
+        confidence={"source": "runtime", "method": "simple"},
+    )
+    datamodule = ViewDataModule(dataset.config, priors=DepthPriors.for_loss(config))
+    assert set(datamodule.on_after_batch_transfer(batch, 0)) == set(batch)  # no trainer: untouched
+    datamodule.trainer = SimpleNamespace(training=False)
+    assert "depth_prior" not in datamodule.on_after_batch_transfer(batch, 0)
+    datamodule.trainer = SimpleNamespace(training=True)
+    attached = datamodule.on_after_batch_transfer(batch, 0)
+    b, v, _, h, w = batch["image"].shape
+    assert attached["depth_prior"].shape == attached["confidence"].shape == (b, v, 1, h, w)
+    assert torch.equal(attached["depth_prior"], torch.where(batch["depth"] > 0, 1 / batch["depth"].clamp_min(1e-6), 0))
+    assert "depth_prior" not in batch  # the loader's batch is not modified
+    assert DepthPriors.for_loss(LossConfig(perceptual={"weight": 0.0})) is None  # nothing reads priors: none built

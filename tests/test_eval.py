@@ -9,19 +9,35 @@ import pytest
 import torch
 from cli import TRAINED_IMAGE_SIZE as IMAGE_SIZE
 from cli import run_script
+from conftest import composition_error
 from wandb_records import read_run
 
 from gslrm.data.datamodule import collate_views
-from gslrm.data.mouse import DataConfig, MouseViewDataset
-from gslrm.evaluate import EvalConfig, Evaluator, load_model
+from gslrm.data.dataset import DataConfig, ViewDataset
+from gslrm.evaluate import EvalConfig, Evaluator
+from gslrm.inference import load_model
 from gslrm.model.gslrm import GSLRM, ModelConfig
 from gslrm.render import RenderConfig, render
 
 MIN_OPACITY = 0.11  # about the untrained opacity sigmoid(-2) = 0.119: some Gaussians are kept, some not
-IMAGE_KEYS = ["images/train/supervision_0", "images/train/input_0", "images/train/turntable_0",
-              "images/val/gt_vs_pred_0"]  # fmt: skip
-SCALAR_KEYS = ["metrics/iter", "metrics/lr", "metrics/grad_norm", "train/loss", "train/l2_loss", "train/psnr",
-               "train/mask_iou", "val/psnr", "val/ssim", "val/mask_iou"]  # fmt: skip
+IMAGE_KEYS = [
+    "images/train/supervision_0",
+    "images/train/input_0",
+    "images/train/turntable_0",
+    "images/val/gt_vs_pred_0",
+]
+SCALAR_KEYS = [
+    "metrics/iter",
+    "metrics/lr",
+    "metrics/grad_norm",
+    "train/loss",
+    "train/l2_loss",
+    "train/psnr",
+    "train/mask_iou",
+    "val/psnr",
+    "val/ssim",
+    "val/mask_iou",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +50,18 @@ def evaluated(tmp_path_factory, rodent_root, trained):
     """eval.py on that checkpoint, with an empty torch hub cache (so LPIPS weights are missing, as offline)."""
     tmp_path = tmp_path_factory.mktemp("evaluated")
     run_script(
-        "eval.py", tmp_path, rodent_root, f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
-        f"data.image_size={IMAGE_SIZE}", "eval.turntable_views=6", "eval.video_format=gif", "eval.save_ply=true",
-        f"eval.min_opacity={MIN_OPACITY}", "eval.background=black",
+        "eval.py",
+        tmp_path,
+        rodent_root,
+        f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
+        f"data.image_size={IMAGE_SIZE}",
+        "eval.turntable_views=6",
+        "eval.video_format=gif",
+        "eval.save_ply=true",
+        f"eval.min_opacity={MIN_OPACITY}",
+        "eval.background=black",
         env={"TORCH_HOME": str(tmp_path / "empty_torch_home")},
-    )  # fmt: skip
+    )
     return next((tmp_path / "logs" / "eval" / "runs").glob("*"))
 
 
@@ -94,7 +117,16 @@ def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent
     checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     model = GSLRM(ModelConfig(**checkpoint["hyper_parameters"]["model"])).eval()
     model.load_state_dict({k[6:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")})
-    dataset = MouseViewDataset(DataConfig(root=str(rodent_root), image_size=IMAGE_SIZE, recenter=True, normalization={"up": [0, 0, 1]}, load_orbit=True), "val")  # fmt: skip
+    dataset = ViewDataset(
+        DataConfig(
+            root=str(rodent_root),
+            image_size=IMAGE_SIZE,
+            recenter=True,
+            normalization={"up": [0, 0, 1]},
+            load_orbit=True,
+        ),
+        "val",
+    )
     sample = collate_views([dataset[0]])
     with torch.no_grad():
         gaussians = model(sample["image"][:, :4, :3], sample["c2w"][:, :4], sample["fxfycxcy"][:, :4]).gaussians
@@ -132,8 +164,12 @@ def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent
 
     foreground = (sample["image"][0, :, 3:4].numpy() > 0.5).astype(np.float64)
     white = np.ones_like(target)
-    for key, values in {"psnr": psnr(rgb), "psnr_white": psnr(white), "psnr_masked": psnr(rgb, foreground),
-                        "psnr_masked_white": psnr(white, foreground)}.items():  # fmt: skip
+    for key, values in {
+        "psnr": psnr(rgb),
+        "psnr_white": psnr(white),
+        "psnr_masked": psnr(rgb, foreground),
+        "psnr_masked_white": psnr(white, foreground),
+    }.items():
         assert float(row[key]) == pytest.approx(values.mean(), abs=1e-4), key
         assert float(row[f"{key}_novel"]) == pytest.approx(values[4:].mean(), abs=1e-4), key
         assert float(row[f"{key}_input"]) == pytest.approx(values[:4].mean(), abs=1e-4), key
@@ -154,8 +190,15 @@ def test_eval_agrees_with_the_last_validation(trained, evaluated):
 @pytest.mark.slow
 def test_without_wandb_images_go_to_png(tmp_path, rodent_root):
     """fast_dev_run swaps the wandb logger for a dummy one; the pictures must still land, as PNGs."""
-    run_script("train.py", tmp_path, rodent_root, "debug=fdr", "loss=l2", f"data.image_size={IMAGE_SIZE}",
-               "callbacks.visuals.turntable_views=4")  # fmt: skip
+    run_script(
+        "train.py",
+        tmp_path,
+        rodent_root,
+        "debug=fdr",
+        "loss=l2",
+        f"data.image_size={IMAGE_SIZE}",
+        "callbacks.visuals.turntable_views=4",
+    )
     run_dir = next((tmp_path / "logs" / "train" / "runs").glob("*"))
     for key in IMAGE_KEYS:
         assert list((run_dir / key).glob("step_*.png")), key
@@ -176,8 +219,8 @@ def test_load_model_from_a_facelift_style_checkpoint(tmp_path):
     torch.save({"model": source.state_dict()}, tmp_path / "facelift.pt")
     with pytest.raises(ValueError, match="not a gslrm checkpoint; for FaceLift weights pass model="):
         load_model(str(tmp_path / "facelift.pt"), None)
-    model, render_config = load_model(str(tmp_path / "facelift.pt"), ModelConfig(**TINY))
-    assert render_config is None and not model.training
+    model, render_config, num_input_views = load_model(str(tmp_path / "facelift.pt"), ModelConfig(**TINY))
+    assert render_config is None and num_input_views is None and not model.training
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value)
 
@@ -212,19 +255,25 @@ def test_sample_metrics_known_answers():
 
 
 def test_eval_config_rejects_bad_export_options():
-    with pytest.raises(ValueError, match="eval.background: expected one of white, black, grey, not 'pink'"):
-        EvalConfig(background="pink")
+    message = composition_error("eval", "ckpt_path=x", "eval.background=pink")
+    assert "eval.background=pink" in message and "Invalid value 'pink', expected one of [white, black, grey]" in message
+    message = composition_error("eval", "ckpt_path=x", "eval.orbit=sometimes")
+    assert "eval.orbit=sometimes" in message and "Value 'sometimes' is not a valid bool" in message
     with pytest.raises(ValueError, match=r"eval.min_opacity: expected a value in \[0, 1\)"):
         EvalConfig(min_opacity=1.5)
-    with pytest.raises(ValueError, match="eval.orbit"):
-        EvalConfig(orbit="sometimes")
 
 
 @pytest.mark.slow
 def test_eval_on_two_cpu_processes_matches_one(tmp_path, rodent_root, trained):
     """DDP eval: rows gathered from both ranks, the sampler's padding duplicate dropped, same numbers as 1 process."""
-    common = [f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", f"data.image_size={IMAGE_SIZE}", "split=train",
-              "eval.num_visuals=0", "eval.lpips=off", "trainer.accelerator=cpu"]  # fmt: skip
+    common = [
+        f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
+        f"data.image_size={IMAGE_SIZE}",
+        "split=train",
+        "eval.num_visuals=0",
+        "eval.lpips=off",
+        "trainer.accelerator=cpu",
+    ]
     results = {}
     for devices in (1, 2):
         out = tmp_path / f"d{devices}"

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from gslrm.data.dataset import DataConfig, ViewDataset
 from gslrm.data.format import DataFormatError, read_cameras
-from gslrm.data.mouse import DataConfig, MouseViewDataset
 
 
 def edit_frames(sample, change):
@@ -92,7 +92,7 @@ def test_negative_focal(tiny_root):
 
 
 def dataset_error(root, **overrides):
-    dataset = MouseViewDataset(DataConfig(root=str(root), image_size=16, **overrides), "train")
+    dataset = ViewDataset(DataConfig(root=str(root), image_size=16, **overrides), "train")
     with pytest.raises(DataFormatError) as info:
         dataset[0]
     return str(info.value)
@@ -124,12 +124,12 @@ def test_view_count_differs_from_config(tiny_root):
 
 def test_missing_split_file(tmp_path):
     with pytest.raises(DataFormatError, match=r"train.txt: split file not found"):
-        MouseViewDataset(DataConfig(root=str(tmp_path)), "train")
+        ViewDataset(DataConfig(root=str(tmp_path)), "train")
 
 
 def test_skip_policy_counts_and_never_substitutes(tiny_root, caplog):
     edit_frames(tiny_root / "s1", lambda d: d.pop("frames"))
-    dataset = MouseViewDataset(DataConfig(root=str(tiny_root), image_size=16, on_error="skip"), "train")
+    dataset = ViewDataset(DataConfig(root=str(tiny_root), image_size=16, on_error="skip"), "train")
     assert dataset[0] is not None
     assert dataset[1] is None and dataset[1] is None  # skipped, not replaced by another sample
     assert dataset.skipped == {1}

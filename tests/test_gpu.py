@@ -121,10 +121,21 @@ def final_rows(run_dir):
 @pytest.mark.slow
 def test_small_bf16_training_30_steps_is_finite_and_learns(tmp_path, rodent_root):
     run_script(
-        "train.py", tmp_path, rodent_root, "model=small", "trainer=gpu", "trainer.precision=bf16-mixed", "loss=l2",
-        "logger=csv", "data.image_size=64", "trainer.max_steps=30", "val_every=30", "trainer.log_every_n_steps=1",
-        "optim.warmup_steps=5", "validate_before_training=false",
-    )  # fmt: skip
+        "train.py",
+        tmp_path,
+        rodent_root,
+        "model=small",
+        "trainer=gpu",
+        "trainer.precision=bf16-mixed",
+        "loss=l2",
+        "logger=csv",
+        "data.image_size=64",
+        "trainer.max_steps=30",
+        "val_every=30",
+        "trainer.log_every_n_steps=1",
+        "optim.warmup_steps=5",
+        "validate_before_training=false",
+    )
     run = next((tmp_path / "logs" / "train" / "runs").glob("*"))
     losses = [float(r["train/loss"]) for r in final_rows(run) if r.get("train/loss")]
     assert len(losses) == 30 and all(math.isfinite(v) for v in losses)
@@ -135,10 +146,21 @@ def test_small_bf16_training_30_steps_is_finite_and_learns(tmp_path, rodent_root
 def test_facelift_size_trains_5_steps_and_reports_peak_memory(tmp_path, rodent_root):
     """model=base at 512x512, 4 input and 6 rendered views, batch 1, gradient checkpointing + deferred rendering."""
     run_script(
-        "train.py", tmp_path, rodent_root, "model=base", "trainer=gpu", "loss=l2", "logger=csv", "data.image_size=512",
-        "data.batch_size=1", "render.deferred=true", "trainer.max_steps=5", "val_every=5", "validate_before_training=false",
+        "train.py",
+        tmp_path,
+        rodent_root,
+        "model=base",
+        "trainer=gpu",
+        "loss=l2",
+        "logger=csv",
+        "data.image_size=512",
+        "data.batch_size=1",
+        "render.deferred=true",
+        "trainer.max_steps=5",
+        "val_every=5",
+        "validate_before_training=false",
         "trainer.limit_val_batches=1",
-    )  # fmt: skip
+    )
     run = next((tmp_path / "logs" / "train" / "runs").glob("*"))
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == 5
@@ -150,12 +172,27 @@ def test_facelift_size_trains_5_steps_and_reports_peak_memory(tmp_path, rodent_r
 @pytest.mark.slow
 def test_eval_and_refine_run_on_cuda(tmp_path, rodent_root, trained_run):
     checkpoint = trained_run / "checkpoints" / "last.ckpt"
-    run_script("eval.py", tmp_path, rodent_root, f"ckpt_path={checkpoint}", "data.image_size=16", "trainer.accelerator=gpu",
-               "eval.turntable_views=8")  # fmt: skip
+    run_script(
+        "eval.py",
+        tmp_path,
+        rodent_root,
+        f"ckpt_path={checkpoint}",
+        "data.image_size=16",
+        "trainer.accelerator=gpu",
+        "eval.turntable_views=8",
+    )
     metrics = json.loads(next((tmp_path / "logs" / "eval" / "runs").glob("*/metrics.json")).read_text())
     assert math.isfinite(metrics["psnr"])
-    run_script("refine.py", tmp_path, rodent_root, f"ckpt_path={checkpoint}", "sample=0", "device=cuda",
-               "data.image_size=16", "refine.iterations=10")  # fmt: skip
+    run_script(
+        "refine.py",
+        tmp_path,
+        rodent_root,
+        f"ckpt_path={checkpoint}",
+        "sample=0",
+        "device=cuda",
+        "data.image_size=16",
+        "refine.iterations=10",
+    )
     result = json.loads(next((tmp_path / "logs" / "refine" / "runs").glob("*/refine_metrics.json")).read_text())
     assert result
 
@@ -163,10 +200,20 @@ def test_eval_and_refine_run_on_cuda(tmp_path, rodent_root, trained_run):
 @pytest.mark.slow
 def test_multirun_ddp_on_one_gpu(tmp_path, rodent_root):
     run_script(
-        "train.py", tmp_path, rodent_root, "trainer=ddp", "trainer.devices=1", "loss=l2", "logger=csv",
-        "data.image_size=16", "trainer.max_steps=3", "val_every=3", "loss.ssim.weight=0,0.5", multirun=True,
+        "train.py",
+        tmp_path,
+        rodent_root,
+        "trainer=ddp",
+        "trainer.devices=1",
+        "loss=l2",
+        "logger=csv",
+        "data.image_size=16",
+        "trainer.max_steps=3",
+        "val_every=3",
+        "loss.ssim.weight=0,0.5",
+        multirun=True,
         env={"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0")},
-    )  # fmt: skip
+    )
     sweep = next((tmp_path / "logs" / "train" / "multiruns").glob("*"))
     for job in ("0", "1"):
         state = torch.load(sweep / job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -75,7 +75,7 @@ def test_intrinsics_follow_the_pixels(mode):
     u, v = k2[0] * point_cam[0] + k2[2], k2[1] * point_cam[1] + k2[3]
     row, col = np.unravel_index(np.argmax(out[3]), out[3].shape)
     assert (int(v), int(u)) == (row, col)
-    # fy/cy scale with the window's height, fx/cx with its width (the fork scaled cy by the x ratio)
+    # fy/cy scale with the window's height, fx/cx with its width (scaling cy by the x ratio is a known mistake)
     assert np.isclose(k2[3], 8.0) and np.isclose(k2[2], 8.0)
     assert np.isclose(k2[1] / k2[0], 42.0 / 40.0)
 

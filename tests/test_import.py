@@ -45,8 +45,20 @@ def imported(recording, tmp_path_factory):
     roots = {}
     for kind in KINDS:
         roots[kind] = tmp_path_factory.mktemp("imported") / kind
-        code = import_main([format_of(kind), str(recording / kind), "--out", str(roots[kind]), "--scale", "0.5",
-                            "--split", "val=0.1,test=0.1", "--split-gap", "1"])  # fmt: skip
+        code = import_main(
+            [
+                format_of(kind),
+                str(recording / kind),
+                "--out",
+                str(roots[kind]),
+                "--scale",
+                "0.5",
+                "--split",
+                "val=0.1,test=0.1",
+                "--split-gap",
+                "1",
+            ]
+        )
         assert code == 0
     return roots
 
@@ -74,8 +86,11 @@ def test_import_writes_the_documented_format(imported, format):
     assert check_dataset(root).errors == []
     splits = {key: (root / f"{key}.txt").read_text().split() for key in ("train", "val", "test")}
     # 20 frames: train 0-15 | val 16-17 | test 18-19, and the frame before each boundary dropped (--split-gap 1)
-    assert splits == {"train": [f"frame_{i:06d}" for i in range(15)], "val": ["frame_000016"],
-                      "test": ["frame_000018", "frame_000019"]}  # fmt: skip
+    assert splits == {
+        "train": [f"frame_{i:06d}" for i in range(15)],
+        "val": ["frame_000016"],
+        "test": ["frame_000018", "frame_000019"],
+    }
     assert not (root / "frame_000015").exists() and not (root / "frame_000017").exists()
     frames = read_cameras(root / "frame_000003" / "opencv_cameras.json")
     assert len(frames) == 6 and {(f.width, f.height) for f in frames} == {(144, 128)}
@@ -102,8 +117,14 @@ def test_import_writes_the_documented_format(imported, format):
 
 def dilate(mask):
     padded = np.pad(mask, 1)
-    return np.max([padded[1 + dy : padded.shape[0] - 1 + dy, 1 + dx : padded.shape[1] - 1 + dx]
-                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)  # fmt: skip
+    return np.max(
+        [
+            padded[1 + dy : padded.shape[0] - 1 + dy, 1 + dx : padded.shape[1] - 1 + dx]
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        ],
+        axis=0,
+    )
 
 
 def reprojection_hit_rate(truth, root, frame, shift_px=0.0):
@@ -188,8 +209,26 @@ def test_fisheye_lenses_read_as_standard_ones_fail_the_reprojection(recording, t
     src = copy_of(recording, "anipose_fisheye", tmp_path)
     (src / "calibration.toml").write_text((src / "calibration.toml").read_text().replace("fisheye = true\n", ""))
     out = tmp_path / "out"
-    assert import_main(["anipose", str(src), "--out", str(out), "--frames", "9:10", "--scale", "0.5", "--split", "",
-                        "--workers", "1", "--no-check"]) == 0  # fmt: skip
+    assert (
+        import_main(
+            [
+                "anipose",
+                str(src),
+                "--out",
+                str(out),
+                "--frames",
+                "9:10",
+                "--scale",
+                "0.5",
+                "--split",
+                "",
+                "--workers",
+                "1",
+                "--no-check",
+            ]
+        )
+        == 0
+    )
     assert np.abs(centroid_offsets(recording / "ground_truth", out, 9)).max() > 0.4
 
 
@@ -225,8 +264,24 @@ def test_skew_is_removed_and_ignoring_it_is_caught(recording, imported, tmp_path
     assert abs(slope(imported[kind])) < 0.4
     monkeypatch.setattr(camera_module, "_skew_shift", lambda camera, v: np.zeros_like(v))  # the old behaviour
     out = tmp_path / "unskewed"
-    assert import_main([format_of(kind), str(recording / kind), "--out", str(out), "--scale", "0.5", "--split", "",
-                        "--workers", "1", "--no-check"]) == 0  # in-process: the patch applies  # fmt: skip
+    assert (
+        import_main(
+            [
+                format_of(kind),
+                str(recording / kind),
+                "--out",
+                str(out),
+                "--scale",
+                "0.5",
+                "--split",
+                "",
+                "--workers",
+                "1",
+                "--no-check",
+            ]
+        )
+        == 0
+    )  # in-process: the patch applies
     assert slope(out) > 0.7
 
 
@@ -235,8 +290,28 @@ def test_focal_scale_widens_the_written_camera(recording, tmp_path, kind):
     """--focal-scale 0.8: the written fx, fy are 0.8 x the calibration's (principal point kept), every camera is
     resampled (a pinhole one too), and the images still agree with the ground truth by reprojection."""
     out = tmp_path / "out"
-    assert import_main([format_of(kind), str(recording / kind), "--out", str(out), "--frames", "9:10", "--scale", "0.5",
-                        "--focal-scale", "0.8", "--split", "", "--workers", "1", "--no-check"]) == 0  # fmt: skip
+    assert (
+        import_main(
+            [
+                format_of(kind),
+                str(recording / kind),
+                "--out",
+                str(out),
+                "--frames",
+                "9:10",
+                "--scale",
+                "0.5",
+                "--focal-scale",
+                "0.8",
+                "--split",
+                "",
+                "--workers",
+                "1",
+                "--no-check",
+            ]
+        )
+        == 0
+    )
     truth = read_cameras(recording / "ground_truth" / "cameras.json")
     for expected, actual in zip(truth, read_cameras(out / "frame_000009" / "opencv_cameras.json"), strict=True):
         np.testing.assert_allclose(actual.fxfycxcy, expected.fxfycxcy * [0.4, 0.4, 0.5, 0.5], atol=1e-9)
@@ -256,8 +331,12 @@ def test_calibration_round_trip_through_import(recording, tmp_path, format):
         format, src = "dannce", copy_of(recording, "dannce", tmp_path)
         shutil.rmtree(src / "calibration")
     format = format_of(format) if format in KINDS else format
-    assert import_main([format, str(src), "--out", str(out), "--frames", "0:3", "--split", "",
-                        "--workers", "1", "--no-check"]) == 0  # fmt: skip
+    assert (
+        import_main(
+            [format, str(src), "--out", str(out), "--frames", "0:3", "--split", "", "--workers", "1", "--no-check"]
+        )
+        == 0
+    )
     truth = read_cameras(recording / "ground_truth" / "cameras.json")
     for frame in range(3):
         got = read_cameras(out / f"frame_{frame:06d}" / "opencv_cameras.json")
@@ -282,8 +361,13 @@ def random_cameras(rng, count=3, distorted=False, size=(640, 480), fisheye=False
 
     cameras = []
     for index in range(count):
-        K = np.array([[rng.uniform(300, 900), 0.0, rng.uniform(200, 400)], [0.0, rng.uniform(300, 900), rng.uniform(150, 300)],
-                      [0.0, 0.0, 1.0]])  # fmt: skip
+        K = np.array(
+            [
+                [rng.uniform(300, 900), 0.0, rng.uniform(200, 400)],
+                [0.0, rng.uniform(300, 900), rng.uniform(150, 300)],
+                [0.0, 0.0, 1.0],
+            ]
+        )
         if fisheye:
             dist = np.array([rng.uniform(-0.05, 0.05), rng.uniform(-0.01, 0.01), 2e-3, -1e-3])
         elif distorted:
@@ -304,9 +388,17 @@ def savemat_v73(path, variables):
 
 
 @pytest.mark.parametrize(
-    "writer", ["mammal", "anipose", "anipose_fisheye", "dannce_hires", "dannce_label3d", "dannce_hires_v73",
-               "dannce_label3d_v73"],
-)  # fmt: skip
+    "writer",
+    [
+        "mammal",
+        "anipose",
+        "anipose_fisheye",
+        "dannce_hires",
+        "dannce_label3d",
+        "dannce_hires_v73",
+        "dannce_label3d_v73",
+    ],
+)
 def test_calibration_files_round_trip(tmp_path, writer):
     cameras = random_cameras(
         np.random.default_rng(1), distorted=writer != "mammal", fisheye=writer == "anipose_fisheye"
@@ -355,8 +447,11 @@ def test_fisheye_model_by_hand():
     (pi/4 * (1 + 0.1 (pi/4)^2) = 0.833845)."""
     camera = fisheye_camera(k1=0.1)
     assert not camera.is_pinhole and not fisheye_camera(k1=0.0).is_pinhole  # equidistant is not pinhole
-    np.testing.assert_allclose(pinhole_positions(camera, [[50.0 + 51.25, 50.0], [50.0, 50.0 - 51.25]]),
-                               [[50.0 + 54.630249, 50.0], [50.0, 50.0 - 54.630249]], atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        pinhole_positions(camera, [[50.0 + 51.25, 50.0], [50.0, 50.0 - 51.25]]),
+        [[50.0 + 54.630249, 50.0], [50.0, 50.0 - 54.630249]],
+        atol=1e-5,
+    )
     map_x, map_y = undistortion_maps(camera, 200, 100)
     assert map_x.shape == (100, 200)
     assert map_x[50, 150] == pytest.approx(50.0 + 83.3845, abs=1e-3) and map_y[50, 150] == pytest.approx(50.0, abs=1e-4)
@@ -379,9 +474,14 @@ def test_dannce_conventions_by_hand(tmp_path, matlab):
     (tmp_path / "calibration").mkdir()
     (savemat if matlab == "v7" else savemat_v73)(
         str(tmp_path / "calibration" / "hires_cam1_params.mat"),
-        {"K": K_matlab, "r": r, "t": np.array([[10.0, -5.0, 500.0]]), "RDistort": np.array([[-0.1, 0.02]]),
-         "TDistort": np.array([[0.001, 0.002]])},
-    )  # fmt: skip
+        {
+            "K": K_matlab,
+            "r": r,
+            "t": np.array([[10.0, -5.0, 500.0]]),
+            "RDistort": np.array([[-0.1, 0.02]]),
+            "TDistort": np.array([[0.001, 0.002]]),
+        },
+    )
     _, (camera,) = dannce.read_calibration(tmp_path)
     X = np.array([30.0, -20.0, 40.0])
     row = (np.append(X, 1.0) @ np.vstack([r, [[10.0, -5.0, 500.0]]])) @ K_matlab
@@ -447,8 +547,28 @@ def test_mask_image_folders_equal_mask_videos(recording, imported, tmp_path):
         for index, mask in source.frames([0, 1], gray=True):
             Image.fromarray(mask).save(masks / str(camera) / f"{index:06d}.png")
     out = tmp_path / "out"
-    assert import_main(["mammal", str(recording / "mammal"), "--out", str(out), "--masks", str(masks), "--frames", "0:2",
-                        "--split", "", "--scale", "0.5", "--workers", "1", "--no-check"]) == 0  # fmt: skip
+    assert (
+        import_main(
+            [
+                "mammal",
+                str(recording / "mammal"),
+                "--out",
+                str(out),
+                "--masks",
+                str(masks),
+                "--frames",
+                "0:2",
+                "--split",
+                "",
+                "--scale",
+                "0.5",
+                "--workers",
+                "1",
+                "--no-check",
+            ]
+        )
+        == 0
+    )
     for camera in range(6):
         from_folder = np.asarray(Image.open(out / "frame_000001" / "images" / f"cam_{camera:03d}.png"))
         from_video = np.asarray(Image.open(imported["mammal"] / "frame_000001" / "images" / f"cam_{camera:03d}.png"))
@@ -463,8 +583,21 @@ def test_an_error_in_a_worker_stops_the_import_with_one_line(recording, tmp_path
         (masks / str(camera)).mkdir(parents=True)
         for index in range(3 if camera != 4 else 2):
             Image.fromarray(np.zeros((HEIGHT, WIDTH), np.uint8)).save(masks / str(camera) / f"{index}.png")
-    code, err = run_import(capsys, "mammal", recording / "mammal", "--out", tmp_path / "out", "--masks", masks,
-                           "--frames", "0:3", "--split", "", "--workers", "2")  # fmt: skip
+    code, err = run_import(
+        capsys,
+        "mammal",
+        recording / "mammal",
+        "--out",
+        tmp_path / "out",
+        "--masks",
+        masks,
+        "--frames",
+        "0:3",
+        "--split",
+        "",
+        "--workers",
+        "2",
+    )
     assert code == 2 and err.splitlines()[-1] == f"error: {masks / '4'}: no mask image for frame 2"
     assert not (tmp_path / "out" / "frame_000002" / "opencv_cameras.json").exists()
 
@@ -473,8 +606,26 @@ def test_without_masks_images_are_rgb(recording, tmp_path):
     src = copy_of(recording, "mammal", tmp_path)
     shutil.rmtree(src / mammal.MASKS)
     out = tmp_path / "out"
-    assert import_main(["mammal", str(src), "--out", str(out), "--frames", "0:2", "--split", "", "--workers", "1",
-                        "--views", "4,0", "--no-check"]) == 0  # fmt: skip
+    assert (
+        import_main(
+            [
+                "mammal",
+                str(src),
+                "--out",
+                str(out),
+                "--frames",
+                "0:2",
+                "--split",
+                "",
+                "--workers",
+                "1",
+                "--views",
+                "4,0",
+                "--no-check",
+            ]
+        )
+        == 0
+    )
     image = np.asarray(Image.open(out / "frame_000000" / "images" / "cam_000.png"))
     assert image.shape == (HEIGHT, WIDTH, 3)
     info = json.loads((out / "import_info.json").read_text())
@@ -483,8 +634,21 @@ def test_without_masks_images_are_rgb(recording, tmp_path):
 
 def test_resume_skips_written_frames_and_refuses_other_options(recording, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["dannce", str(recording / "dannce"), "--out", str(out), "--frames", "0:6", "--split", "val=0.2",
-            "--split-gap", "0", "--workers", "1", "--no-check"]  # fmt: skip
+    args = [
+        "dannce",
+        str(recording / "dannce"),
+        "--out",
+        str(out),
+        "--frames",
+        "0:6",
+        "--split",
+        "val=0.2",
+        "--split-gap",
+        "0",
+        "--workers",
+        "1",
+        "--no-check",
+    ]
     assert import_main(args) == 0
     image = out / "frame_000002" / "images" / "cam_003.png"
     original = image.read_bytes()

@@ -8,10 +8,11 @@ from pytorch_msssim import ssim as reference_ssim
 
 from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
-from gslrm.losses.geometry import PixelAlignConfig, PixelAlignLoss, PointsDistConfig, PointsDistLoss
+from gslrm.losses.l2 import L2Config, L2Loss, masked_mse
 from gslrm.losses.metrics import mask_iou, per_image_masked_psnr, per_image_psnr
 from gslrm.losses.perceptual import PerceptualConfig, PerceptualLoss
-from gslrm.losses.pixel import L2Config, L2Loss, masked_mse
+from gslrm.losses.pixelalign import PixelAlignConfig, PixelAlignLoss
+from gslrm.losses.pointsdist import PointsDistConfig, PointsDistLoss
 from gslrm.losses.ssim import SSIMConfig, SSIMLoss, masked_ssim, ssim_map
 from gslrm.model.gaussians import to_gs
 from gslrm.weights import MissingWeightsError
@@ -25,12 +26,16 @@ def make_inputs(render, target, mask=None, pixel_means=None, ray_o=None, ray_d=N
         raw[..., 13] = torch.logit(opacities) + 2.0
     shape = (b, 1, 3, h, w)
     return LossInputs(
-        render=render, target=target, mask=mask, background=torch.ones(b, 3), gaussians=to_gs(raw),
+        render=render,
+        target=target,
+        mask=mask,
+        background=torch.ones(b, 3),
+        gaussians=to_gs(raw),
         pixel_means=torch.zeros(shape) if pixel_means is None else pixel_means,
         ray_o=torch.zeros(shape) if ray_o is None else ray_o,
         ray_d=torch.zeros(shape) if ray_d is None else ray_d,
         input_mask=mask[:, :1],
-    )  # fmt: skip
+    )
 
 
 def test_l2_and_masked_l2_known_answer():
@@ -162,7 +167,7 @@ def test_perceptual_loads_facelift_mat(tmp_path, monkeypatch):
 
 
 def test_lpips_term_with_random_backbone_and_offline_error(tmp_path, monkeypatch):
-    from gslrm.losses.lpips_term import LPIPSConfig, LPIPSLoss
+    from gslrm.losses.lpips import LPIPSConfig, LPIPSLoss
 
     term = LPIPSLoss(LPIPSConfig(weight=1.0, pretrained_backbone=False))
     x = torch.rand(1, 1, 3, 32, 32)
@@ -180,7 +185,7 @@ def test_warmup_switches():
             lpips={"weight": 0.2, "pretrained_backbone": False},
             l2_warmup_steps=500,
             pointsdist_warmup_steps=1000,
-        )  # fmt: skip
+        )
     )
     early, middle, late = computer.weights(0), computer.weights(700), computer.weights(1000)
     assert early["l2"] == 0 and early["perceptual"] == 0 and early["lpips"] == 0 and early["pointsdist"] == 0.1

@@ -59,7 +59,7 @@ def test_bf16_autocast_and_checkpointing_agree():
 
 
 def facelift_state_dict(dim, depth, patch=8, channels=14):
-    """A checkpoint built from FaceLift's key names and shapes (reference section 1.8), independent of our modules."""
+    """A checkpoint built from FaceLift's key names and shapes, independent of our modules."""
     g = torch.Generator().manual_seed(1)
     r = lambda *shape: torch.randn(*shape, generator=g) * 0.05  # noqa: E731
     state = {

@@ -1,11 +1,11 @@
 """The LightningModule's step rules, checked in-process on the generated rodent data."""
 
 import lightning as L
-import pytest
 import torch
+from conftest import composition_error
 
-from gslrm.data.datamodule import MouseDataModule
-from gslrm.data.mouse import DataConfig
+from gslrm.data.datamodule import ViewDataModule
+from gslrm.data.dataset import DataConfig
 from gslrm.lit.module import GSLRMModule
 from gslrm.lit.optim import OptimConfig, build_optimizer, warmup_cosine
 from gslrm.losses.computer import LossConfig
@@ -28,9 +28,16 @@ def fit(module, rodent_root, steps):
         batch_size=1,
         normalization=NormalizationConfig(up=[0, 0, 1]),
     )
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
-    trainer.fit(module, datamodule=MouseDataModule(data))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, datamodule=ViewDataModule(data))
     return trainer
 
 
@@ -86,8 +93,9 @@ def test_frozen_loss_networks_stay_out_of_checkpoints(tmp_path, rodent_root):
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     state = torch.load(tmp_path / "m.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     assert not any(k.startswith("losses.") for k in state) and any(k.startswith("model.") for k in state)
-    restored = GSLRMModule.load_from_checkpoint(tmp_path / "m.ckpt", model=TINY, loss=loss, optim=OptimConfig(),
-                                                val_lpips=False)  # fmt: skip
+    restored = GSLRMModule.load_from_checkpoint(
+        tmp_path / "m.ckpt", model=TINY, loss=loss, optim=OptimConfig(), val_lpips=False
+    )
     for key, value in module.model.state_dict().items():
         assert torch.equal(restored.model.state_dict()[key], value)
 
@@ -106,8 +114,13 @@ def test_recomposite_moves_the_background_through_alpha():
 def test_random_background_supervision_renders_and_targets_on_one_new_colour(rodent_root):
     """loss.background=random: renders and targets share a fresh colour per sample; the model's inputs keep the data's
     white (were they recomposited too, opaque background Gaussians would reproduce the colour again)."""
-    module = GSLRMModule(TINY, LossConfig(perceptual={"weight": 0.0}, background="random"), OptimConfig(warmup_steps=2),
-                         num_input_views=4, val_lpips=False)  # fmt: skip
+    module = GSLRMModule(
+        TINY,
+        LossConfig(perceptual={"weight": 0.0}, background="random"),
+        OptimConfig(warmup_steps=2),
+        num_input_views=4,
+        val_lpips=False,
+    )
     seen = {}
     model_forward, loss_forward = module.model.forward, module.losses.forward
 
@@ -132,5 +145,5 @@ def test_random_background_supervision_renders_and_targets_on_one_new_colour(rod
     model_input = seen["input"][0].permute(1, 0, 2, 3)[:, empty[: seen["input"].shape[1]]]
     assert (model_input >= 250 / 255).all()  # the inputs' background stays the data's white
     assert seen["losses"][0].background[0].tolist() != background.tolist()  # a new colour every step
-    with pytest.raises(ValueError, match="loss.background"):
-        LossConfig(background="green")
+    message = composition_error("config", "loss.background=green")
+    assert "loss.background=green" in message and "Invalid value 'green', expected one of [data, random]" in message

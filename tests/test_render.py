@@ -284,10 +284,15 @@ except RuntimeError as error:
 
 
 def test_render_config_rejects_an_unknown_cpu_backend():
+    from conftest import composition_error
+
+    from gslrm.config import coerce
     from gslrm.render import RenderConfig
 
-    with pytest.raises(ValueError, match="render.cpu_backend must be one of auto, compiled, torch"):
-        RenderConfig(cpu_backend="numba")
+    message = composition_error("config", "render.cpu_backend=numba")
+    assert "render.cpu_backend=numba" in message and "expected one of [auto, compiled, torch]" in message
+    with pytest.raises(ValueError, match=r"^render.cpu_backend: Invalid value 'numba', expected one of \[auto, "):
+        coerce(RenderConfig, {"cpu_backend": "numba"}, "render")  # as a checkpoint's stored config is read
 
 
 @pytest.mark.parametrize("backend", ["compiled", "torch"])
@@ -296,8 +301,9 @@ def test_no_gaussians_render_the_background(backend):
     depth 0 (the compiled rasterizer crashed on it)."""
     from gslrm.render import RenderConfig
 
-    empty = Gaussians(torch.zeros(2, 0, 3), torch.zeros(2, 0, 1, 3), torch.zeros(2, 0, 3), torch.zeros(2, 0, 4),
-                      torch.zeros(2, 0))  # fmt: skip
+    empty = Gaussians(
+        torch.zeros(2, 0, 3), torch.zeros(2, 0, 1, 3), torch.zeros(2, 0, 3), torch.zeros(2, 0, 4), torch.zeros(2, 0)
+    )
     c2w, k = cameras(2, 3, 16)
     background = torch.tensor([[0.0, 0.5, 1.0], [1.0, 1.0, 1.0]])
     out = render(empty, c2w, k, 16, 16, background=background, settings=RenderConfig(cpu_backend=backend))

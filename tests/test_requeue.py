@@ -19,9 +19,17 @@ from gslrm.lit.requeue import STATE_FILE, JobRequeued, RequeueOnSignal, RunDirIn
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("1:23", 83.0), ("0:45", 45.0), ("2:03:04", 7384.0), ("1-00:00:00", 86400.0), ("3-04:05:06", 273906.0),
-     ("UNLIMITED", None), ("NOT_SET", None), ("INVALID", None)],
-)  # fmt: skip
+    [
+        ("1:23", 83.0),
+        ("0:45", 45.0),
+        ("2:03:04", 7384.0),
+        ("1-00:00:00", 86400.0),
+        ("3-04:05:06", 273906.0),
+        ("UNLIMITED", None),
+        ("NOT_SET", None),
+        ("INVALID", None),
+    ],
+)
 def test_squeue_durations(text, seconds):
     assert slurm.parse_duration(text) == seconds
 

@@ -13,9 +13,13 @@ from gslrm.data.recordings.camera import RigCamera, frame_kept, pinhole_position
 # x = (776 - 576) / 1000 = 0.2, y = (612 - 512) / 1010 = 0.0990099; r^2 = 0.0498030, 1 + k1 r^2 = 0.9950197;
 # x_d = 0.1990039, y_d = 0.0985168; u = 1000 x_d - 5 y_d + 576 = 774.51136, v = 1010 y_d + 512 = 611.50197.
 SKEWED = RigCamera(
-    "skewed", np.array([[1000.0, -5.0, 576.0], [0.0, 1010.0, 512.0], [0.0, 0.0, 1.0]]), np.eye(3), np.zeros(3),
-    np.array([-0.1, 0.0, 0.0, 0.0, 0.0]), (1152, 1024),
-)  # fmt: skip
+    "skewed",
+    np.array([[1000.0, -5.0, 576.0], [0.0, 1010.0, 512.0], [0.0, 0.0, 1.0]]),
+    np.eye(3),
+    np.zeros(3),
+    np.array([-0.1, 0.0, 0.0, 0.0, 0.0]),
+    (1152, 1024),
+)
 BY_HAND = (774.5113567782619, 611.5019703950593)
 
 
@@ -32,8 +36,14 @@ def test_skewed_distorted_map_known_answer():
 
 
 def test_skew_alone_is_a_shear_of_x_by_y():
-    sheared = RigCamera("s", np.array([[800.0, 4.0, 400.0], [0.0, 800.0, 300.0], [0.0, 0.0, 1.0]]), np.eye(3),
-                        np.zeros(3), np.zeros(5), (800, 600))  # fmt: skip
+    sheared = RigCamera(
+        "s",
+        np.array([[800.0, 4.0, 400.0], [0.0, 800.0, 300.0], [0.0, 0.0, 1.0]]),
+        np.eye(3),
+        np.zeros(3),
+        np.zeros(5),
+        (800, 600),
+    )
     assert not sheared.is_pinhole
     map_x, map_y = undistortion_maps(sheared, 800, 600)
     rows = np.arange(600, dtype=np.float64)[:, None]
@@ -70,12 +80,16 @@ def label3d_params(count=3):
 
         R = cv2.Rodrigues(angle)[0]
         t = np.array([rng.uniform(-30, 30), rng.uniform(-30, 30), rng.uniform(280, 360)])
-        K_matlab = np.array([[1400.0 + 20 * index, 0, 0], [(-5.9, 1.4, -0.9)[index], 1405.0 - 10 * index, 0],
-                             [577.3 + index, 513.1 - index, 1.0]])  # fmt: skip
+        K_matlab = np.array(
+            [
+                [1400.0 + 20 * index, 0, 0],
+                [(-5.9, 1.4, -0.9)[index], 1405.0 - 10 * index, 0],
+                [577.3 + index, 513.1 - index, 1.0],
+            ]
+        )
         radial = np.array([-0.11 + 0.01 * index, 0.09, -0.02])
         tangential = np.array([0.0011, -0.0007 + 0.0002 * index])
-        params.append({"K": K_matlab, "RDistort": radial[None], "TDistort": tangential[None], "r": R.T,
-                       "t": t[None]})  # fmt: skip
+        params.append({"K": K_matlab, "RDistort": radial[None], "TDistort": tangential[None], "r": R.T, "t": t[None]})
         truth.append((K_matlab, R.T, t, radial, tangential))
     cells = np.empty((count, 1), dtype=object)
     for index, entry in enumerate(params):
@@ -119,8 +133,13 @@ def test_one_dannce_point_by_hand(tmp_path):
     """The hand-computed point above, as a Label3D file states it (1-based: cx 577, cy 513)."""
     K_matlab = np.array([[1000.0, 0, 0], [-5.0, 1010.0, 0], [577.0, 513.0, 1.0]])
     cells = np.empty((1, 1), dtype=object)
-    cells[0, 0] = {"K": K_matlab, "RDistort": np.array([[-0.1, 0.0]]), "TDistort": np.array([[0.0, 0.0]]),
-                   "r": np.eye(3), "t": np.zeros((1, 3))}  # fmt: skip
+    cells[0, 0] = {
+        "K": K_matlab,
+        "RDistort": np.array([[-0.1, 0.0]]),
+        "TDistort": np.array([[0.0, 0.0]]),
+        "r": np.eye(3),
+        "t": np.zeros((1, 3)),
+    }
     names = np.empty((1, 1), dtype=object)
     names[0, 0] = "Camera1"
     savemat(str(tmp_path / "label3d_dannce.mat"), {"params": cells, "camnames": names})
@@ -195,8 +214,7 @@ def anipose_project(tmp_path, video_stems, config=None):
 
 
 def test_cam_regex_from_the_project_config(tmp_path):
-    src = anipose_project(tmp_path, ["rec1_view-1", "rec1_view-2"],
-                          "[triangulation]\ncam_regex = '_view-([0-9])$'\n")  # fmt: skip
+    src = anipose_project(tmp_path, ["rec1_view-1", "rec1_view-2"], "[triangulation]\ncam_regex = '_view-([0-9])$'\n")
     # the project's regex names cameras 1 and 2, the calibration A and B: the camera, the regex and its file named
     with pytest.raises(
         DataFormatError, match=r"no video for camera 'A' .*cam_regex '_view-\(\[0-9\]\)\$' \(.*project/config\.toml\)"

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from gslrm.data.check import main as check_main
+from gslrm.data.dataset import DataConfig, ViewDataset
 from gslrm.data.format import read_cameras
-from gslrm.data.mouse import DataConfig, MouseViewDataset
 from gslrm.rig import NormalizationConfig
 
 
@@ -43,8 +43,14 @@ def dilate(mask):
     """3x3 binary dilation: the silhouette is sampled at pixel centres, so a surface point that projects onto
     the silhouette's edge may fall in a background pixel next to it."""
     padded = np.pad(mask, 1)
-    return np.max([padded[1 + dy : padded.shape[0] - 1 + dy, 1 + dx : padded.shape[1] - 1 + dx]
-                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)  # fmt: skip
+    return np.max(
+        [
+            padded[1 + dy : padded.shape[0] - 1 + dy, 1 + dx : padded.shape[1] - 1 + dx]
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        ],
+        axis=0,
+    )
 
 
 def reprojection_stats(sample, rotate_deg=0.0):
@@ -156,7 +162,7 @@ def test_check_fails_on_broken_data(rodent_root, tmp_path, capsys):
 
 def test_loaded_rodent_cameras_are_normalized(rodent_root):
     config = DataConfig(root=str(rodent_root), image_size=32, normalization=NormalizationConfig(up=[0, 0, 1]))
-    dataset = MouseViewDataset(config, "train")
+    dataset = ViewDataset(config, "train")
     distances = np.concatenate([dataset[i]["c2w"][:, :3, 3].norm(dim=-1).numpy() for i in range(len(dataset))])
     assert abs(distances.mean() - 2.7) < 0.01 and 2.0 < distances.min() and distances.max() < 3.5
     sample = dataset[0]

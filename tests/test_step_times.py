@@ -12,9 +12,17 @@ from gslrm.lit.step_times import PHASES, StepTimes
 def test_summary_by_hand():
     times = StepTimes()
     times.steps = 2
-    for name, seconds in {"data": 0.2, "render_forward": 1.0, "model_forward": 0.4, "loss": 0.2,
-                          "render_backward": 0.6, "model_backward": 0.8, "optimizer": 0.4, "logging": 0.2,
-                          "callbacks": 0.2}.items():  # fmt: skip
+    for name, seconds in {
+        "data": 0.2,
+        "render_forward": 1.0,
+        "model_forward": 0.4,
+        "loss": 0.2,
+        "render_backward": 0.6,
+        "model_backward": 0.8,
+        "optimizer": 0.4,
+        "logging": 0.2,
+        "callbacks": 0.2,
+    }.items():
         times.add(name, seconds)
     summary = times.summary()
     # per step: data .1, model .2, render 1.0/2 - .2 = .3, loss .1, render bwd .3, model bwd .4, opt .2, log .1, cb .1
@@ -41,8 +49,11 @@ def test_backward_is_split_where_the_gaussians_get_their_gradients():
     times = StepTimes()
     weights = torch.ones(3, requires_grad=True)
     gaussians = Slow.apply(weights * 2, 0.2)  # the model's part of the graph: 0.2 s backward
-    output = type("G", (), {"means": gaussians, "features": gaussians, "scales": gaussians, "quats": gaussians,
-                            "opacities": gaussians})()  # fmt: skip
+    output = type(
+        "G",
+        (),
+        {"means": gaussians, "features": gaussians, "scales": gaussians, "quats": gaussians, "opacities": gaussians},
+    )()
     times.watch_gaussians(output)
     loss = Slow.apply(gaussians * 3, 0.1).sum()  # the renderer's part: 0.1 s backward
     with times.backward():

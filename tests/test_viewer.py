@@ -13,7 +13,8 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
-from cli import ROOT, TRAINED_IMAGE_SIZE, data_overrides
+from cli import TRAINED_IMAGE_SIZE, data_overrides
+from conftest import skip_or_fail
 from gsplat.cuda._torch_impl import _quat_to_rotmat
 
 from gslrm.model.gaussians import Gaussians, save_ply
@@ -76,27 +77,34 @@ def test_browser_camera_is_our_renderers_camera():
 
 
 def _view_config(rodent_root, trained_run, *overrides):
-    from hydra import compose, initialize_config_dir
+    from conftest import compose
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("view", overrides=[
-            f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "port=0", *data_overrides(rodent_root),
-            f"data.image_size={TRAINED_IMAGE_SIZE}", *overrides,
-        ])  # fmt: skip
+    checkpoint = trained_run / "checkpoints" / "last.ckpt"
+    size = f"data.image_size={TRAINED_IMAGE_SIZE}"
+    return compose("view", f"ckpt_path={checkpoint}", "port=0", *data_overrides(rodent_root), size, *overrides)
 
 
 def _bounding_box(viewer, client, centres: np.ndarray, scales: float) -> tuple[int, int, int, int]:
     """Pixel box of ``centres`` seen from the browser's camera, grown by 3 sigma of the largest splat."""
-    c2w, k = camera_to_opencv(client.camera.wxyz, client.camera.position, client.camera.fov,
-                              client.camera.image_width, client.camera.image_height)  # fmt: skip
+    c2w, k = camera_to_opencv(
+        client.camera.wxyz,
+        client.camera.position,
+        client.camera.fov,
+        client.camera.image_width,
+        client.camera.image_height,
+    )
     w2c = torch.linalg.inv(c2w.double()).numpy()
     camera = centres @ w2c[:3, :3].T + w2c[:3, 3]
     assert (camera[:, 2] > 0).all()
     k = k.double().numpy()
     u, v = k[0] * camera[:, 0] / camera[:, 2] + k[2], k[1] * camera[:, 1] / camera[:, 2] + k[3]
     margin = 3 * scales * k[1] / camera[:, 2].min() + 3
-    return (int(u.min() - margin), int(v.min() - margin), int(math.ceil(u.max() + margin)),
-            int(math.ceil(v.max() + margin)))  # fmt: skip
+    return (
+        int(u.min() - margin),
+        int(v.min() - margin),
+        int(math.ceil(u.max() + margin)),
+        int(math.ceil(v.max() + margin)),
+    )
 
 
 @pytest.mark.browser
@@ -105,7 +113,7 @@ def test_page_in_headless_chromium_shows_the_prediction_where_it_projects(tmp_pa
     from gslrm.view.browser import HeadlessChromium, find_chromium
 
     if find_chromium() is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+        skip_or_fail("chromium is not installed (apt-get install -y chromium)")
     view_main = pytest.importorskip("gslrm.view.__main__")
     cfg = _view_config(rodent_root, trained_run, "viewer.show_cameras=false")
     viewer = view_main.build_viewer(cfg)
@@ -160,11 +168,19 @@ def test_view_entry_point_serves_a_checkpoint_and_a_ply(tmp_path, rodent_root, t
     from gslrm.view.browser import free_port
 
     port = free_port()
-    command = [sys.executable, "-m", "gslrm.view", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
-               f"port={port}", *data_overrides(rodent_root), f"data.image_size={TRAINED_IMAGE_SIZE}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "gslrm.view",
+        f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+        f"port={port}",
+        *data_overrides(rodent_root),
+        f"data.image_size={TRAINED_IMAGE_SIZE}",
+    ]
     env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"))
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline, page = time.monotonic() + 120, None
         while page is None and time.monotonic() < deadline and process.poll() is None:
@@ -181,18 +197,23 @@ def test_view_entry_point_serves_a_checkpoint_and_a_ply(tmp_path, rodent_root, t
     g = gaussians_of([[0, 0, 0], [0.1, 0, 0]], [[0.05] * 3] * 2, [[1, 0, 0, 0]] * 2, [0.9, 0.01])
     save_ply(tmp_path / "g.ply", g)
     view_main = pytest.importorskip("gslrm.view.__main__")
-    from hydra import compose, initialize_config_dir
+    from conftest import compose
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("view", overrides=[f"ply={tmp_path / 'g.ply'}", "port=0"])
+    cfg = compose("view", f"ply={tmp_path / 'g.ply'}", "port=0")
     viewer = view_main.build_viewer(cfg)
     try:
         assert viewer.scene.c2w is None and len(viewer.splats) == 1  # the 0.01-opacity one is below 0.02
     finally:
         viewer.stop()
 
-    bad = subprocess.run([sys.executable, "-m", "gslrm.view", f"ply={tmp_path / 'missing.ply'}"], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, "-m", "gslrm.view", f"ply={tmp_path / 'missing.ply'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1 and "ply: " in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
 
 
@@ -202,22 +223,40 @@ def test_live_viewer_during_training_shows_each_validation(rodent_root):
     thread), named after the step and the validation sample; the server stops with the fit."""
     import lightning as L
 
-    from gslrm.data.datamodule import MouseDataModule
-    from gslrm.data.mouse import DataConfig
+    from gslrm.data.datamodule import ViewDataModule
+    from gslrm.data.dataset import DataConfig
     from gslrm.lit.live_viewer import LiveViewer
     from gslrm.lit.module import GSLRMModule
     from gslrm.lit.optim import OptimConfig
     from gslrm.losses.computer import LossConfig
     from gslrm.model.gslrm import ModelConfig
 
-    data = DataConfig(root=str(rodent_root), image_size=16, num_workers=0, batch_size=1,
-                      generator={"samples": 4, "val_samples": 1, "seed": 3})  # fmt: skip
-    module = GSLRMModule(ModelConfig(dim=32, depth=1, head_dim=16), LossConfig(perceptual={"weight": 0.0}),
-                         OptimConfig(warmup_steps=1), num_input_views=4, val_lpips=False)  # fmt: skip
+    data = DataConfig(
+        root=str(rodent_root),
+        image_size=16,
+        num_workers=0,
+        batch_size=1,
+        generator={"samples": 4, "val_samples": 1, "seed": 3},
+    )
+    module = GSLRMModule(
+        ModelConfig(dim=32, depth=1, head_dim=16),
+        LossConfig(perceptual={"weight": 0.0}),
+        OptimConfig(warmup_steps=1),
+        num_input_views=4,
+        val_lpips=False,
+    )
     live = LiveViewer(enabled=True, port=0)
     names = []
-    trainer = L.Trainer(max_steps=4, limit_train_batches=2, accelerator="cpu", logger=False, callbacks=[live],
-                        enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0)  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=4,
+        limit_train_batches=2,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[live],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+    )
     original_start = live.setup
 
     def setup_and_watch(trainer, module, stage):
@@ -228,9 +267,9 @@ def test_live_viewer_during_training_shows_each_validation(rodent_root):
             names.append("started")
 
     live.setup = setup_and_watch
-    trainer.fit(module, datamodule=MouseDataModule(data))
+    trainer.fit(module, datamodule=ViewDataModule(data))
     assert live.viewer is None  # stopped with the fit
-    sample = MouseDataModule(data).dataset("val").samples[0].name
+    sample = ViewDataModule(data).dataset("val").samples[0].name
     assert live.shown == 2 and names[1:] == [f"step {step}: {sample}" for step in (2, 4)], names
 
 
@@ -250,8 +289,13 @@ def test_render_this_view_moves_the_ground_truth_onto_the_viewer_background():
     viewer = Viewer(ViewerConfig(port=0, background="white")).start()
     try:
         viewer.show(ViewScene("patch", g, c2w.float(), fxfycxcy.float(), images, 2, data_background=torch.zeros(3)))
-        camera = SimpleNamespace(wxyz=matrix_to_quat(c2w[2, :3, :3].numpy()), position=c2w[2, :3, 3].numpy(),
-                                 fov=2 * math.atan(4 / float(fxfycxcy[2, 1])), image_width=8, image_height=8)  # fmt: skip
+        camera = SimpleNamespace(
+            wxyz=matrix_to_quat(c2w[2, :3, :3].numpy()),
+            position=c2w[2, :3, 3].numpy(),
+            fov=2 * math.atan(4 / float(fxfycxcy[2, 1])),
+            image_width=8,
+            image_height=8,
+        )
         result = viewer.render_view(SimpleNamespace(camera=camera))
     finally:
         viewer.stop()

@@ -66,9 +66,12 @@ def _one_gaussian(color=(1.0, 0.0, 0.0)):
 
     features = ((torch.tensor(color) - 0.5) / SH_C0).view(1, 1, 1, 3)
     return Gaussians(
-        means=torch.zeros(1, 1, 3), features=features, scales=torch.full((1, 1, 3), 0.15),
-        quats=torch.tensor([[[1.0, 0, 0, 0]]]), opacities=torch.full((1, 1), 0.99),
-    )  # fmt: skip
+        means=torch.zeros(1, 1, 3),
+        features=features,
+        scales=torch.full((1, 1, 3), 0.15),
+        quats=torch.tensor([[[1.0, 0, 0, 0]]]),
+        opacities=torch.full((1, 1), 0.99),
+    )
 
 
 def test_turntable_sees_the_centre_from_every_azimuth():

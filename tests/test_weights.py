@@ -155,8 +155,9 @@ def test_status_lists_every_network(mirror):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"corrupt copy")
     env = dict(os.environ)
-    done = subprocess.run([sys.executable, "-m", "gslrm.weights", "status"], capture_output=True, text=True, env=env,
-                          cwd=ROOT)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "gslrm.weights", "status"], capture_output=True, text=True, env=env, cwd=ROOT
+    )
     lines = {line.split()[0]: line for line in done.stdout.splitlines()}
     assert set(lines) == {"vgg19", "vgg16", "vgg19_mat", "midas_repo", "midas", "facelift"}
     assert (
@@ -172,8 +173,13 @@ def test_status_lists_every_network(mirror):
 
 def test_fetch_command_with_a_cache_folder(mirror, tmp_path):
     cache = tmp_path / "cluster_cache"
-    done = subprocess.run([sys.executable, "-m", "gslrm.weights", "fetch", "vgg19", "vgg16", "--cache", str(cache)],
-                          capture_output=True, text=True, env=dict(os.environ), cwd=ROOT)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "gslrm.weights", "fetch", "vgg19", "vgg16", "--cache", str(cache)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     assert (cache / "torch" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth").is_file()
     assert (cache / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth").is_file()
@@ -201,8 +207,17 @@ def test_only_local_rank_0_downloads_the_other_rank_waits(mirror):
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
     env = dict(os.environ)
-    ranks = [subprocess.Popen([sys.executable, "-c", DDP_SCRIPT, str(rank), port], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT) for rank in (1, 0)]  # fmt: skip
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", DDP_SCRIPT, str(rank), port],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for rank in (1, 0)
+    ]
     outputs = [rank.communicate(timeout=180) for rank in ranks]
     assert all("RANK" in out for out, _ in outputs), outputs
     assert all(rank.returncode == 0 for rank in ranks), outputs

@@ -14,8 +14,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="small cases only (a smoke run)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="cpu: the CPU rasterizers, model and loader; cuda: the GPU benchmark (gslrm/bench/gpu.py)")  # fmt: skip
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu: the CPU rasterizers, model and loader; cuda: the GPU benchmark (gslrm/bench/gpu.py)",
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda":
         from gslrm.bench import gpu

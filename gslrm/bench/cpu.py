@@ -81,8 +81,13 @@ def job_rasterizer(case: str, method: str, repeats: int) -> dict:
     seconds, peak = timed(render_step, "cpu", repeats)
     raster_seconds, _ = timed(raster_step, "cpu", repeats)
     # the images by value across processes: the rasterizer's from the same splats, render()'s from each projection
-    out = {"seconds": seconds, "peak_mib": peak, "raster_seconds": raster_seconds, "image": result["image"].numpy(),
-           "render_image": result["render_image"].numpy()}  # fmt: skip
+    out = {
+        "seconds": seconds,
+        "peak_mib": peak,
+        "raster_seconds": raster_seconds,
+        "image": result["image"].numpy(),
+        "render_image": result["render_image"].numpy(),
+    }
     if method == "compiled":
         forward_seconds, _ = timed(lambda: raster_step(backward=False), "cpu", repeats)
         ids = intersect_tiles(fixed, 8, -(-resolution // 8), -(-resolution // 8))[0]
@@ -139,13 +144,19 @@ def job_memory(views: int, resolution: int, device: str, with_render: bool) -> d
 
 def job_loader(root: str, workers: int) -> dict:
     """Steady-state samples/s over 3 epochs with persistent workers (the first batch, worker start-up, excluded)."""
-    from gslrm.data.datamodule import MouseDataModule
-    from gslrm.data.mouse import DataConfig
+    from gslrm.data.datamodule import ViewDataModule
+    from gslrm.data.dataset import DataConfig
     from gslrm.rig import NormalizationConfig
 
-    config = DataConfig(root=root, image_size=32, batch_size=2, num_workers=workers, persistent_workers=True,
-                        normalization=NormalizationConfig(up=[0.0, 0.0, 1.0]))  # fmt: skip
-    datamodule = MouseDataModule(config)
+    config = DataConfig(
+        root=root,
+        image_size=32,
+        batch_size=2,
+        num_workers=workers,
+        persistent_workers=True,
+        normalization=NormalizationConfig(up=[0.0, 0.0, 1.0]),
+    )
+    datamodule = ViewDataModule(config)
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
     count, first = 0, None
@@ -172,10 +183,20 @@ def job_step_times(root: str, resolution: int, steps: int, *overrides: str) -> d
 
     root_dir = Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory() as logs:
-        command = [sys.executable, str(root_dir / "train.py"), f"data.root={root}", "data.generator.samples=24",
-                   "data.generator.val_samples=4", "data.generator.seed=0", f"data.image_size={resolution}",
-                   f"trainer.max_steps={steps}", "val_every=100000", "validate_before_training=false",
-                   "callbacks.step_times.enabled=true", *overrides]  # fmt: skip
+        command = [
+            sys.executable,
+            str(root_dir / "train.py"),
+            f"data.root={root}",
+            "data.generator.samples=24",
+            "data.generator.val_samples=4",
+            "data.generator.seed=0",
+            f"data.image_size={resolution}",
+            f"trainer.max_steps={steps}",
+            "val_every=100000",
+            "validate_before_training=false",
+            "callbacks.step_times.enabled=true",
+            *overrides,
+        ]
         if not vgg19_weights_available():  # as make train: FaceLift's loss without its perceptual term
             command.append("loss.perceptual.weight=0")
         env = dict(os.environ, GSLRM_LOG_DIR=logs, WANDB_MODE="offline", WANDB_SILENT="true")
@@ -204,8 +225,11 @@ def run(quick: bool = False) -> dict:
         render_diff = max(render_diff, float(abs(renders["compiled"] - renders["tiled"]).max()))
         reference = images.get("dense", images["tiled"])
         diff = float(abs(images["tiled"] - reference).max())
-        compiled_diff = max(compiled_diff, float(abs(images["compiled"] - reference).max()),
-                            float(abs(images["compiled"] - images["tiled"]).max()))  # fmt: skip
+        compiled_diff = max(
+            compiled_diff,
+            float(abs(images["compiled"] - reference).max()),
+            float(abs(images["compiled"] - images["tiled"]).max()),
+        )
         max_diff = max(max_diff, diff)
         results["rasterizer"][key] = measured | {"max_abs_diff": diff}
         if "dense" in measured:
@@ -258,32 +282,49 @@ def run(quick: bool = False) -> dict:
 
 def table(results: dict) -> str:
     raster = results["rasterizer"]
-    lines = [f"device: {results['device']} ({results['threads']} threads)", "",
-             "| rasterizer, fwd+bwd | compiled s | torch tiled s | dense s | rasterization speedup | render() speedup | "
-             "Gaussian-pixel pairs/s (fwd) | of FLOP peak | bwd / fwd | max abs diff (torch, compiled) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"device: {results['device']} ({results['threads']} threads)",
+        "",
+        "| rasterizer, fwd+bwd | compiled s | torch tiled s | dense s | rasterization speedup | render() speedup | "
+        "Gaussian-pixel pairs/s (fwd) | of FLOP peak | bwd / fwd | max abs diff (torch, compiled) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for key, value in raster.items():
         if isinstance(value, dict):
             c, t, d = value["compiled"], value["tiled"], value.get("dense")
             dense = f"{d['seconds']:.3f}" if d else "-"
-            lines.append(f"| {key} | {c['raster_seconds']:.4f} (render {c['seconds']:.4f}) | {t['raster_seconds']:.3f} (render {t['seconds']:.3f}) | {dense} | "
-                         f"{raster[f'compiled_speedup_{key}']:.1f}x | {raster[f'render_speedup_{key}']:.1f}x | {raster[f'pairs_per_second_{key}'] / 1e9:.2f} G | "
-                         f"{raster[f'flop_fraction_{key}']:.0%} | {raster[f'backward_over_forward_{key}']:.2f} | {value['max_abs_diff']:.1e}, {raster['compiled_max_abs_diff']:.1e} |")  # fmt: skip
-    lines += ["", f"render() with the compiled projection against gsplat's torch projection, max abs diff: "
-              f"{raster['render_max_abs_diff']:.1e}; SIMD lanes (floats): {raster['train' if 'train' in raster else '2k_64']['compiled']['simd_lanes']}",
-              "", f"fp32 matmul peak: {results['model']['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s", "",
-              "| model | fwd+bwd s | GFLOP | GFLOP/s | MFU | peak MiB |", "|---|---|---|---|---|---|"]  # fmt: skip
+            lines.append(
+                f"| {key} | {c['raster_seconds']:.4f} (render {c['seconds']:.4f}) | {t['raster_seconds']:.3f} (render {t['seconds']:.3f}) | {dense} | "
+                f"{raster[f'compiled_speedup_{key}']:.1f}x | {raster[f'render_speedup_{key}']:.1f}x | {raster[f'pairs_per_second_{key}'] / 1e9:.2f} G | "
+                f"{raster[f'flop_fraction_{key}']:.0%} | {raster[f'backward_over_forward_{key}']:.2f} | {value['max_abs_diff']:.1e}, {raster['compiled_max_abs_diff']:.1e} |"
+            )
+    lines += [
+        "",
+        f"render() with the compiled projection against gsplat's torch projection, max abs diff: "
+        f"{raster['render_max_abs_diff']:.1e}; SIMD lanes (floats): {raster['train' if 'train' in raster else '2k_64']['compiled']['simd_lanes']}",
+        "",
+        f"fp32 matmul peak: {results['model']['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s",
+        "",
+        "| model | fwd+bwd s | GFLOP | GFLOP/s | MFU | peak MiB |",
+        "|---|---|---|---|---|---|",
+    ]
     for size in ("tiny", "small"):
         if size in results["model"]:
             m = results["model"][size]
-            lines.append(f"| {size} (2x4 views, 128^2) | {m['seconds']:.3f} | {m['flops'] / 1e9:.1f} | {m['flops'] / m['seconds'] / 1e9:.1f} | {m['mfu']:.2f} | {m['peak_mib']:.0f} |")  # fmt: skip
+            lines.append(
+                f"| {size} (2x4 views, 128^2) | {m['seconds']:.3f} | {m['flops'] / 1e9:.1f} | {m['flops'] / m['seconds'] / 1e9:.1f} | {m['mfu']:.2f} | {m['peak_mib']:.0f} |"
+            )
     lines += ["", "| loader (rodent, 32^2, batch 2) | samples/s |", "|---|---|"]
     for key, value in results.get("loader", {}).items():
         lines.append(f"| {key} | {value['samples_per_second']:.1f} |")
     if "step" in results:
         from gslrm.lit.step_times import PHASES
 
-        lines += ["", "| default step | " + " | ".join(PHASES) + " | step | render share |",
-                  "|---|" + "---|" * (len(PHASES) + 2)]  # fmt: skip
+        lines += [
+            "",
+            "| default step | " + " | ".join(PHASES) + " | step | render share |",
+            "|---|" + "---|" * (len(PHASES) + 2),
+        ]
         for resolution in (32, 64):
             if f"res{resolution}" not in results["step"]:
                 continue

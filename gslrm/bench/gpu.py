@@ -33,8 +33,16 @@ def _cameras(batch: int, views: int, resolution: int, device: str):
     return c2w.expand(batch, -1, -1, -1).to(device), k.expand(batch, -1, -1).to(device)
 
 
-def job_train_step(size: str, resolution: int, batch: int, device: str, deferred: bool, repeats: int,
-                   input_views: int = 4, render_views: int = 6) -> dict:  # fmt: skip
+def job_train_step(
+    size: str,
+    resolution: int,
+    batch: int,
+    device: str,
+    deferred: bool,
+    repeats: int,
+    input_views: int = 4,
+    render_views: int = 6,
+) -> dict:
     import torch
 
     from gslrm.model.gslrm import GSLRM, ModelConfig
@@ -59,8 +67,14 @@ def job_train_step(size: str, resolution: int, batch: int, device: str, deferred
     step()  # warm-up: cuBLAS/cuDNN heuristics, gsplat's kernels, the optimizer state
     seconds, peak = timed(step, device, repeats)
     tokens = input_views * (resolution // config.patch_size) ** 2 + config.num_token_gaussians
-    return {"seconds": seconds, "peak_mib": peak, "flops": model_flops(config, tokens, batch), "batch": batch,
-            "resolution": resolution, "deferred": deferred}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "peak_mib": peak,
+        "flops": model_flops(config, tokens, batch),
+        "batch": batch,
+        "resolution": resolution,
+        "deferred": deferred,
+    }
 
 
 def job_gsplat(gaussians: int, resolution: int, device: str, repeats: int) -> dict:
@@ -81,13 +95,19 @@ def job_gsplat(gaussians: int, resolution: int, device: str, repeats: int) -> di
 
 def job_loader(root: str, resolution: int, workers: int, batches: int) -> dict:
     """Steady-state samples/s (worker start-up and the first batch excluded)."""
-    from gslrm.data.datamodule import MouseDataModule
-    from gslrm.data.mouse import DataConfig
+    from gslrm.data.datamodule import ViewDataModule
+    from gslrm.data.dataset import DataConfig
     from gslrm.rig import NormalizationConfig
 
-    config = DataConfig(root=root, image_size=resolution, batch_size=2, num_workers=workers, persistent_workers=workers > 0,
-                        normalization=NormalizationConfig(up=[0.0, 0.0, 1.0]))  # fmt: skip
-    datamodule = MouseDataModule(config)
+    config = DataConfig(
+        root=root,
+        image_size=resolution,
+        batch_size=2,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        normalization=NormalizationConfig(up=[0.0, 0.0, 1.0]),
+    )
+    datamodule = ViewDataModule(config)
     datamodule.setup("fit")
     count, first = 0, None
     while count < batches * 2:
@@ -160,11 +180,17 @@ def run(device: str = "cuda", quick: bool = False) -> dict:
 
 def table(results: dict) -> str:
     peak = results["matmul_peak"]
-    lines = [f"device: {results['device_name']}; {peak['dtype']} matmul peak {peak['flops_per_second'] / 1e12:.1f} TFLOP/s",
-             "", "| training step, batch 2 | s/step | steps/s | model TFLOP/s | MFU | peak GiB |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"device: {results['device_name']}; {peak['dtype']} matmul peak {peak['flops_per_second'] / 1e12:.1f} TFLOP/s",
+        "",
+        "| training step, batch 2 | s/step | steps/s | model TFLOP/s | MFU | peak GiB |",
+        "|---|---|---|---|---|---|",
+    ]
     for key, m in results["training"].items():
-        lines.append(f"| {key} | {m['seconds']:.3f} | {m['steps_per_second']:.2f} | {m['flops'] / m['seconds'] / 1e12:.1f} | "
-                     f"{m['mfu']:.2f} | {m['peak_mib'] / 1024:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {key} | {m['seconds']:.3f} | {m['steps_per_second']:.2f} | {m['flops'] / m['seconds'] / 1e12:.1f} | "
+            f"{m['mfu']:.2f} | {m['peak_mib'] / 1024:.1f} |"
+        )
     lines += ["", "| gsplat fwd+bwd, 4 views | Gaussians | resolution | ms | peak MiB |", "|---|---|---|---|---|"]
     for key, m in results["rasterizer"].items():
         lines.append(
@@ -176,8 +202,10 @@ def table(results: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for key, m in results["memory"].items():
-        lines.append(f"| {key} | {m['views']} | {m['resolution']} | {'deferred' if m['deferred'] else 'plain'} | "
-                     f"{m['seconds']:.2f} | {m['peak_mib'] / 1024:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {key} | {m['views']} | {m['resolution']} | {'deferred' if m['deferred'] else 'plain'} | "
+            f"{m['seconds']:.2f} | {m['peak_mib'] / 1024:.2f} |"
+        )
     consumption = results["loader"]["consumption_samples_per_second"]
     lines += [
         "",

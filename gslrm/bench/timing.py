@@ -9,9 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
-    "FORWARD_FLOPS_PER_PAIR", "MODEL_SIZES", "PeakMemory", "rss_kib", "timed", "random_gaussians", "model_flops",
-    "job_matmul", "run_job",
-]  # fmt: skip
+    "FORWARD_FLOPS_PER_PAIR",
+    "MODEL_SIZES",
+    "PeakMemory",
+    "rss_kib",
+    "timed",
+    "random_gaussians",
+    "model_flops",
+    "job_matmul",
+    "run_job",
+]
 
 # FLOPs (an FMA counted as 2) per Gaussian-pixel pair in the compiled forward: offsets and sigma 9, exp 22 (range
 # reduction, degree-7 polynomial, exponent scaling), alpha, transmittance and weight 6, four channels blended 8

@@ -144,8 +144,9 @@ def _advise(report: Report, normalization: NormalizationConfig) -> None:
                 "(RGB images are masked where every channel > mask_threshold)"
             )
     if report.elevations and max(report.elevations) - min(report.elevations) < 1.0:
-        report.warnings.append("all cameras at one elevation: fine for a ring rig, but the up axis is then exact only "
-                               "if the ring is level")  # fmt: skip
+        report.warnings.append(
+            "all cameras at one elevation: fine for a ring rig, but the up axis is then exact only if the ring is level"
+        )
 
 
 def check_dataset(

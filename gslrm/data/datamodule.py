@@ -1,4 +1,4 @@
-"""LightningDataModule over :class:`MouseViewDataset` (and the generated rodent default)."""
+"""LightningDataModule over :class:`ViewDataset` (and the generated rodent default)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, default_collate
 
+from gslrm.data.dataset import DataConfig, ViewDataset, split_file
 from gslrm.data.format import DataFormatError
-from gslrm.data.mouse import DataConfig, MouseViewDataset, split_file
+from gslrm.depth.priors import DepthPriors
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MouseDataModule", "collate_views", "is_empty"]
+__all__ = ["ViewDataModule", "collate_views", "is_empty"]
 
 
 def collate_views(samples: list) -> dict | None:
@@ -46,12 +47,23 @@ def _seed_worker(worker_id: int) -> None:
         info.dataset.rng = np.random.default_rng(seed)
 
 
-class MouseDataModule(L.LightningDataModule):
-    def __init__(self, config: DataConfig, test_split: str = "test") -> None:
+class ViewDataModule(L.LightningDataModule):
+    """The splits' loaders, and the depth priors of training batches (``priors``: the loss's, or None)."""
+
+    def __init__(self, config: DataConfig, test_split: str = "test", priors: DepthPriors | None = None) -> None:
         super().__init__()
         self.config = config
         self.test_split = test_split  # what trainer.test runs on (eval.py split=val|test)
-        self.datasets: dict[str, MouseViewDataset] = {}
+        self.priors = priors
+        self.datasets: dict[str, ViewDataset] = {}
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches get their depth priors and confidence here, on the training device (MiDaS runs in the
+        main process, on the GPU where there is one, not in the loader's workers): the loss terms read them."""
+        trainer = self.trainer  # None outside a fit
+        if self.priors is not None and trainer is not None and trainer.training and not is_empty(batch):
+            batch = self.priors.attach(batch)
+        return batch
 
     def prepare_data(self) -> None:
         """Generate the default rodent dataset once (local rank 0 only, as Lightning calls it)."""
@@ -62,9 +74,9 @@ class MouseDataModule(L.LightningDataModule):
                 raise DataFormatError("data.root: not set for the generated rodent dataset")
             ensure_dataset(Path(self.config.root), **self.config.generator)
 
-    def dataset(self, split: str) -> MouseViewDataset:
+    def dataset(self, split: str) -> ViewDataset:
         if split not in self.datasets:
-            self.datasets[split] = MouseViewDataset(self.config, split)
+            self.datasets[split] = ViewDataset(self.config, split)
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:

@@ -134,6 +134,11 @@ def crop_resize_map(array: np.ndarray, window: tuple[float, float, float], out_s
     square = square.permute(2, 0, 1)[None]
     if square.shape[-1] != out_size:
         smooth = mode != "nearest-exact"
-        square = F.interpolate(square, size=(out_size, out_size), mode=mode, antialias=smooth,
-                               **({"align_corners": False} if smooth else {}))  # fmt: skip
+        square = F.interpolate(
+            square,
+            size=(out_size, out_size),
+            mode=mode,
+            antialias=smooth,
+            **({"align_corners": False} if smooth else {}),
+        )
     return square[0, 0].numpy()

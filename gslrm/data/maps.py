@@ -9,7 +9,8 @@ relative to each sample directory. ``.npy`` holds float values; a 16-bit PNG's i
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,27 +20,50 @@ import torch.nn.functional as F
 
 from gslrm.data.format import DataFormatError
 
-__all__ = ["MapConfig", "find_map", "read_map", "to_disparity", "to_confidence", "resize_map"]
+__all__ = [
+    "MapConfig",
+    "MapKind",
+    "UncertaintyMapping",
+    "find_map",
+    "read_map",
+    "to_disparity",
+    "to_confidence",
+    "resize_map",
+]
 
-DEPTH_KINDS = ("depth", "disparity")
-CONFIDENCE_KINDS = ("confidence", "uncertainty")
+
+class MapKind(StrEnum):
+    """What a map's values are. Depth priors: depth or disparity; confidence maps: confidence or uncertainty."""
+
+    depth = "depth"
+    disparity = "disparity"
+    confidence = "confidence"
+    uncertainty = "uncertainty"
+
+
+DEPTH_KINDS = (MapKind.depth, MapKind.disparity)
+CONFIDENCE_KINDS = (MapKind.confidence, MapKind.uncertainty)
+
+
+class UncertaintyMapping(StrEnum):
+    inverse = "inverse"  # 1 / (1 + u)
+    one_minus = "one_minus"  # 1 - clamp(u, 0, 1)
 
 
 @dataclass
 class MapConfig:
     dir: str | None = None  # absolute, or relative to each sample directory
     mapping: str | None = None  # JSON {image file_path | file name | stem: map file (relative to dir)}
-    kind: str = "depth"  # depth maps: depth | disparity; confidence maps: confidence | uncertainty
+    kind: MapKind | None = None  # null: depth for data.depth_maps, confidence for data.confidence_maps
     png_scale: float = 1.0  # 16-bit PNG integer -> value (e.g. 0.001 for millimetres)
-    uncertainty_to_confidence: str = "inverse"  # inverse: 1 / (1 + u) | one_minus: 1 - clamp(u, 0, 1)
+    uncertainty_to_confidence: UncertaintyMapping = UncertaintyMapping.inverse
 
-    def __post_init__(self) -> None:
-        if self.kind not in DEPTH_KINDS + CONFIDENCE_KINDS:
-            raise ValueError(f"kind: expected one of {DEPTH_KINDS + CONFIDENCE_KINDS}, got {self.kind!r}")
-        if self.uncertainty_to_confidence not in ("inverse", "one_minus"):
-            raise ValueError(
-                f"uncertainty_to_confidence: expected inverse | one_minus, got {self.uncertainty_to_confidence!r}"
-            )
+    def resolved(self, key: str, kinds: tuple[MapKind, ...]) -> MapConfig:
+        """This map config with its kind defaulted to ``kinds[0]``, checked to be one of ``kinds``."""
+        kind = self.kind or kinds[0]
+        if kind not in kinds:
+            raise ValueError(f"{key}.kind: expected one of {', '.join(kinds)}, not {kind!r}")
+        return replace(self, kind=MapKind(kind))
 
 
 @lru_cache(maxsize=64)

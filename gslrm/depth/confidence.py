@@ -1,4 +1,4 @@
-"""Confidence maps [H, W] in [0, 1] (1 = trusted), computed at run time from a depth estimator (seed 000 section 4-2).
+"""Confidence maps [H, W] in [0, 1] (1 = trusted), computed at run time from a depth estimator.
 
 ``variance``: the estimator's depth for the image, its horizontal flip (flipped back), its grayscale (3 channels)
 and the image plus Gaussian noise (sigma 0.01, clamped), the first ``num_augmentations`` (2-4) of these; the

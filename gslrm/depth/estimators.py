@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -20,9 +21,17 @@ from torch import Tensor, nn
 
 from gslrm.weights import MissingWeightsError, hub_checkpoint, load_state_dict
 
-__all__ = ["MidasConfig", "MidasEstimator", "load_midas", "disparity_from_depth", "ESTIMATORS", "MIDAS_WEIGHTS"]
+__all__ = ["MidasConfig", "MidasEstimator", "load_midas", "disparity_from_depth", "DepthEstimator", "MIDAS_WEIGHTS"]
 
-ESTIMATORS = ("midas", "precomputed", "ground_truth")
+
+class DepthEstimator(StrEnum):
+    """Where a view's depth prior comes from."""
+
+    midas = "midas"  # MiDaS on the photo (local code and weights)
+    precomputed = "precomputed"  # data.depth_maps beside the dataset
+    ground_truth = "ground_truth"  # the data's depth (data.load_depth=true): synthetic data only
+
+
 MIDAS_WEIGHTS = {  # the files MiDaS's hubconf downloads into the hub checkpoint cache
     "DPT_Large": "dpt_large_384.pt",
     "DPT_Hybrid": "dpt_hybrid_384.pt",
@@ -34,9 +43,8 @@ MIDAS_WEIGHTS = {  # the files MiDaS's hubconf downloads into the hub checkpoint
 @dataclass
 class MidasConfig:
     model: str = "DPT_Hybrid"
-    repo_dir: str | None = (
-        None  # a checkout of github.com/isl-org/MiDaS (default: <torch hub dir>/intel-isl_MiDaS_master)
-    )
+    # a checkout of github.com/isl-org/MiDaS (default: <torch hub dir>/intel-isl_MiDaS_master)
+    repo_dir: str | None = None
     weights_path: str | None = None  # the model's .pt (default: <torch hub dir>/checkpoints/<MiDaS's file name>)
     input_height: int = 384
     input_width: int = 512
@@ -74,8 +82,10 @@ def _midas_state(config: MidasConfig, config_key: str) -> dict:
     filename = MIDAS_WEIGHTS.get(config.model, f"{config.model}.pt")
     path = hub_checkpoint(filename)
     if not path.is_file():
-        raise MissingWeightsError(f"MiDaS {config.model} weights not found at {path}: copy {filename} there (or set "
-                                  f"{config_key}=/path/to/{filename})")  # fmt: skip
+        raise MissingWeightsError(
+            f"MiDaS {config.model} weights not found at {path}: copy {filename} there (or set "
+            f"{config_key}=/path/to/{filename})"
+        )
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

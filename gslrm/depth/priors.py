@@ -1,55 +1,91 @@
-"""What the depth-aware loss terms ask for: a batch's depth prior (disparity) and confidence maps."""
+"""A batch's depth prior (disparity) and confidence maps: data for the depth-aware loss terms.
+
+They are attached to a training batch by the data module once it is on the training device
+(``ViewDataModule.on_after_batch_transfer``), as ``batch["depth_prior"]`` and ``batch["confidence"]``, the keys the
+dataset uses for maps stored beside the images; the loss terms only read them. Refinement attaches them to its sample
+the same way."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from gslrm.depth.confidence import ConfidenceCache, gradient_confidence, variance_confidence
-from gslrm.depth.estimators import ESTIMATORS, MidasConfig, MidasEstimator, disparity_from_depth
+from gslrm.depth.estimators import DepthEstimator, MidasConfig, MidasEstimator, disparity_from_depth
 
 __all__ = ["ConfidenceConfig", "DepthPriors", "check_data_loads_priors"]
 
-CONFIDENCE_SOURCES = ("none", "precomputed", "runtime")
+
+class ConfidenceSource(StrEnum):
+    none = "none"
+    precomputed = "precomputed"  # data.confidence_maps
+    runtime = "runtime"  # computed here, by ``method``
+
+
+class ConfidenceMethod(StrEnum):
+    variance = "variance"  # MiDaS's disagreement with itself under flip, grayscale and noise
+    simple = "simple"  # the depth prior's gradients
 
 
 @dataclass
 class ConfidenceConfig:
-    source: str = "none"  # none | precomputed (data.confidence_maps) | runtime
-    method: str = "variance"  # runtime: variance (MiDaS under augmentations) | simple (depth-prior gradients)
+    source: ConfidenceSource = ConfidenceSource.none
+    method: ConfidenceMethod = ConfidenceMethod.variance  # with source=runtime
     num_augmentations: int = 4  # 2..4: original, flip, grayscale, noise
     noise_std: float = 0.01
     cache_size: int = 10000  # maps kept in memory
     cache_dir: str | None = None  # also keep them on disk (shared by ranks and later runs)
 
-    def __post_init__(self) -> None:
-        if self.source not in CONFIDENCE_SOURCES:
-            raise ValueError(f"loss.confidence.source: expected one of {CONFIDENCE_SOURCES}, got {self.source!r}")
-        if self.method not in ("variance", "simple"):
-            raise ValueError(f"loss.confidence.method: expected variance | simple, got {self.method!r}")
-
 
 class DepthPriors(nn.Module):
     """Depth priors from ``estimator`` and confidence maps from ``confidence``, cached per image name. MiDaS is
-    loaded at construction (so a missing model fails at start-up) when the estimator, the runtime variance method
-    or the pseudo-view term (``need_image_estimator``) needs it."""
+    loaded at construction (so a missing model fails at start-up) when the estimator or the runtime variance method
+    needs it, unless ``midas_estimator`` hands over one already loaded (the pseudo-view term's: one copy in memory)."""
 
     def __init__(
-        self, estimator: str, midas: MidasConfig, confidence: ConfidenceConfig, need_image_estimator: bool = False
+        self,
+        estimator: str,
+        midas: MidasConfig,
+        confidence: ConfidenceConfig,
+        midas_estimator: nn.Module | None = None,
+        depth_prior: bool = True,
     ) -> None:
         super().__init__()
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"loss.depth.estimator: expected one of {ESTIMATORS}, got {estimator!r}")
+        if estimator not in set(DepthEstimator):
+            raise ValueError(f"loss.depth.estimator: expected one of {', '.join(DepthEstimator)}, got {estimator!r}")
         self.estimator, self.confidence_config = estimator, confidence
+        self.attaches_depth_prior = depth_prior  # attach() adds depth_prior (the depth term reads it)
         runtime_variance = confidence.source == "runtime" and confidence.method == "variance"
-        needs_midas = estimator == "midas" or runtime_variance or need_image_estimator
-        self.midas = MidasEstimator(midas) if needs_midas else None
+        needs_midas = estimator == "midas" or runtime_variance
+        self.midas = (midas_estimator or MidasEstimator(midas)) if needs_midas else None
         self.confidence_cache = ConfidenceCache(confidence.cache_size, confidence.cache_dir)
         self.disparity_cache = ConfidenceCache(confidence.cache_size)  # MiDaS's prior of a photo never changes
+
+    @classmethod
+    def for_loss(cls, loss, midas_estimator: nn.Module | None = None) -> DepthPriors | None:
+        """The priors ``loss`` (a LossConfig) reads, or None when no active term reads any: the depth term
+        reads ``depth_prior``, the image term ``confidence`` when its confidence has a source."""
+        uses_confidence = loss.image.weight > 0 and loss.confidence.source != "none"
+        if loss.depth.weight <= 0 and not uses_confidence:
+            return None
+        return cls(loss.depth.estimator, loss.midas, loss.confidence, midas_estimator, loss.depth.weight > 0)
+
+    def attach(self, batch: dict) -> dict:
+        """``batch`` with ``depth_prior`` and ``confidence`` (as configured) computed on its device; a shallow copy,
+        the caller's batch is left as it was."""
+        self.to(batch["image"].device)
+        out = dict(batch)
+        if self.attaches_depth_prior:
+            out["depth_prior"] = self.disparity(batch)
+        confidence = self.confidence(batch, out.get("depth_prior"))
+        if confidence is not None:
+            out["confidence"] = confidence
+        return out
 
     def disparity(self, batch: dict) -> Float[Tensor, "b v 1 h w"]:
         """The depth prior of every view of the batch, as disparity."""

@@ -1,4 +1,4 @@
-"""Pseudo cameras: views on the rig's orbit between its training cameras, where no photo was taken (seed 000 section 7).
+"""Pseudo cameras: views on the rig's orbit between its training cameras, where no photo was taken.
 
 In the normalized frame the rig looks at the origin with +Z up. The training cameras are ordered by azimuth; an orbit
 position u in [0, 1) falls between neighbours k = floor(u * V) and k + 1 (cyclically) at t = frac(u * V); the pseudo
@@ -41,7 +41,7 @@ def orbit_cameras(
 
 
 class PseudoStack:
-    """The seed's pseudo stack: ``size`` evenly spread orbit positions, popped at random, refilled when empty."""
+    """The pseudo stack: ``size`` evenly spread orbit positions, popped at random, refilled when empty."""
 
     def __init__(self, size: int = 64, seed: int = 0) -> None:
         self.size = size

@@ -21,11 +21,23 @@ __all__ = ["LiveViewer"]
 
 
 class LiveViewer(Callback):
-    def __init__(self, enabled: bool = False, host: str = "127.0.0.1", port: int = 8080, max_splats: int = 300_000,
-                 min_opacity: float = 0.02, background: str = "white") -> None:  # fmt: skip
+    def __init__(
+        self,
+        enabled: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        max_splats: int = 300_000,
+        min_opacity: float = 0.02,
+        background: str = "white",
+    ) -> None:
         self.enabled = enabled
-        self.options = {"host": host, "port": port, "max_splats": max_splats, "min_opacity": min_opacity,
-                        "background": background}  # fmt: skip
+        self.options = {
+            "host": host,
+            "port": port,
+            "max_splats": max_splats,
+            "min_opacity": min_opacity,
+            "background": background,
+        }
         self.viewer = None
         self.shown = 0  # scenes sent to the browser (tests, docs)
         self._latest = None
@@ -55,8 +67,16 @@ class LiveViewer(Callback):
         self._latest = None
         name = f"step {trainer.global_step}: {self._sample_name(trainer, batch)}"
         cpu = {key: batch[key][0].detach().float().cpu() for key in ("c2w", "fxfycxcy", "image", "bg_color")}
-        scene = ViewScene(name, gaussians[0], cpu["c2w"], cpu["fxfycxcy"], cpu["image"], module.num_input_views,
-                          module.render_config, cpu["bg_color"])  # fmt: skip
+        scene = ViewScene(
+            name,
+            gaussians[0],
+            cpu["c2w"],
+            cpu["fxfycxcy"],
+            cpu["image"],
+            module.num_input_views,
+            module.render_config,
+            cpu["bg_color"],
+        )
         try:
             self._queue.get_nowait()  # an older scene not sent yet: the newer one replaces it
         except queue.Empty:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
 
 import lightning as L
 import torch
@@ -14,10 +13,10 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from gslrm.config import coerce
+from gslrm.config import coerce, plain
 from gslrm.data.datamodule import is_empty
 from gslrm.lit.optim import OptimConfig, build_optimizer, warmup_cosine
-from gslrm.lit.step_times import StepTimes, step_phase
+from gslrm.lit.step_times import measuring_step_times, step_phase
 from gslrm.losses.backgrounds import with_random_backgrounds
 from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
@@ -51,12 +50,12 @@ class GSLRMModule(L.LightningModule):
         self.num_input_views = num_input_views
         self.save_hyperparameters(
             {
-                "model": asdict(model),
-                "loss": asdict(loss),
-                "optim": asdict(optim),
-                "render": asdict(self.render_config),
+                "model": plain(model),
+                "loss": plain(loss),
+                "optim": plain(optim),
+                "render": plain(self.render_config),
                 "num_input_views": num_input_views,
-            }  # fmt: skip
+            }
         )
         self.model = GSLRM(model)
         if model.init_from:
@@ -73,8 +72,6 @@ class GSLRMModule(L.LightningModule):
         self.register_buffer("trained_samples", torch.zeros((), dtype=torch.long))
         self.register_buffer("skipped_samples", torch.zeros((), dtype=torch.long))
         self.register_buffer("grad_norm_mean", torch.zeros(()))
-        self.step_times: StepTimes | None = None  # set by callbacks.step_times while it measures a step
-        self.step_ended_at = 0.0
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.val_psnr_masked = MeanMetric(nan_strategy="ignore")
@@ -88,7 +85,7 @@ class GSLRMModule(L.LightningModule):
         self.val_lpips = MeanMetric()
         self.val_lpips_net, self.val_lpips_missing = None, None
         if val_lpips:
-            from gslrm.losses.lpips_term import build_lpips
+            from gslrm.losses.lpips import build_lpips
             from gslrm.weights import MissingWeightsError
 
             try:
@@ -96,7 +93,6 @@ class GSLRMModule(L.LightningModule):
             except MissingWeightsError as error:
                 self.val_lpips_missing = str(error)
                 log.warning("val/lpips is not reported: %s", error)
-        self.last_train: dict | None = None  # the latest step's tensors, for visualization callbacks
 
     # -- forward -----------------------------------------------------------------------------------------------
     def predict_batch(
@@ -104,19 +100,33 @@ class GSLRMModule(L.LightningModule):
     ) -> tuple[ModelOutput, RenderOutput]:
         """Gaussians from the first ``num_input_views`` views, rendered into every view of the batch."""
         return predict_and_render(
-            self.model, batch, self.num_input_views, self.render_config, training=self.training, clip_xyz=clip_xyz,
+            self.model,
+            batch,
+            self.num_input_views,
+            self.render_config,
+            training=self.training,
+            clip_xyz=clip_xyz,
             background=background,
-        )  # fmt: skip
+        )
 
     def loss_inputs(self, batch: dict, output: ModelOutput, rendered: RenderOutput) -> LossInputs:
         image = batch["image"]
         render_fn = renderer(output.gaussians, batch, self.render_config)  # the pseudo-view depth term's cameras
         return LossInputs(
-            render=rendered.rgb, target=image[:, :, :3], mask=image[:, :, 3:4], background=batch["bg_color"],
-            gaussians=output.gaussians, pixel_means=output.pixel_means, ray_o=output.ray_o, ray_d=output.ray_d,
-            input_mask=image[:, : self.num_input_views, 3:4], depth=rendered.depth, alpha=rendered.alpha, batch=batch,
+            render=rendered.rgb,
+            target=image[:, :, :3],
+            mask=image[:, :, 3:4],
+            background=batch["bg_color"],
+            gaussians=output.gaussians,
+            pixel_means=output.pixel_means,
+            ray_o=output.ray_o,
+            ray_d=output.ray_d,
+            input_mask=image[:, : self.num_input_views, 3:4],
+            depth=rendered.depth,
+            alpha=rendered.alpha,
+            batch=batch,
             render_fn=render_fn,
-        )  # fmt: skip
+        )
 
     # -- training ----------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
@@ -125,10 +135,17 @@ class GSLRMModule(L.LightningModule):
         sampler = getattr(self.trainer.train_dataloader, "sampler", None)
         if self.trainer.world_size > 1 and sampler is not None:  # each rank's shard, for multi-node debugging
             indices = list(iter(sampler))
-            log.info("rank %d of %d trains on %d samples per epoch, first %s", self.trainer.global_rank,
-                     self.trainer.world_size, len(indices), indices[:8])  # fmt: skip
+            log.info(
+                "rank %d of %d trains on %d samples per epoch, first %s",
+                self.trainer.global_rank,
+                self.trainer.world_size,
+                len(indices),
+                indices[:8],
+            )
 
-    def training_step(self, batch: dict | None, batch_index: int) -> None:
+    def training_step(self, batch: dict | None, batch_index: int) -> dict | None:
+        """One optimizer step (or a counted skip). Returns what the callbacks read (``on_train_batch_end``'s
+        ``outputs``): the step's inputs, targets, renders and Gaussians, detached, and when the step ended."""
         if batch is not None:
             self.skipped_samples += int(batch.get("num_skipped", 0))
         if is_empty(batch):  # every sample of the batch was skipped by the data policy (on_error: skip)
@@ -139,7 +156,7 @@ class GSLRMModule(L.LightningModule):
         self.attempted_steps += 1
         clip_xyz = None if self.losses.clip_xyz_allowed(step) else False
         supervised = with_random_backgrounds(batch) if self.losses.config.background == "random" else batch
-        times = self.step_times  # callbacks.step_times: None unless measuring
+        times = measuring_step_times(self._trainer)  # callbacks.step_times: None unless measuring this step
         with step_phase(times, "render_forward"):  # the model's own forward is taken out of it (step_times)
             output, rendered = self.predict_batch(batch, clip_xyz=clip_xyz, background=supervised["bg_color"])
         with step_phase(times, "loss"):
@@ -169,28 +186,34 @@ class GSLRMModule(L.LightningModule):
         batch_size = batch["image"].shape[0]
         self.trained_samples += batch_size
         with step_phase(times, "logging"):
-            self.log_dict({f"train/{name}": value.detach().float() for name, value in terms.items()},
-                          batch_size=batch_size)  # fmt: skip
             self.log_dict(
-                {"metrics/lr": optimizer.param_groups[0]["lr"], "metrics/grad_norm": grad_norm.float(),
-                 "metrics/skipped_steps": self.skipped_steps.float(), "metrics/iter": float(step),
-                 "metrics/param_update_step": float(self.global_step),
-                 "metrics/skipped_samples": self.skipped_samples.float(),
-                 "metrics/trained_samples": self.trained_samples.float()},
+                {f"train/{name}": value.detach().float() for name, value in terms.items()}, batch_size=batch_size
+            )
+            self.log_dict(
+                {
+                    "metrics/lr": optimizer.param_groups[0]["lr"],
+                    "metrics/grad_norm": grad_norm.float(),
+                    "metrics/skipped_steps": self.skipped_steps.float(),
+                    "metrics/iter": float(step),
+                    "metrics/param_update_step": float(self.global_step),
+                    "metrics/skipped_samples": self.skipped_samples.float(),
+                    "metrics/trained_samples": self.trained_samples.float(),
+                },
                 batch_size=batch_size,
-            )  # fmt: skip
+            )
             if loss.is_cuda:  # the memory a step really needs (README memory guidance)
                 self.log(
-                    "metrics/peak_memory_gib", torch.cuda.max_memory_allocated(loss.device) / 2**30,
+                    "metrics/peak_memory_gib",
+                    torch.cuda.max_memory_allocated(loss.device) / 2**30,
                     batch_size=batch_size,
-                )  # fmt: skip
-        self.step_ended_at = time.perf_counter()
-        self.last_train = {  # detached: holding the graph would keep a whole step's activations alive
+                )
+        return {  # detached: holding the graph would keep a whole step's activations alive
             "batch": batch,  # as the model saw its inputs
             "targets": supervised["image"][:, :, :3],  # what the renders were compared with (loss.background)
             "rendered": RenderOutput(rendered.rgb.detach(), rendered.depth.detach(), rendered.alpha.detach()),
             "gaussians": output.gaussians.detach(),
-            "step": step,
+            "step": step,  # forward/backward passes before this one
+            "ended_at": time.perf_counter(),
         }
 
     def should_skip(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
@@ -245,11 +268,15 @@ class GSLRMModule(L.LightningModule):
             if black_psnr[:, views].numel():
                 self.val_psnr_black[view_set](black_psnr[:, views].flatten())
         metrics = {
-            "val/psnr": self.val_psnr, "val/ssim": self.val_ssim, "val/psnr_masked": self.val_psnr_masked,
-            "val/psnr_white": self.val_psnr_white, "val/psnr_masked_white": self.val_psnr_masked_white,
-            "val/mask_iou": self.val_mask_iou, "val/opacity_iou": self.val_opacity_iou,
+            "val/psnr": self.val_psnr,
+            "val/ssim": self.val_ssim,
+            "val/psnr_masked": self.val_psnr_masked,
+            "val/psnr_white": self.val_psnr_white,
+            "val/psnr_masked_white": self.val_psnr_masked_white,
+            "val/mask_iou": self.val_mask_iou,
+            "val/opacity_iou": self.val_opacity_iou,
             "val/psnr_black": self.val_psnr_black["all"],
-        }  # fmt: skip
+        }
         if target.shape[1] > inputs:
             metrics["val/psnr_black_novel"] = self.val_psnr_black["novel"]
         metrics["val/psnr_black_input"] = self.val_psnr_black["input"]

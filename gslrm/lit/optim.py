@@ -4,7 +4,7 @@ linear warmup then cosine decay to 0 per step (as transformers' get_cosine_sched
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -15,7 +15,7 @@ __all__ = ["OptimConfig", "build_optimizer", "warmup_cosine"]
 @dataclass
 class OptimConfig:
     lr: float = 4e-4
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     weight_decay: float = 0.05
     warmup_steps: int = 100
     total_steps: int | None = None  # default: trainer.max_steps
@@ -25,7 +25,8 @@ class OptimConfig:
     skip_warmup_steps: int = 50  # the running mean needs this many accepted steps before it can skip
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
+        if len(self.betas) != 2:
+            raise ValueError(f"optim.betas: expected two values, not {list(self.betas)}")
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
@@ -33,7 +34,7 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = all(p.is_cuda for p in decay + no_decay) and torch.cuda.is_available()
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused or None)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), fused=fused or None)
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:

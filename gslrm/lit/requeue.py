@@ -86,8 +86,12 @@ def resume_checkpoint(checkpoint_dir: Path) -> str | None:
     state = read_state(checkpoint_dir)
     log.info(
         "SLURM job %s, restart %d: resuming from %s (requeued %d times, %d at the time limit)",
-        slurm.job_id(), slurm.restart_count(), newest, state["requeues"], state["timeouts"],
-    )  # fmt: skip
+        slurm.job_id(),
+        slurm.restart_count(),
+        newest,
+        state["requeues"],
+        state["timeouts"],
+    )
     return str(newest)
 
 
@@ -153,8 +157,10 @@ class RequeueOnSignal(Callback):
         if self.stop_step is None:
             self.disarm()
             return
-        if not any(isinstance(callback, SaveLastOnExit) and callback.path == self.checkpoint_path
-                   for callback in trainer.callbacks):  # fmt: skip
+        if not any(
+            isinstance(callback, SaveLastOnExit) and callback.path == self.checkpoint_path
+            for callback in trainer.callbacks
+        ):
             trainer.save_checkpoint(self.checkpoint_path)
         requeued = False
         if trainer.is_global_zero:
@@ -176,15 +182,23 @@ class RequeueOnSignal(Callback):
         if timeouts > self.max_timeouts:
             log.warning(
                 "SLURM job %s reached its time limit %d times (max_num_timeout=%d): not requeued; continue it with "
-                "ckpt_path=%s", identifier, timeouts, self.max_timeouts, self.checkpoint_path,
-            )  # fmt: skip
+                "ckpt_path=%s",
+                identifier,
+                timeouts,
+                self.max_timeouts,
+                self.checkpoint_path,
+            )
             return False
         state = {"job": identifier, "step": self.stop_step, "requeues": state["requeues"] + 1, "timeouts": timeouts}
         (self.checkpoint_path.parent / STATE_FILE).write_text(json.dumps(state))
         slurm.requeue(identifier)
         log.warning(
             "SLURM job %s requeued at step %d (%s; time-limit requeues %d of %d); the next attempt resumes from %s",
-            identifier, self.stop_step, "time limit" if timed_out else "preempted", timeouts, self.max_timeouts,
+            identifier,
+            self.stop_step,
+            "time limit" if timed_out else "preempted",
+            timeouts,
+            self.max_timeouts,
             self.checkpoint_path,
-        )  # fmt: skip
+        )
         return True

@@ -29,10 +29,19 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-__all__ = ["StepTimes", "StepTimer", "step_phase", "PHASES"]
+__all__ = ["StepTimes", "StepTimer", "step_phase", "measuring_step_times", "PHASES"]
 
-PHASES = ("data", "model_forward", "render_forward", "loss", "render_backward", "model_backward", "optimizer",
-          "logging", "callbacks")  # fmt: skip
+PHASES = (
+    "data",
+    "model_forward",
+    "render_forward",
+    "loss",
+    "render_backward",
+    "model_backward",
+    "optimizer",
+    "logging",
+    "callbacks",
+)
 RENDER_PHASES = ("render_forward", "render_backward")
 
 
@@ -100,13 +109,26 @@ class StepTimes:
         # the model forward ran inside predict_batch: what is left of it is the renderer's
         per_step["render_forward"] -= per_step["model_forward"]
         total = sum(per_step.values())
-        return {"steps": self.steps, "step_seconds": total, "seconds": per_step,
-                "share": {name: value / total if total else 0.0 for name, value in per_step.items()},
-                "render_share": sum(per_step[name] for name in RENDER_PHASES) / total if total else 0.0}  # fmt: skip
+        return {
+            "steps": self.steps,
+            "step_seconds": total,
+            "seconds": per_step,
+            "share": {name: value / total if total else 0.0 for name, value in per_step.items()},
+            "render_share": sum(per_step[name] for name in RENDER_PHASES) / total if total else 0.0,
+        }
 
 
 def step_phase(times: StepTimes | None, name: str):
     return times.phase(name) if times is not None else nullcontext()
+
+
+def measuring_step_times(trainer: L.Trainer | None) -> StepTimes | None:
+    """The step timer's times while it measures the current step (the module times its phases into them), else
+    None. The module asks the trainer's callbacks; the timer never reaches into the module."""
+    for callback in trainer.callbacks if trainer is not None else ():
+        if isinstance(callback, StepTimer) and callback.measuring:
+            return callback.times
+    return None
 
 
 class StepTimer(Callback):
@@ -116,6 +138,7 @@ class StepTimer(Callback):
     def __init__(self, enabled: bool = False, skip_steps: int = 5, output_dir: str = ".") -> None:
         self.enabled, self.skip_steps, self.output_dir = enabled, skip_steps, Path(output_dir)
         self.times: StepTimes | None = None
+        self.measuring = False  # this step is timed (after the warm-up)
         self._ended_at: float | None = None
         self._seen = 0
 
@@ -127,21 +150,19 @@ class StepTimer(Callback):
     def on_train_batch_start(self, trainer, module, batch, batch_idx: int) -> None:
         if self.times is None:
             return
-        measuring = self._seen >= self.skip_steps
-        module.step_times = self.times if measuring else None
-        self.times.active = measuring
-        if measuring and self._ended_at is not None:
+        self.measuring = self._seen >= self.skip_steps
+        self.times.active = self.measuring
+        if self.measuring and self._ended_at is not None:
             self.times.add("data", time.perf_counter() - self._ended_at)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
         if self.times is None:
             return
         now = time.perf_counter()
-        if module.step_times is not None:
-            self.times.add("callbacks", now - module.step_ended_at)
+        if self.measuring and outputs:  # outputs["ended_at"]: when training_step returned
+            self.times.add("callbacks", now - outputs["ended_at"])
             self.times.steps += 1
-        module.step_times = None
-        self.times.active = False
+        self.measuring = self.times.active = False
         self._seen += 1
         self._ended_at = time.perf_counter()
 

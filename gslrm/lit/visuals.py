@@ -79,8 +79,8 @@ class TrainingVisuals(Callback):
             self.sink = ImageSink(trainer, self.output_dir)
 
     def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_index: int) -> None:
-        last = getattr(module, "last_train", None)
-        if self.sink is None or last is None or last["step"] % self.vis_every:
+        last = outputs  # the training step's (None: a batch the data policy skipped whole)
+        if self.sink is None or not last or last["step"] % self.vis_every:
             return
         batch, rendered, gaussians = last["batch"], last["rendered"], last["gaussians"]
         step, inputs = trainer.global_step, module.num_input_views
@@ -91,9 +91,13 @@ class TrainingVisuals(Callback):
             self.sink.log(f"images/train/supervision_{i}", supervision, step, caption)
             self.sink.log(f"images/train/input_{i}", image_row(images[i, :inputs], self.min_size), step, caption)
             turntable = render_turntable(  # the Gaussians do not depend on resolution: render the orbit large
-                gaussians[i], self.turntable_views, max(images.shape[-1], self.min_size),
-                elevation_deg=self.turntable_elevation, background=batch["bg_color"][i], settings=module.render_config,
-            )  # fmt: skip
+                gaussians[i],
+                self.turntable_views,
+                max(images.shape[-1], self.min_size),
+                elevation_deg=self.turntable_elevation,
+                background=batch["bg_color"][i],
+                settings=module.render_config,
+            )
             self.sink.log(f"images/train/turntable_{i}", image_row(turntable), step, caption)
 
     def on_validation_batch_end(self, trainer, module, outputs, batch, batch_index: int, dataloader_idx=0) -> None:

@@ -11,13 +11,20 @@ loader's compositing and its linear resampling keep.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["recomposite", "with_random_backgrounds", "BACKGROUND_MODES"]
+__all__ = ["recomposite", "with_random_backgrounds", "LossBackground"]
 
-BACKGROUND_MODES = ("data", "random")
+
+class LossBackground(StrEnum):
+    """``loss.background``: what the rendered views and their targets are composited on in training."""
+
+    data = "data"  # the inputs' own (FaceLift)
+    random = "random"  # a random colour per sample: opacity must follow the animal
 
 
 def recomposite(

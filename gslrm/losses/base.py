@@ -25,7 +25,7 @@ class LossInputs:
     ray_o: Float[Tensor, "b vi 3 h w"]
     ray_d: Float[Tensor, "b vi 3 h w"]
     input_mask: Float[Tensor, "b vi 1 h w"]
-    # for the depth-aware terms (seed 000); the loss computer fills depth_prior and confidence from the batch
+    # for the depth-aware terms; the loss computer reads depth_prior and confidence from the batch (data)
     depth: Float[Tensor, "b v 1 h w"] | None = None  # rendered expected depth
     alpha: Float[Tensor, "b v 1 h w"] | None = None  # rendered alpha (opacity accumulated along each ray)
     batch: dict | None = None  # the data batch (cameras, image names, depth / confidence maps)

@@ -2,8 +2,8 @@
 
 total = w_l2 l2 + w_perceptual perceptual + w_lpips lpips + w_ssim ssim + w_alpha alpha + w_pixelalign pixelalign
         + w_pointsdist pointsdist + w_image image + w_depth depth + ramp(step) w_pseudo_depth pseudo_depth
-The last three are seed 000's confidence/depth pipeline (``loss=confidence``); their depth priors and confidence
-maps come from one ``DepthPriors`` object (``gslrm/depth``), built only when one of them is on.
+The last three are the confidence/depth pipeline (``loss=confidence``). Their depth priors and confidence maps are
+data: the data module attaches them to the batch (``gslrm/depth/priors.py``) and the terms read them from there.
 Warmups (FaceLift's ``set_training_step``): before ``l2_warmup_steps`` the perceptual and LPIPS weights are 0;
 before ``pointsdist_warmup_steps`` l2 = perceptual = 0, pointsdist = 0.1 and ``clip_xyz`` is off.
 Disabled terms (weight 0) are not computed and their networks are not built.
@@ -17,18 +17,20 @@ import torch
 from torch import Tensor, nn
 
 from gslrm.config import coerce
-from gslrm.depth.estimators import MidasConfig
-from gslrm.depth.priors import ConfidenceConfig, DepthPriors
-from gslrm.losses.backgrounds import BACKGROUND_MODES
+from gslrm.depth.estimators import MidasConfig, MidasEstimator
+from gslrm.depth.priors import ConfidenceConfig
+from gslrm.losses.alpha import AlphaConfig, AlphaLoss
+from gslrm.losses.backgrounds import LossBackground
 from gslrm.losses.base import LossInputs
-from gslrm.losses.confidence import ImageConfig, ImageLoss
-from gslrm.losses.coverage import AlphaConfig, AlphaLoss
-from gslrm.losses.depth import DepthConfig, DepthLoss, PseudoDepthConfig, PseudoDepthLoss, pseudo_ramp
-from gslrm.losses.geometry import PixelAlignConfig, PixelAlignLoss, PointsDistConfig, PointsDistLoss
-from gslrm.losses.lpips_term import LPIPSConfig, LPIPSLoss
+from gslrm.losses.depth import DepthConfig, DepthLoss
+from gslrm.losses.image import ImageConfig, ImageLoss
+from gslrm.losses.l2 import L2Config, L2Loss
+from gslrm.losses.lpips import LPIPSConfig, LPIPSLoss
 from gslrm.losses.metrics import mask_iou, opacity_iou, psnr_from_mse
 from gslrm.losses.perceptual import PerceptualConfig, PerceptualLoss
-from gslrm.losses.pixel import L2Config, L2Loss
+from gslrm.losses.pixelalign import PixelAlignConfig, PixelAlignLoss
+from gslrm.losses.pointsdist import PointsDistConfig, PointsDistLoss
+from gslrm.losses.pseudo_depth import PseudoDepthConfig, PseudoDepthLoss, pseudo_ramp
 from gslrm.losses.ssim import SSIMConfig, SSIMLoss
 
 __all__ = ["LossConfig", "LossComputer"]
@@ -70,15 +72,14 @@ class LossConfig:
     mask_iou_threshold: float = 0.1
     # the background of the rendered views and their targets in training: "data" (FaceLift: the inputs' own) or
     # "random" (a random colour per sample, inputs unchanged: opacity must follow the animal; gslrm/losses/backgrounds.py)
-    background: str = "data"
+    background: LossBackground = LossBackground.data
 
     def __post_init__(self) -> None:
-        if self.background not in BACKGROUND_MODES:
-            raise ValueError(f"loss.background: expected one of {', '.join(BACKGROUND_MODES)}, not {self.background!r}")
+        # mappings come from code, tests and checkpoints; composed configs arrive as dataclasses already
         for name, (config_type, _) in TERMS.items():
-            setattr(self, name, coerce(config_type, getattr(self, name)))
+            setattr(self, name, coerce(config_type, getattr(self, name), f"loss.{name}"))
         for name, config_type in NESTED.items():
-            setattr(self, name, coerce(config_type, getattr(self, name)))
+            setattr(self, name, coerce(config_type, getattr(self, name), f"loss.{name}"))
 
 
 class LossComputer(nn.Module):
@@ -93,17 +94,10 @@ class LossComputer(nn.Module):
                 if getattr(config, name).weight > 0 or name in warmup_terms
             }
         )
-        self.priors = None
-        uses_confidence = "image" in self.terms and config.confidence.source != "none"
-        if "depth" in self.terms or "pseudo_depth" in self.terms or uses_confidence:
-            self.priors = DepthPriors(
-                config.depth.estimator,
-                config.midas,
-                config.confidence,
-                need_image_estimator="pseudo_depth" in self.terms,
-            )
-        if "pseudo_depth" in self.terms:
-            self.terms["pseudo_depth"].estimator = self.priors.midas
+        # the pseudo-view term estimates depth of its own renders (the data's priors come with the batch)
+        self.image_estimator = MidasEstimator(config.midas) if "pseudo_depth" in self.terms else None
+        if self.image_estimator is not None:
+            self.terms["pseudo_depth"].estimator = self.image_estimator
 
     def weights(self, step: int) -> dict[str, float]:
         """The weight of every term at ``step`` (the warmup switches applied)."""
@@ -124,8 +118,7 @@ class LossComputer(nn.Module):
         """``loss``, every active term as ``<term>_loss`` (FaceLift's key names: l2_loss, perceptual_loss, ...),
         ``norm_<term>`` = term / l2, and the diagnostics (no gradient)."""
         weights = self.weights(step)
-        if self.priors is not None:
-            self.attach_priors(inputs, weights)
+        self.read_priors(inputs, weights)
         out: dict[str, Tensor] = {}
         total = inputs.render.new_zeros(())
         for name, term in self.terms.items():
@@ -158,11 +151,17 @@ class LossComputer(nn.Module):
                 out["pseudo_depth_skipped"] = torch.tensor(float(self.terms["pseudo_depth"].skipped))
         return out
 
-    def attach_priors(self, inputs: LossInputs, weights: dict[str, float]) -> None:
-        """Fill ``inputs.depth_prior`` / ``inputs.confidence`` for the depth-aware terms active at this step."""
-        if inputs.batch is None:
-            raise ValueError("the depth and confidence terms need LossInputs.batch (the data batch)")
-        if weights["depth"] > 0:
-            inputs.depth_prior = self.priors.disparity(inputs.batch)
-        if weights["image"] > 0:  # the gradient confidence reuses the prior, or asks for it when it is not cached
-            inputs.confidence = self.priors.confidence(inputs.batch, inputs.depth_prior)
+    def read_priors(self, inputs: LossInputs, weights: dict[str, float]) -> None:
+        """``inputs.depth_prior`` / ``inputs.confidence`` from the batch for the terms active at this step (the data
+        module attaches them: gslrm.depth.priors)."""
+        wanted = {"depth_prior": weights["depth"] > 0}
+        wanted["confidence"] = weights["image"] > 0 and self.config.confidence.source != "none"
+        for key, needed in wanted.items():
+            if not needed or getattr(inputs, key) is not None:
+                continue
+            if inputs.batch is None or key not in inputs.batch:
+                raise KeyError(
+                    f"the batch has no {key}: it is data, attached by the data module "
+                    "(gslrm.depth.priors.DepthPriors.for_loss(...).attach(batch))"
+                )
+            setattr(inputs, key, inputs.batch[key])

@@ -6,9 +6,17 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "psnr_from_mse", "on_black", "iou", "mask_iou", "opacity_iou", "predicted_mask", "per_image_psnr", "per_image_masked_psnr", "depth_abs_rel",
+    "psnr_from_mse",
+    "on_black",
+    "iou",
+    "mask_iou",
+    "opacity_iou",
+    "predicted_mask",
+    "per_image_psnr",
+    "per_image_masked_psnr",
+    "depth_abs_rel",
     "aligned_depth_abs_rel",
-]  # fmt: skip
+]
 
 
 def psnr_from_mse(mse: Tensor) -> Tensor:
@@ -24,7 +32,7 @@ def on_black(rgb: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
 
 
 def predicted_mask(render: Tensor, background: Tensor, threshold: float = 0.1) -> Tensor:
-    """Foreground of a render [..., 3, h, w]: mean |render - background| over channels > threshold (the fork's)."""
+    """Foreground of a render [..., 3, h, w]: mean |render - background| over channels > threshold."""
     return ((render - background[..., :, None, None]).abs().mean(dim=-3, keepdim=True) > threshold).float()
 
 
@@ -34,7 +42,8 @@ def iou(predicted: Tensor, truth: Tensor) -> Tensor:
 
 
 def mask_iou(render: Tensor, target_alpha: Tensor, background: Tensor, threshold: float = 0.1) -> Tensor:
-    """IoU of the predicted mask (the fork's colour difference) with alpha > 0.5 over the whole batch."""
+    """IoU of the predicted mask (the colour difference above) with alpha > 0.5 over the whole batch: blind to an
+    animal of the background's colour, which ``opacity_iou`` sees."""
     return iou(predicted_mask(render, background, threshold) > 0.5, target_alpha > 0.5)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -81,15 +82,16 @@ class VGG19Features(nn.Module):
         self.load_state_dict(state)
 
 
+class VggWeights(StrEnum):
+    torchvision = "torchvision"  # torchvision's VGG19 state dict
+    mat = "mat"  # FaceLift's MatConvNet file (path from VGG19_WEIGHTS_PATH or its cache)
+
+
 @dataclass
 class PerceptualConfig(TermConfig):
     pretrained: bool = True  # false = random weights: for tests only, the loss is then meaningless
     weights_path: str | None = None  # torchvision vgg19 state dict; default: the torch hub cache
-    weights: str = "torchvision"  # torchvision | mat (FaceLift's file; path from VGG19_WEIGHTS_PATH or its cache)
-
-    def __post_init__(self) -> None:
-        if self.weights not in ("torchvision", "mat"):
-            raise ValueError(f"loss.perceptual.weights: torchvision | mat, got {self.weights!r}")
+    weights: VggWeights = VggWeights.torchvision
 
 
 class PerceptualLoss(Term):

@@ -34,7 +34,7 @@ def masked_ssim(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
 
     Exactly: m = (alpha > 0.5) cropped by 5 pixels on each side (the centres of the 'valid' 11x11 windows);
     s = sum(m * ssim_map) / max(sum(m) * channels, 1); returns clamp(s, 0, 1). No pixel is filled with a
-    "neutral" value (the fork's masked SSIM did that and went to -0.133), and the clamp keeps 1 - s in [0, 1].
+    "neutral" value (filling them drove a masked SSIM to -0.133), and the clamp keeps 1 - s in [0, 1].
     """
     half = WINDOW // 2
     m = foreground(mask)[..., half:-half, half:-half]

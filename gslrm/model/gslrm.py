@@ -17,9 +17,14 @@ from gslrm.model.gaussians import Gaussians, raw_channels, to_gs
 from gslrm.model.transformer import Transformer, init_weights
 
 __all__ = [
-    "ModelConfig", "GSLRM", "ModelOutput", "load_facelift_checkpoint", "read_checkpoint", "pretrained_path",
+    "ModelConfig",
+    "GSLRM",
+    "ModelOutput",
+    "load_facelift_checkpoint",
+    "read_checkpoint",
+    "pretrained_path",
     "count_parameters",
-]  # fmt: skip
+]
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 
 import torch
@@ -22,10 +23,15 @@ from gslrm.model.gaussians import Gaussians
 from gslrm.render.projection import EPS2D, FAR_PLANE, NEAR_PLANE, project
 from gslrm.render.tiles import GSPLAT_MAX_ALPHA, rasterize_tiles
 
-__all__ = ["RenderConfig", "RenderOutput", "render", "render_views", "CPU_BACKENDS"]
+__all__ = ["RenderConfig", "RenderOutput", "render", "render_views", "CpuBackend"]
 
 log = logging.getLogger(__name__)
-CPU_BACKENDS = ("auto", "compiled", "torch")
+
+
+class CpuBackend(StrEnum):
+    auto = "auto"  # compiled if it builds, else torch (one warning)
+    compiled = "compiled"  # required: fails where it cannot be built
+    torch = "torch"  # the PyTorch reference
 
 
 @dataclass
@@ -33,11 +39,7 @@ class RenderConfig:
     deferred: bool = False  # FaceLift's deferred backpropagation: one view's graph at a time (less memory, ~2x time)
     tile_size: int = 8  # CPU rasterizers only
     max_alpha: float = GSPLAT_MAX_ALPHA  # 0.999 as gsplat; FaceLift's graphdeco rasterizer used 0.99
-    cpu_backend: str = "auto"  # auto: compiled if it builds, else torch (one warning) | compiled (required) | torch
-
-    def __post_init__(self) -> None:
-        if self.cpu_backend not in CPU_BACKENDS:
-            raise ValueError(f"render.cpu_backend must be one of {', '.join(CPU_BACKENDS)}, not {self.cpu_backend!r}")
+    cpu_backend: CpuBackend = CpuBackend.auto
 
 
 @dataclass
@@ -92,10 +94,13 @@ def _compiled_or_warn(required: bool) -> bool:
     if compiled.available():
         return True
     if required:
-        raise RuntimeError(f"render.cpu_backend=compiled, but the compiled rasterizer is unavailable: "
-                           f"{compiled.unavailable_reason()}")  # fmt: skip
-    log.warning("compiled CPU rasterizer unavailable (%s): rendering with the torch path, about 20x slower",
-                compiled.unavailable_reason())  # fmt: skip
+        raise RuntimeError(
+            f"render.cpu_backend=compiled, but the compiled rasterizer is unavailable: {compiled.unavailable_reason()}"
+        )
+    log.warning(
+        "compiled CPU rasterizer unavailable (%s): rendering with the torch path, about 20x slower",
+        compiled.unavailable_reason(),
+    )
     return False
 
 
@@ -112,8 +117,9 @@ def _render_cpu(gaussians: Gaussians, c2w, fxfycxcy, width, height, background, 
     else:
         splats = project(gaussians, c2w, fxfycxcy, width, height)
     backgrounds = torch.cat([background, torch.zeros_like(background[..., :1])], dim=-1).reshape(batch * views, 4)
-    colors, alphas = rasterize(splats, width, height, backgrounds, tile_size=settings.tile_size,
-                               max_alpha=settings.max_alpha)  # fmt: skip
+    colors, alphas = rasterize(
+        splats, width, height, backgrounds, tile_size=settings.tile_size, max_alpha=settings.max_alpha
+    )
     depth = colors[..., 3:] / alphas.clamp(min=1e-10)  # expected depth, as gsplat's "ED"
     out = torch.cat([colors[..., :3], depth, alphas], dim=-1)
     return out.reshape(batch, views, height, width, 5)

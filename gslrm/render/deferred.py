@@ -42,9 +42,14 @@ class _DeferredRender(torch.autograd.Function):
                 )
                 for v in range(c2w.shape[1]):
                     out = render_views(
-                        scene, c2w[b : b + 1, v : v + 1], fxfycxcy[b : b + 1, v : v + 1], width, height,
-                        scene_background, ctx.settings,
-                    )  # fmt: skip
+                        scene,
+                        c2w[b : b + 1, v : v + 1],
+                        fxfycxcy[b : b + 1, v : v + 1],
+                        width,
+                        height,
+                        scene_background,
+                        ctx.settings,
+                    )
                     out.backward(grad_output[b : b + 1, v : v + 1])
         grads = [leaf.grad for leaf in leaves]
         return (*grads, None, None, None, None, None)
@@ -52,6 +57,14 @@ class _DeferredRender(torch.autograd.Function):
 
 def render_deferred(gaussians: Gaussians, c2w, fxfycxcy, width: int, height: int, background, settings) -> Tensor:
     return _DeferredRender.apply(
-        gaussians.means, gaussians.features, gaussians.scales, gaussians.quats, gaussians.opacities,
-        c2w.detach(), fxfycxcy.detach(), background, (width, height), settings,
-    )  # fmt: skip
+        gaussians.means,
+        gaussians.features,
+        gaussians.scales,
+        gaussians.quats,
+        gaussians.opacities,
+        c2w.detach(),
+        fxfycxcy.detach(),
+        background,
+        (width, height),
+        settings,
+    )

@@ -63,8 +63,10 @@ def _build_failure(error: Exception) -> str:
         )
     detail = f"{first}; {compiler}" if compiler else first
     hint = "".join(f"{h}; " for h in hints)
-    return (f"gsplat could not build its CUDA kernels ({detail}); {hint}for the compiler's log run "
-            f"'VERBOSE=1 python -m gslrm.render.gsplat_kernels' ({DOCS})")  # fmt: skip
+    return (
+        f"gsplat could not build its CUDA kernels ({detail}); {hint}for the compiler's log run "
+        f"'VERBOSE=1 python -m gslrm.render.gsplat_kernels' ({DOCS})"
+    )
 
 
 @cache
@@ -115,8 +117,10 @@ def main() -> int:
     it builds only if ``TORCH_CUDA_ARCH_LIST`` names the target (a login node preparing a shared environment)."""
     gpu = torch.cuda.is_available()
     if not gpu and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-        print("no GPU here: nothing to build (the CPU renders with its own rasterizer); to build gsplat's kernels for "
-              "GPU nodes from this machine, set TORCH_CUDA_ARCH_LIST (H100/H200: 9.0, A100: 8.0)")  # fmt: skip
+        print(
+            "no GPU here: nothing to build (the CPU renders with its own rasterizer); to build gsplat's kernels for "
+            "GPU nodes from this machine, set TORCH_CUDA_ARCH_LIST (H100/H200: 9.0, A100: 8.0)"
+        )
         return 0
     start = time.perf_counter()
     try:

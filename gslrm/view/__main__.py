@@ -22,21 +22,19 @@ import hydra  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from gslrm.config import register_resolvers  # noqa: E402
+from gslrm.schemas import register_configs  # noqa: E402
 
-register_resolvers()
+register_configs()
 log = logging.getLogger("gslrm.view")
 
 
 def build_viewer(cfg: DictConfig):
     """The started viewer for ``cfg`` (conf/view.yaml): a checkpoint's predictions on a split, or a ``.ply``."""
     from gslrm.config import build
-    from gslrm.data.datamodule import MouseDataModule, collate_views
-    from gslrm.evaluate import load_model
+    from gslrm.data.datamodule import collate_views
+    from gslrm.inference import find_sample, load_for_inference
     from gslrm.model.gaussians import load_ply
     from gslrm.predict import predict_gaussians
-    from gslrm.render import RenderConfig
-    from gslrm.runs import resolve_checkpoint
     from gslrm.view.viewer import Viewer, ViewScene
 
     config = build(cfg.viewer)
@@ -48,22 +46,13 @@ def build_viewer(cfg: DictConfig):
         return viewer
     if cfg.ckpt_path is None:
         raise FileNotFoundError("nothing to show: pass ckpt_path=FILE|last (a checkpoint) or ply=PATH")
-    ckpt_path = resolve_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.train_task)
-    model, render_config = load_model(ckpt_path, build(cfg.model) if cfg.get("model") else None)
-    render_config = render_config or RenderConfig()
+    loaded = load_for_inference(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model.to(device)
-    data_config = build(cfg.data)
-    datamodule = MouseDataModule(data_config)
-    datamodule.prepare_data()
-    dataset = datamodule.dataset(cfg.split)
+    model = loaded.model.to(device)
+    dataset = loaded.dataset(cfg.split)
     names = [sample.name for sample in dataset.samples]
-    if not names:
-        raise FileNotFoundError(f"split={cfg.split}: no samples in {data_config.root}")
-    first = cfg.sample if cfg.sample is not None else names[0]
-    if first not in names:
-        raise FileNotFoundError(f"sample: {first} is not in split {cfg.split} (e.g. {', '.join(names[:3])})")
-    inputs = data_config.num_input_views
+    first = names[find_sample(dataset, cfg.sample)] if cfg.sample is not None else names[0]
+    inputs = loaded.num_input_views
 
     @torch.no_grad()
     def load_sample(name: str) -> ViewScene:
@@ -73,11 +62,19 @@ def build_viewer(cfg: DictConfig):
             raise ValueError(f"sample {name} could not be read (see the warning above)")
         batch = {key: batch[key].to(device) for key in ("image", "c2w", "fxfycxcy", "bg_color")}
         output = predict_gaussians(model, batch, inputs)
-        log.info("%s: predicted %d Gaussians in %.2f s", name, output.gaussians.means.shape[1],
-                 time.perf_counter() - started)  # fmt: skip
+        seconds = time.perf_counter() - started
+        log.info("%s: predicted %d Gaussians in %.2f s", name, output.gaussians.means.shape[1], seconds)
         cpu = {key: value[0].float().cpu() for key, value in batch.items()}
-        return ViewScene(name, output.gaussians, cpu["c2w"], cpu["fxfycxcy"], cpu["image"], inputs, render_config,
-                         cpu["bg_color"])  # fmt: skip
+        return ViewScene(
+            name,
+            output.gaussians,
+            cpu["c2w"],
+            cpu["fxfycxcy"],
+            cpu["image"],
+            inputs,
+            loaded.render_config,
+            cpu["bg_color"],
+        )
 
     viewer = Viewer(config, names, load_sample).start()
     viewer.sample_picker.value = first  # runs the model on it (the dropdown's callback)

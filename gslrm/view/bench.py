@@ -33,11 +33,12 @@ def facelift_size_scene(count: int = 1_000_000, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     means = torch.randn(count, 3, generator=generator) * torch.tensor([0.3, 0.12, 0.12])
     gaussians = Gaussians(
-        means=means[None], features=torch.randn(1, count, 1, 3, generator=generator) * 0.5,
+        means=means[None],
+        features=torch.randn(1, count, 1, 3, generator=generator) * 0.5,
         scales=torch.rand(1, count, 3, generator=generator) * 0.01 + 0.002,
         quats=torch.nn.functional.normalize(torch.randn(1, count, 4, generator=generator), dim=-1),
         opacities=torch.rand(1, count, generator=generator),
-    )  # fmt: skip
+    )
     c2w, fxfycxcy = turntable_cameras(6, resolution=512, radius=2.7, elevation_deg=20.0)
     images = torch.ones(6, 4, 512, 512)
     return ViewScene(f"{count:,} Gaussians", gaussians, c2w.float(), fxfycxcy.float(), images, 4)
@@ -65,10 +66,17 @@ def measure_page(viewer, profile: Path, timeout_s: float = 300.0) -> dict:
             first = time.perf_counter() - started
             browser.settled_screenshot(timeout_s=max(1.0, deadline - time.perf_counter()))
         except TimeoutError:  # the browser did not draw (or settle) in time: recorded, not fatal
-            return {"first_splat_s": None, "settled_s": None, "timed_out_s": timeout_s,
-                    "browser_mb": round(browser.memory_mb(), 1)}  # fmt: skip
-        return {"first_splat_s": round(first, 2), "settled_s": round(time.perf_counter() - started, 2),
-                "browser_mb": round(browser.memory_mb(), 1)}  # fmt: skip
+            return {
+                "first_splat_s": None,
+                "settled_s": None,
+                "timed_out_s": timeout_s,
+                "browser_mb": round(browser.memory_mb(), 1),
+            }
+        return {
+            "first_splat_s": round(first, 2),
+            "settled_s": round(time.perf_counter() - started, 2),
+            "browser_mb": round(browser.memory_mb(), 1),
+        }
     finally:
         browser.stop()
 
@@ -80,8 +88,9 @@ def training_overhead(steps: int = 150, val_every: int = 25, rounds: int = 2) ->
     from gslrm.bench.cpu import job_step_times
     from gslrm.data.rodent import ensure_dataset
 
-    root = ensure_dataset(Path(tempfile.mkdtemp(prefix="gslrm-view-bench-data-")) / "rodent", samples=24,
-                          val_samples=4, seed=0)  # fmt: skip
+    root = ensure_dataset(
+        Path(tempfile.mkdtemp(prefix="gslrm-view-bench-data-")) / "rodent", samples=24, val_samples=4, seed=0
+    )
     results: dict[str, list[float]] = {"off": [], "on": []}
     for _ in range(rounds):
         for state in ("off", "on"):
@@ -99,8 +108,13 @@ def _row(label: str, make_viewer, profile: Path, page_timeout_s: float) -> dict:
     viewer = make_viewer()
     ready = time.perf_counter() - started
     try:
-        row = {"case": label, "ready_s": round(ready, 2), "splats": len(viewer.splats), "total": viewer.splats.total,
-               "server_mb": round(rss_kib("VmRSS") / 1024 - before, 1)}  # fmt: skip
+        row = {
+            "case": label,
+            "ready_s": round(ready, 2),
+            "splats": len(viewer.splats),
+            "total": viewer.splats.total,
+            "server_mb": round(rss_kib("VmRSS") / 1024 - before, 1),
+        }
         row["sent_mb"] = round(viewer.splats.centers.shape[0] * _BYTES_PER_SPLAT / 2**20, 1)
         row |= measure_page(viewer, profile, page_timeout_s)
     finally:

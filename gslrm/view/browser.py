@@ -45,13 +45,23 @@ class HeadlessChromium:
     def start(self, timeout_s: float = 30.0) -> HeadlessChromium:
         port = free_port()
         command = [
-            find_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu-sandbox", "--use-angle=swiftshader",
-            "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--no-first-run", "--disable-extensions",
-            f"--window-size={self.width},{self.height}", f"--remote-debugging-port={port}",
-            f"--user-data-dir={self.profile}", "about:blank",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)  # fmt: skip
+            find_chromium(),
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu-sandbox",
+            "--use-angle=swiftshader",
+            "--enable-unsafe-swiftshader",
+            "--ignore-gpu-blocklist",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--window-size={self.width},{self.height}",
+            f"--remote-debugging-port={port}",
+            f"--user-data-dir={self.profile}",
+            "about:blank",
+        ]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -68,8 +78,13 @@ class HeadlessChromium:
         from websockets.sync.client import connect
 
         self._socket = connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=timeout_s)
-        self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height, deviceScaleFactor=1,
-                  mobile=False)  # fmt: skip
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=self.width,
+            height=self.height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         return self
 
     def call(self, method: str, timeout_s: float = 60.0, **params) -> dict:

@@ -14,9 +14,14 @@ from torch import Tensor
 from gslrm.model.gaussians import Gaussians
 
 __all__ = [
-    "Splats", "to_splats", "matrix_to_quat", "camera_to_opencv", "nearest_camera", "scene_up",
+    "Splats",
+    "to_splats",
+    "matrix_to_quat",
+    "camera_to_opencv",
+    "nearest_camera",
+    "scene_up",
     "overview_position",
-]  # fmt: skip
+]
 
 
 @dataclass

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gslrm.data.mouse import BACKGROUNDS
-from gslrm.evaluate import VISUAL_BACKGROUNDS
+from gslrm.data.dataset import BACKGROUNDS
+from gslrm.evaluate import VisualBackground
 from gslrm.losses.backgrounds import recomposite
 from gslrm.model.gaussians import Gaussians
 from gslrm.render import RenderConfig, render
@@ -34,14 +34,12 @@ class ViewerConfig:
     port: int = 8080
     min_opacity: float = 0.02  # the threshold slider's start (FaceLift's export filter)
     max_splats: int = 300_000  # the most opaque ones are sent; a FaceLift-size prediction has ~1M (docs/viewer.md)
-    background: str = "white"  # white | black | grey
+    background: VisualBackground = VisualBackground.white
     show_cameras: bool = True
     overview_distance: float = 2.0  # the first view: input camera 0's direction, this many times farther out
     render_height: int = 256  # "render this view": our renderer's image height
 
     def __post_init__(self) -> None:
-        if self.background not in VISUAL_BACKGROUNDS:  # eval.background's choices
-            raise ValueError(f"background: expected one of {', '.join(VISUAL_BACKGROUNDS)}, not {self.background!r}")
         if not 0.0 <= self.min_opacity < 1.0:
             raise ValueError(f"min_opacity: expected a value in [0, 1), not {self.min_opacity}")
         if self.max_splats < 1:
@@ -96,14 +94,20 @@ class Viewer:
         if self.samples and self.load_sample is not None:
             self.sample_picker = gui.add_dropdown("sample", tuple(self.samples), initial_value=self.samples[0])
             self.sample_picker.on_update(lambda _: self._pick(self.sample_picker.value))
-        self.threshold = gui.add_slider("opacity >", min=0.0, max=0.99, step=0.01,
-                                        initial_value=self.config.min_opacity)  # fmt: skip
+        self.threshold = gui.add_slider(
+            "opacity >", min=0.0, max=0.99, step=0.01, initial_value=self.config.min_opacity
+        )
         self.threshold.on_update(lambda _: self.redraw())
-        self.background = gui.add_dropdown("background", VISUAL_BACKGROUNDS, initial_value=self.config.background)
+        self.background = gui.add_dropdown(
+            "background", tuple(VisualBackground), initial_value=str(self.config.background)
+        )
         self.background.on_update(lambda _: self._draw_background())
         self.cameras = gui.add_checkbox("rig cameras", initial_value=self.config.show_cameras)
         self.cameras.on_update(lambda _: self._draw_cameras())
-        self.render_button = gui.add_button("render this view (gslrm renderer | nearest rig view)")
+        # a short label: the GUI panel is narrow and cut the longer one off at 1280 px; the hint says the rest
+        self.render_button = gui.add_button(
+            "render this view", hint="gslrm's own renderer from this camera, beside the nearest rig camera's image"
+        )
         self.render_button.on_click(lambda event: self.render_view(event.client))
         self.render_image = gui.add_image(np.ones((8, 16, 3), np.uint8) * 255, label="render | ground truth")
         self._draw_background()
@@ -145,9 +149,12 @@ class Viewer:
                     self._splat_handle = None
             else:
                 self._splat_handle = self.server.scene.add_gaussian_splats(
-                    "/splats", centers=splats.centers, covariances=splats.covariances, rgbs=splats.rgbs,
+                    "/splats",
+                    centers=splats.centers,
+                    covariances=splats.covariances,
+                    rgbs=splats.rgbs,
                     opacities=splats.opacities,
-                )  # fmt: skip
+                )
             subsampled = " (the most opaque; viewer.max_splats)" if len(splats) == self.config.max_splats else ""
             self.status.content = (
                 f"**{self.scene.name}**: {len(splats):,} of {splats.total:,} Gaussians shown, "
@@ -194,11 +201,18 @@ class Viewer:
                 image = scene.images[view, :3].permute(1, 2, 0).clamp(0, 1).mul(255).byte().numpy()
                 is_input = view < scene.num_inputs
                 rotation = conversions.matrix_to_quat(scene.c2w[view, :3, :3].numpy())
-                self._camera_handles.append(self.server.scene.add_camera_frustum(
-                    f"/cameras/{view}", fov=float(2 * np.arctan(0.5 * height / fy)), aspect=width / height,
-                    scale=scale, image=image, color=(40, 160, 40) if is_input else (160, 160, 160),
-                    wxyz=rotation, position=scene.c2w[view, :3, 3].numpy(),
-                ))  # fmt: skip
+                self._camera_handles.append(
+                    self.server.scene.add_camera_frustum(
+                        f"/cameras/{view}",
+                        fov=float(2 * np.arctan(0.5 * height / fy)),
+                        aspect=width / height,
+                        scale=scale,
+                        image=image,
+                        color=(40, 160, 40) if is_input else (160, 160, 160),
+                        wxyz=rotation,
+                        position=scene.c2w[view, :3, 3].numpy(),
+                    )
+                )
 
     # -- "render this view" ----------------------------------------------------------------------------------
     def render_view(self, client) -> dict:
@@ -212,16 +226,32 @@ class Viewer:
             c2w, intrinsics = conversions.camera_to_opencv(camera.wxyz, camera.position, camera.fov, width, height)
             background = torch.tensor(BACKGROUNDS[self.background.value])
             kept = self._kept_gaussians()
-            view = render(kept, c2w[None, None], intrinsics[None, None], width, height, background=background[None],
-                          settings=scene.render_config, deferred=False)  # fmt: skip
+            view = render(
+                kept,
+                c2w[None, None],
+                intrinsics[None, None],
+                width,
+                height,
+                background=background[None],
+                settings=scene.render_config,
+                deferred=False,
+            )
             result = {"render": view.rgb[0, 0].clamp(0, 1), "alpha": view.alpha[0, 0], "nearest": None}
             panels = [result["render"]]
             if scene.c2w is not None:
                 nearest = conversions.nearest_camera(c2w, scene.c2w)
                 gt = scene.images[nearest]
                 size = gt.shape[-1]
-                rig = render(kept, scene.c2w[nearest][None, None], scene.fxfycxcy[nearest][None, None], size, size,
-                             background=background[None], settings=scene.render_config, deferred=False)  # fmt: skip
+                rig = render(
+                    kept,
+                    scene.c2w[nearest][None, None],
+                    scene.fxfycxcy[nearest][None, None],
+                    size,
+                    size,
+                    background=background[None],
+                    settings=scene.render_config,
+                    deferred=False,
+                )
                 # moved from the data's background onto the viewer's through its alpha, as eval.py's panels
                 gt_rgb = recomposite(gt[None, None], scene.data_background[None], background[None])[0, 0, :3]
                 result |= {"nearest": nearest, "ground_truth": gt_rgb, "rig_render": rig.rgb[0, 0].clamp(0, 1)}

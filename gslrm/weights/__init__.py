@@ -7,6 +7,17 @@ from gslrm.weights.loading import hub_checkpoint, load_state_dict, weights_path
 from gslrm.weights.registry import SOURCES, Source, destination, source
 
 __all__ = [
-    "SOURCES", "MissingWeightsError", "Source", "WeightsChecksumError", "destination", "ensure", "fetch",
-    "hub_checkpoint", "load_state_dict", "offline", "source", "verify", "weights_path",
-]  # fmt: skip
+    "SOURCES",
+    "MissingWeightsError",
+    "Source",
+    "WeightsChecksumError",
+    "destination",
+    "ensure",
+    "fetch",
+    "hub_checkpoint",
+    "load_state_dict",
+    "offline",
+    "source",
+    "verify",
+    "weights_path",
+]

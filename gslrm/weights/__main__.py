@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gslrm.weights", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     fetch_parser = commands.add_parser("fetch", help="download into the caches (skips what is there)")
-    fetch_parser.add_argument("names", nargs="*", default=["all"],
-                              help=f"all | {' | '.join(ALL)} | vgg19_mat | hf://owner/repo/file")  # fmt: skip
+    fetch_parser.add_argument(
+        "names", nargs="*", default=["all"], help=f"all | {' | '.join(ALL)} | vgg19_mat | hf://owner/repo/file"
+    )
     status_parser = commands.add_parser("status", help="what is cached, where, and whether its checksum is right")
     for sub in (fetch_parser, status_parser):
         sub.add_argument(

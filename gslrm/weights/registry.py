@@ -40,24 +40,59 @@ class Source:
 SOURCES: dict[str, Source] = {
     source.name: source
     for source in (
-        Source("vgg19", "VGG19 (perceptual loss)", "vgg19-dcbb9e9d.pth",
-               "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "sha256:dcbb9e9d", "checkpoints"),
-        Source("vgg16", "VGG16 (LPIPS backbone)", "vgg16-397923af.pth",
-               "https://download.pytorch.org/models/vgg16-397923af.pth", "sha256:397923af", "checkpoints"),
-        Source("vgg19_mat", "VGG19 MatConvNet (FaceLift's perceptual weights)", "imagenet-vgg-verydeep-19.mat",
-               "https://www.vlfeat.org/matconvnet/models/imagenet-vgg-verydeep-19.mat",
-               "md5:106118b7cf60435e6d8e04f6a6dc3657", "openfacelift"),
-        Source("midas_repo", "MiDaS code (torch.hub repository)", "intel-isl_MiDaS_master",
-               "https://github.com/isl-org/MiDaS/zipball/master", None, "hub_repo",
-               "a zip of the repository's master branch: no published checksum"),
-        Source("midas", "MiDaS DPT_Hybrid weights", "dpt_hybrid_384.pt",
-               "https://github.com/isl-org/MiDaS/releases/download/v3/dpt_hybrid_384.pt", None, "checkpoints",
-               "MiDaS publishes no checksum for its release files"),
-        Source("facelift", "FaceLift GS-LRM checkpoint", "ckpt_0000000000021125.pt",
-               "hf://wlyu/OpenFaceLift/gslrm/ckpt_0000000000021125.pt", None, "hf",
-               "huggingface_hub verifies the file against the hub's own hash"),
+        Source(
+            "vgg19",
+            "VGG19 (perceptual loss)",
+            "vgg19-dcbb9e9d.pth",
+            "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+            "sha256:dcbb9e9d",
+            "checkpoints",
+        ),
+        Source(
+            "vgg16",
+            "VGG16 (LPIPS backbone)",
+            "vgg16-397923af.pth",
+            "https://download.pytorch.org/models/vgg16-397923af.pth",
+            "sha256:397923af",
+            "checkpoints",
+        ),
+        Source(
+            "vgg19_mat",
+            "VGG19 MatConvNet (FaceLift's perceptual weights)",
+            "imagenet-vgg-verydeep-19.mat",
+            "https://www.vlfeat.org/matconvnet/models/imagenet-vgg-verydeep-19.mat",
+            "md5:106118b7cf60435e6d8e04f6a6dc3657",
+            "openfacelift",
+        ),
+        Source(
+            "midas_repo",
+            "MiDaS code (torch.hub repository)",
+            "intel-isl_MiDaS_master",
+            "https://github.com/isl-org/MiDaS/zipball/master",
+            None,
+            "hub_repo",
+            "a zip of the repository's master branch: no published checksum",
+        ),
+        Source(
+            "midas",
+            "MiDaS DPT_Hybrid weights",
+            "dpt_hybrid_384.pt",
+            "https://github.com/isl-org/MiDaS/releases/download/v3/dpt_hybrid_384.pt",
+            None,
+            "checkpoints",
+            "MiDaS publishes no checksum for its release files",
+        ),
+        Source(
+            "facelift",
+            "FaceLift GS-LRM checkpoint",
+            "ckpt_0000000000021125.pt",
+            "hf://wlyu/OpenFaceLift/gslrm/ckpt_0000000000021125.pt",
+            None,
+            "hf",
+            "huggingface_hub verifies the file against the hub's own hash",
+        ),
     )
-}  # fmt: skip
+}
 
 
 def source(name: str) -> Source:

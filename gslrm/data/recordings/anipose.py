@@ -34,7 +34,7 @@ from gslrm.data.recordings.camera import (
     checked_matrix,
     distortion,
     fisheye_distortion,
-)  # fmt: skip
+)
 from gslrm.data.recordings.source import Recording, find_masks, videos_in
 from gslrm.data.recordings.video import VideoSource
 
@@ -70,16 +70,23 @@ def _camera(path: Path, table: str, entry: object) -> RigCamera:
         if K[0, 1] != 0.0:  # OpenCV's fisheye undistortion maps ignore K's skew term
             raise DataFormatError(f"{where}.matrix: a fisheye camera with skew ({K[0, 1]:g}) is not supported")
     elif coefficients.size in (4, 5):
-        dist = distortion(f"{where}.distortions", coefficients[[0, 1, 4]] if coefficients.size == 5 else coefficients[:2],
-                          coefficients[2:4])  # fmt: skip
+        dist = distortion(
+            f"{where}.distortions",
+            coefficients[[0, 1, 4]] if coefficients.size == 5 else coefficients[:2],
+            coefficients[2:4],
+        )
     else:
         raise DataFormatError(f"{where}.distortions: expected OpenCV's 5 (or 4) coefficients, got {coefficients.size}")
     rotation_vector = checked_matrix(f"{where}.rotation", entry["rotation"], (3,))
     return RigCamera(
-        name=str(entry["name"]), K=K, R=cv2.Rodrigues(rotation_vector)[0],
-        t=checked_matrix(f"{where}.translation", entry["translation"], (3,)), dist=dist,
-        size=(int(size[0]), int(size[1])), fisheye=fisheye,
-    )  # fmt: skip
+        name=str(entry["name"]),
+        K=K,
+        R=cv2.Rodrigues(rotation_vector)[0],
+        t=checked_matrix(f"{where}.translation", entry["translation"], (3,)),
+        dist=dist,
+        size=(int(size[0]), int(size[1])),
+        fisheye=fisheye,
+    )
 
 
 def read_calibration(path: Path) -> list[RigCamera]:
@@ -109,11 +116,16 @@ def write_calibration(path: Path, cameras: list[RigCamera]) -> None:
     lines = []
     for index, camera in enumerate(cameras):
         lines += [
-            f"[cam_{index}]", f'name = "{camera.name}"', f"size = [{camera.size[0]}, {camera.size[1]}]",
-            f"matrix = {_toml_list(camera.K.tolist())}", f"distortions = {_toml_list(camera.dist.tolist())}",
+            f"[cam_{index}]",
+            f'name = "{camera.name}"',
+            f"size = [{camera.size[0]}, {camera.size[1]}]",
+            f"matrix = {_toml_list(camera.K.tolist())}",
+            f"distortions = {_toml_list(camera.dist.tolist())}",
             f"rotation = {_toml_list(cv2.Rodrigues(camera.R)[0].reshape(3).tolist())}",
-            f"translation = {_toml_list(camera.t.tolist())}", *(["fisheye = true"] if camera.fisheye else []), "",
-        ]  # fmt: skip
+            f"translation = {_toml_list(camera.t.tolist())}",
+            *(["fisheye = true"] if camera.fisheye else []),
+            "",
+        ]
     lines += ["[metadata]", "adjusted = false", "error = 0.0", ""]
     path.write_text("\n".join(lines))
 
@@ -194,6 +206,10 @@ def read(src: Path, masks: Path | None = None, cam_regex: str | None = None) -> 
                 f"{path}: a video with no camera in {calibration}{named} (cameras: {', '.join(c.name for c in cameras)})"
             )
     return Recording(
-        format="anipose", calibration=calibration, cameras=cameras, videos=[VideoSource.single(v) for v in videos],
-        masks=find_masks(src, masks, "masks", [v.stem for v in videos]), pixel_convention="opencv",
-    )  # fmt: skip
+        format="anipose",
+        calibration=calibration,
+        cameras=cameras,
+        videos=[VideoSource.single(v) for v in videos],
+        masks=find_masks(src, masks, "masks", [v.stem for v in videos]),
+        pixel_convention="opencv",
+    )

@@ -23,9 +23,18 @@ import numpy as np
 from gslrm.data.format import DataFormatError
 
 __all__ = [
-    "MATLAB_MINUS_OPENCV", "OPENCV_TO_GSLRM", "RigCamera", "checked_intrinsics", "checked_matrix", "checked_rotation",
-    "distortion", "fisheye_distortion", "frame_kept", "undistortion_maps", "pinhole_positions",
-]  # fmt: skip
+    "MATLAB_MINUS_OPENCV",
+    "OPENCV_TO_GSLRM",
+    "RigCamera",
+    "checked_intrinsics",
+    "checked_matrix",
+    "checked_rotation",
+    "distortion",
+    "fisheye_distortion",
+    "frame_kept",
+    "undistortion_maps",
+    "pinhole_positions",
+]
 
 OPENCV_TO_GSLRM = 0.5  # gslrm's pixel coordinates are OpenCV's plus a half pixel
 MATLAB_MINUS_OPENCV = 1.0  # MATLAB's are OpenCV's plus one
@@ -71,15 +80,26 @@ class RigCamera:
         this is the familiar (cx + 0.5) * s - 0.5.
         """
         K = self.pinhole_K(focal_scale)
-        return np.array([
-            K[0, 0] * scale_x, K[1, 1] * scale_y, (K[0, 2] + OPENCV_TO_GSLRM) * scale_x, (K[1, 2] + OPENCV_TO_GSLRM) * scale_y,
-        ])  # fmt: skip
+        return np.array(
+            [
+                K[0, 0] * scale_x,
+                K[1, 1] * scale_y,
+                (K[0, 2] + OPENCV_TO_GSLRM) * scale_x,
+                (K[1, 2] + OPENCV_TO_GSLRM) * scale_y,
+            ]
+        )
 
     @classmethod
     def from_gslrm(
-        cls, name: str, fxfycxcy, w2c, size: tuple[int, int] | None = None, dist=None, fisheye: bool = False,
+        cls,
+        name: str,
+        fxfycxcy,
+        w2c,
+        size: tuple[int, int] | None = None,
+        dist=None,
+        fisheye: bool = False,
         skew: float = 0.0,
-    ) -> RigCamera:  # fmt: skip
+    ) -> RigCamera:
         """The inverse of ``w2c``/``fxfycxcy``: a gslrm view as a rig calibration would state it (``skew``: K[0, 1],
         a camera whose recorded frames are sheared; ``pinhole_K()`` is still the gslrm view's)."""
         fx, fy, cx, cy = np.asarray(fxfycxcy, dtype=np.float64)

@@ -30,7 +30,7 @@ from gslrm.data.recordings.camera import (
     checked_matrix,
     checked_rotation,
     distortion,
-)  # fmt: skip
+)
 from gslrm.data.recordings.source import Recording, find_masks, videos_in
 from gslrm.data.recordings.video import VideoSource
 
@@ -104,9 +104,12 @@ def hires_variables(camera: RigCamera) -> dict:
     K[:2, 2] += MATLAB_MINUS_OPENCV
     k1, k2, p1, p2, k3 = camera.standard_distortion()
     return {
-        "K": K.T, "r": camera.R.T, "t": camera.t.reshape(1, 3), "RDistort": np.array([[k1, k2, k3]]),
+        "K": K.T,
+        "r": camera.R.T,
+        "t": camera.t.reshape(1, 3),
+        "RDistort": np.array([[k1, k2, k3]]),
         "TDistort": np.array([[p1, p2]]),
-    }  # fmt: skip
+    }
 
 
 def label3d_variables(cameras: list[RigCamera]) -> dict:
@@ -192,7 +195,12 @@ def read(src: Path, masks: Path | None = None) -> Recording:
             raise DataFormatError(f"{video_root / name}: video for camera {name} of {calibration} not found")
         videos.append(_chunks(video_root / name))
     return Recording(
-        format="dannce", calibration=calibration, cameras=cameras, videos=videos,
-        masks=find_masks(src, masks, "masks", names), pixel_convention="matlab", units="mm",
+        format="dannce",
+        calibration=calibration,
+        cameras=cameras,
+        videos=videos,
+        masks=find_masks(src, masks, "masks", names),
+        pixel_convention="matlab",
+        units="mm",
         notes=["MATLAB row-vector calibration: K and r transposed, 1-based pixels (cx, cy - 1 for OpenCV)"],
-    )  # fmt: skip
+    )

@@ -92,14 +92,18 @@ def convert_camera(job: CameraJob, progress=None) -> int:
     masks = job.mask.frames(pending, gray=True) if job.mask is not None else None
     for index, rgb in job.video.frames(pending):
         if rgb.shape[:2] != (job.converter.height, job.converter.width):
-            raise DataFormatError(f"{job.video.describe()}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]}, "
-                                  f"expected {job.converter.width}x{job.converter.height}")  # fmt: skip
+            raise DataFormatError(
+                f"{job.video.describe()}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]}, "
+                f"expected {job.converter.width}x{job.converter.height}"
+            )
         pixels = job.converter.image(rgb)
         if masks is not None:
             mask_index, mask = next(masks)
             if mask.shape != rgb.shape[:2]:
-                raise DataFormatError(f"{job.mask.describe()}: frame {mask_index} is {mask.shape[1]}x{mask.shape[0]}, "
-                                      f"the video {rgb.shape[1]}x{rgb.shape[0]}")  # fmt: skip
+                raise DataFormatError(
+                    f"{job.mask.describe()}: frame {mask_index} is {mask.shape[1]}x{mask.shape[0]}, "
+                    f"the video {rgb.shape[1]}x{rgb.shape[0]}"
+                )
             pixels = np.concatenate([pixels, job.converter.mask(mask, job.mask_threshold)[..., None]], axis=2)
         _save_png(frame_dir(job.out, index) / image_name(job.view), pixels)
         if progress is not None:
@@ -126,8 +130,10 @@ def _check_video(recording: Recording, camera_index: int) -> tuple[int, int, int
     if isinstance(mask, VideoSource):
         mask_info = mask.info()
         if (mask_info.width, mask_info.height) != (info.width, info.height):
-            raise DataFormatError(f"{mask.describe()}: size {mask_info.width}x{mask_info.height} differs from its video "
-                                  f"{video.describe()} ({info.width}x{info.height})")  # fmt: skip
+            raise DataFormatError(
+                f"{mask.describe()}: size {mask_info.width}x{mask_info.height} differs from its video "
+                f"{video.describe()} ({info.width}x{info.height})"
+            )
     return info.width, info.height, info.frames
 
 
@@ -160,8 +166,10 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
             sources.append((recording.masks[index], recording.masks[index].info().frames))
         for source, count in sources:
             if count and frames[-1] >= count:
-                raise DataFormatError(f"{source.describe()}: the video has {count} frames, "
-                                      f"but frame {frames[-1]} was asked for (--frames)")  # fmt: skip
+                raise DataFormatError(
+                    f"{source.describe()}: the video has {count} frames, "
+                    f"but frame {frames[-1]} was asked for (--frames)"
+                )
     splits, dropped = split_frames(frames, parse_split(options.split), options.split_gap)
     converters = [
         FrameConverter(recording.cameras[i], w, h, options.scale, options.focal_scale)
@@ -169,11 +177,17 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
     ]
     kept = [c.frame_kept() for c in converters]
     settings = {
-        "format": options.format, "source": str(options.src.resolve()), "frames": options.frames, "views": views,
-        "scale": options.scale, "focal_scale": options.focal_scale,
+        "format": options.format,
+        "source": str(options.src.resolve()),
+        "frames": options.frames,
+        "views": views,
+        "scale": options.scale,
+        "focal_scale": options.focal_scale,
         "masks": [m.describe() if m else None for m in (recording.masks[i] for i in views)],
-        "mask_threshold": options.mask_threshold, "split": options.split, "split_gap": options.split_gap,
-    }  # fmt: skip
+        "mask_threshold": options.mask_threshold,
+        "split": options.split,
+        "split_gap": options.split_gap,
+    }
     info = {
         "options": settings,
         "calibration": str(recording.calibration),
@@ -213,7 +227,7 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
                 "no masks: images are RGB and the loader auto-masks pixels above data.mask_threshold (white background "
                 "only); give --masks for a real arena"
             ]
-        ),  # fmt: skip
+        ),
     }
     return recording, views, converters, splits, info
 
@@ -235,8 +249,10 @@ def _resume_check(out: Path, info: dict) -> None:
         previous.setdefault("focal_scale", 1.0)  # imports written before --focal-scale existed used 1
     if previous != info["options"]:
         changed = sorted(k for k in info["options"] if (previous or {}).get(k) != info["options"][k])
-        raise DataFormatError(f"{path}: options: {out} holds an import made with other {', '.join(changed)}; "
-                              "use another --out (or delete it) to import with these")  # fmt: skip
+        raise DataFormatError(
+            f"{path}: options: {out} holds an import made with other {', '.join(changed)}; "
+            "use another --out (or delete it) to import with these"
+        )
 
 
 def import_recording(options: ImportOptions) -> dict:
@@ -248,9 +264,11 @@ def import_recording(options: ImportOptions) -> dict:
     if resampled and min(view["frame_kept"] for view in resampled) < 0.999:
         least = min(resampled, key=lambda view: view["frame_kept"])
         scale = min(view["focal_scale_keeping_all"] for view in resampled)
-        log.info(f"the written pinhole views hold as little as {least['frame_kept']:.0%} of the recorded frames (the "
-                 f"lens pushes the rest outside them); --focal-scale {math.floor(scale * 1e3) / 1e3:g} would hold all "
-                 "of every frame")  # fmt: skip
+        log.info(
+            f"the written pinhole views hold as little as {least['frame_kept']:.0%} of the recorded frames (the "
+            f"lens pushes the rest outside them); --focal-scale {math.floor(scale * 1e3) / 1e3:g} would hold all "
+            "of every frame"
+        )
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     _resume_check(out, info)
@@ -262,8 +280,12 @@ def import_recording(options: ImportOptions) -> dict:
         for v, i in enumerate(views)
     ]
     workers = options.workers or min(len(jobs), os.cpu_count() or 1)
-    with tqdm(total=len(pending) * len(jobs), desc=f"importing {len(frames)} frames x {len(jobs)} cameras",
-              unit="image", disable=not options.progress) as bar:  # fmt: skip
+    with tqdm(
+        total=len(pending) * len(jobs),
+        desc=f"importing {len(frames)} frames x {len(jobs)} cameras",
+        unit="image",
+        disable=not options.progress,
+    ) as bar:
         if workers <= 1:
             for job in jobs:
                 convert_camera(job, _Bar(bar))
@@ -343,10 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scale", type=float, default=1.0, help="image scale, e.g. 0.25: 1152x1024 -> 288x256")
     parser.add_argument(
-        "--focal-scale", type=float, default=1.0,
+        "--focal-scale",
+        type=float,
+        default=1.0,
         help="focal lengths of the written pinhole cameras, times the calibration's: < 1 keeps more of a wide "
         "(fisheye) lens' field of view; != 1 resamples every camera",
-    )  # fmt: skip
+    )
     parser.add_argument("--masks", type=Path, default=None, help="mask folder (default: the format's usual place)")
     parser.add_argument(
         "--mask-threshold", type=float, default=0.5, help="fraction of 255 above which a mask pixel is set"
@@ -359,10 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=0, help="processes (one camera each); default min(cameras, cores)"
     )
     parser.add_argument(
-        "--cam-regex", default=None,
+        "--cam-regex",
+        default=None,
         help="anipose: regex whose first group is a video's camera name, as anipose's cam_regex "
         "(default: [triangulation] cam_regex of the project's config.toml)",
-    )  # fmt: skip
+    )
     parser.add_argument("--no-check", action="store_true", help="skip the data check summary at the end")
     args = parser.parse_args(argv)
     if args.cam_regex is not None and args.format != "anipose":
@@ -371,16 +396,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--scale and --focal-scale must be > 0 and --mask-threshold in (0, 1]")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     options = ImportOptions(
-        args.format, args.src, args.out, args.frames, args.views, args.scale, args.masks, args.mask_threshold,
-        args.split, args.split_gap, args.workers, focal_scale=args.focal_scale, cam_regex=args.cam_regex,
-    )  # fmt: skip
+        args.format,
+        args.src,
+        args.out,
+        args.frames,
+        args.views,
+        args.scale,
+        args.masks,
+        args.mask_threshold,
+        args.split,
+        args.split_gap,
+        args.workers,
+        focal_scale=args.focal_scale,
+        cam_regex=args.cam_regex,
+    )
     try:
         info = import_recording(options)
     except DataFormatError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {info['splits']} frames ({info['written_this_run']} new), "
-          f"{len(info['views'])} views at {info['views'][0]['image_size'][0]}x{info['views'][0]['image_size'][1]}")  # fmt: skip
+    print(
+        f"wrote {args.out}: {info['splits']} frames ({info['written_this_run']} new), "
+        f"{len(info['views'])} views at {info['views'][0]['image_size'][0]}x{info['views'][0]['image_size'][1]}"
+    )
     if args.no_check:
         return 0
     from gslrm.data.check import check_dataset, print_report

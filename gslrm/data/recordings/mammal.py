@@ -31,10 +31,14 @@ class _ArraysOnly(pickle.Unpickler):
     """Unpickles lists, dicts and numpy arrays only: a calibration file has no reason to run code."""
 
     ALLOWED = {
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict"),
-    }  # fmt: skip
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("collections", "OrderedDict"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
@@ -101,8 +105,12 @@ def read(src: Path, masks: Path | None = None) -> Recording:
             raise DataFormatError(f"{video_dir / f'{index}.mp4'}: video for camera {index} of {calibration} not found")
         videos.append(VideoSource.single(found[str(index)]))
     return Recording(
-        format="mammal", calibration=calibration, cameras=cameras, videos=videos,
-        masks=find_masks(src, masks, MASKS, [str(i) for i in range(len(cameras))]), pixel_convention="opencv",
+        format="mammal",
+        calibration=calibration,
+        cameras=cameras,
+        videos=videos,
+        masks=find_masks(src, masks, MASKS, [str(i) for i in range(len(cameras))]),
+        pixel_convention="opencv",
         units="mm",
         notes=["videos are undistorted by the rig's pipeline; no distortion applied"],
-    )  # fmt: skip
+    )

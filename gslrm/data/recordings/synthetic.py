@@ -130,9 +130,15 @@ def _eased(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def record(
-    out: Path, formats: tuple[str, ...] = ("mammal", "anipose", "dannce"), frames: int = 24, width: int = 1152,
-    height: int = 1024, seed: int = 0, fps: int = 100, depth: bool = False,
-) -> None:  # fmt: skip
+    out: Path,
+    formats: tuple[str, ...] = ("mammal", "anipose", "dannce"),
+    frames: int = 24,
+    width: int = 1152,
+    height: int = 1024,
+    seed: int = 0,
+    fps: int = 100,
+    depth: bool = False,
+) -> None:
     """Render ``frames`` frames of a moving rodent and write them as each format (see the module docstring)."""
     from tqdm import tqdm
 
@@ -168,7 +174,7 @@ def record(
                         lenses[lens](k),
                         lens == "fisheye",
                         skew=rig_skew(k, width) if skewed else 0.0,
-                    )  # fmt: skip
+                    )
                     for k, name in enumerate(names)
                 ]
                 writers.append(_FormatWriter(out / kind, format, cameras, fps, stack))
@@ -193,9 +199,20 @@ def record(
                         )
     finally:
         scene.close()
-    (out / "manifest.json").write_text(json.dumps(
-        {"generator": "gslrm.data.recordings.synthetic", "formats": list(formats), "frames": frames,
-         "size": [width, height], "seed": seed, "fps": fps, "units": "mm"}, indent=1))  # fmt: skip
+    (out / "manifest.json").write_text(
+        json.dumps(
+            {
+                "generator": "gslrm.data.recordings.synthetic",
+                "formats": list(formats),
+                "frames": frames,
+                "size": [width, height],
+                "seed": seed,
+                "fps": fps,
+                "units": "mm",
+            },
+            indent=1,
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,9 +41,11 @@ def probe(path: Path) -> VideoInfo:
                 raise DataFormatError(f"{path}: no video stream")
             stream = container.streams.video[0]
             return VideoInfo(
-                stream.codec_context.width, stream.codec_context.height, int(stream.frames or 0),
+                stream.codec_context.width,
+                stream.codec_context.height,
+                int(stream.frames or 0),
                 float(stream.average_rate or 0.0),
-            )  # fmt: skip
+            )
     except FileNotFoundError:
         raise DataFormatError(f"{path}: video not found") from None
     except av.FFmpegError as error:

@@ -16,26 +16,29 @@ Kinds (means over every pixel of every supervised view; ``a`` rendered alpha, ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from torch import Tensor
 
 from gslrm.losses.base import LossInputs, Term, TermConfig
 
-__all__ = ["AlphaConfig", "AlphaLoss", "alpha_loss", "ALPHA_KINDS"]
+__all__ = ["AlphaConfig", "AlphaLoss", "alpha_loss", "AlphaKind"]
 
-ALPHA_KINDS = ("l1", "l2", "bce")
+
+class AlphaKind(StrEnum):
+    l1 = "l1"
+    l2 = "l2"
+    bce = "bce"
+
+
 BCE_EPS = 1e-4
 
 
 @dataclass
 class AlphaConfig(TermConfig):
     weight: float = 0.0
-    kind: str = "l2"  # l1 | l2 | bce
-
-    def __post_init__(self) -> None:
-        if self.kind not in ALPHA_KINDS:
-            raise ValueError(f"loss.alpha.kind: expected one of {', '.join(ALPHA_KINDS)}, not {self.kind!r}")
+    kind: AlphaKind = AlphaKind.l2
 
 
 def alpha_loss(rendered: Tensor, target: Tensor, kind: str) -> Tensor:
@@ -47,7 +50,7 @@ def alpha_loss(rendered: Tensor, target: Tensor, kind: str) -> Tensor:
     if kind == "bce":
         a = rendered.clamp(BCE_EPS, 1.0 - BCE_EPS)
         return -(target * torch.log(a) + (1.0 - target) * torch.log1p(-a)).mean()
-    raise ValueError(f"loss.alpha.kind: expected one of {', '.join(ALPHA_KINDS)}, not {kind!r}")
+    raise ValueError(f"loss.alpha.kind: expected one of {', '.join(AlphaKind)}, not {kind!r}")
 
 
 class AlphaLoss(Term):

@@ -1,17 +1,17 @@
-"""Confidence-weighted image losses (seed 000 section 5): L1 / L2 / SSIM weighted per pixel by a map c in [0, 1].
+"""Confidence-weighted image losses: L1 / L2 / SSIM weighted per pixel by a map c in [0, 1] (1 = trusted).
 
 weighted(loss_map, c) = sum(loss_map * c) / (sum(c) + 1e-8), with c broadcast to the loss map's shape, so a
-constant c gives the plain mean. (The seed divides by the sum of c over [H, W] only while summing the loss over
-[C, H, W], which inflates the loss by the channel count; broadcasting c first is the weighted mean it means.)
+constant c gives the plain mean. (Dividing by the sum of c over [H, W] while summing the loss over [C, H, W] would
+inflate the loss by the channel count: c is broadcast first, which is the weighted mean.)
 
-Image loss = (1 - lambda_dssim) * L1 + lambda_dssim * (1 - SSIM), SSIM being the (weighted) similarity. The seed's
-``ssim_confidence`` already returns 1 - SSIM and its total then takes 1 - that again, which would reward
-dissimilar images; here the similarity goes in once.
+Image loss = (1 - lambda_dssim) * L1 + lambda_dssim * (1 - SSIM), SSIM being the (weighted) similarity, taken
+once: a helper that returned 1 - SSIM, subtracted from 1 again, would reward dissimilar images.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch.nn.functional as F
 from jaxtyping import Float
@@ -21,9 +21,15 @@ from gslrm.losses.base import LossInputs, Term, TermConfig, flat_images, foregro
 from gslrm.losses.ssim import WINDOW, ssim_map
 
 __all__ = [
-    "broadcast_confidence", "weighted_mean", "l1_confidence", "l2_confidence", "ssim_confidence", "image_loss",
-    "ImageConfig", "ImageLoss",
-]  # fmt: skip
+    "broadcast_confidence",
+    "weighted_mean",
+    "l1_confidence",
+    "l2_confidence",
+    "ssim_confidence",
+    "image_loss",
+    "ImageConfig",
+    "ImageLoss",
+]
 
 EPS = 1e-8
 
@@ -89,10 +95,15 @@ def image_loss(
     return (1.0 - lambda_dssim) * pixel + lambda_dssim * (1.0 - ssim_confidence(render, target, confidence))
 
 
+class ImageNorm(StrEnum):
+    l1 = "l1"
+    l2 = "l2"
+
+
 @dataclass
 class ImageConfig(TermConfig):
     lambda_dssim: float = 0.2  # as 3DGS
-    norm: str = "l1"  # l1 | l2
+    norm: ImageNorm = ImageNorm.l1
     masked: bool = False  # weight by the foreground too (alone when there is no confidence map)
 
 

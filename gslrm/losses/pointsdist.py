@@ -1,4 +1,5 @@
-"""FaceLift's geometric regularizers on the pixel-aligned Gaussians of the input views (reference section 4.2)."""
+"""FaceLift's points-distance regularizer on the pixel-aligned Gaussians of the input views (its stage-1 warm-up
+term)."""
 
 from __future__ import annotations
 
@@ -9,27 +10,7 @@ from torch import Tensor
 
 from gslrm.losses.base import LossInputs, Term, TermConfig
 
-__all__ = ["PixelAlignConfig", "PixelAlignLoss", "PointsDistConfig", "PointsDistLoss"]
-
-
-@dataclass
-class PixelAlignConfig(TermConfig):
-    masked: bool = True  # FaceLift's masked_pixelalign_loss
-
-
-class PixelAlignLoss(Term):
-    """mean |v - ((v.detach() . d) d)| with v = xyz - o: the distance of each mean from its ray (~0 when hard
-    pixel alignment is on), optionally weighted by the input alpha."""
-
-    name = "pixelalign"
-
-    def forward(self, inputs: LossInputs) -> Tensor:
-        offset = inputs.pixel_means - inputs.ray_o
-        along = (offset.detach() * inputs.ray_d).sum(dim=2, keepdim=True)
-        orthogonal = offset - along * inputs.ray_d
-        if self.config.masked:
-            orthogonal = orthogonal * inputs.input_mask
-        return orthogonal.norm(dim=2).mean()
+__all__ = ["PointsDistConfig", "PointsDistLoss"]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""L2 (FaceLift's main term) and its masked variant (the mouse fork's)."""
+"""L2 (FaceLift's main term) and its masked variant (over the animal's pixels only: ``loss=masked``)."""
 
 from __future__ import annotations
 

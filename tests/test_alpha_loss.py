@@ -5,12 +5,13 @@ import math
 
 import pytest
 import torch
+from conftest import composition_error
 from gsplat_cpu import gsplat_on_cpu
 from test_losses import make_inputs
 from test_render import cameras, one_gaussian, random_scene
 
+from gslrm.losses.alpha import AlphaConfig, AlphaLoss, alpha_loss
 from gslrm.losses.computer import LossComputer, LossConfig
-from gslrm.losses.coverage import AlphaConfig, AlphaLoss, alpha_loss
 from gslrm.losses.metrics import on_black
 from gslrm.model.gaussians import Gaussians
 from gslrm.render import RenderConfig, _render_gsplat, render, render_views
@@ -39,8 +40,10 @@ def test_alpha_loss_known_answers(kind, expected):
 
 
 def test_alpha_kind_typo_and_missing_alpha_are_named():
-    with pytest.raises(ValueError, match=r"loss\.alpha\.kind: expected one of l1, l2, bce, not 'mse'"):
-        LossConfig(alpha={"weight": 1.0, "kind": "mse"})
+    message = composition_error("config", "loss.alpha.kind=mse")
+    assert "loss.alpha.kind=mse" in message and "Invalid value 'mse', expected one of [l1, l2, bce]" in message
+    with pytest.raises(ValueError, match=r"^loss\.alpha\.kind: Invalid value 'mse', expected one of \[l1, l2, bce\]$"):
+        LossConfig(alpha={"weight": 1.0, "kind": "mse"})  # a config from code or a checkpoint is checked as YAML is
     inputs = make_inputs(torch.zeros(1, 1, 3, 2, 2), torch.zeros(1, 1, 3, 2, 2), mask=TARGET)
     with pytest.raises(ValueError, match="rendered alpha"):
         AlphaLoss(AlphaConfig(weight=1.0))(inputs)
@@ -60,23 +63,16 @@ def test_computer_adds_the_weighted_alpha_term_and_reports_opacity_iou():
 
 
 def test_facelift_loss_stays_without_the_alpha_term_and_default_has_it():
-    from hydra import compose, initialize_config_dir
+    from conftest import compose
 
     from gslrm.config import build
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(_conf_dir())):
-        facelift = build(compose(config_name="config", overrides=["loss=facelift"]).loss)
-        default = build(compose(config_name="config").loss)
-        mouse = build(compose(config_name="config", overrides=["loss=mouse"]).loss)
+    facelift = build(compose("config", "loss=facelift").loss)
+    default = build(compose("config").loss)
+    masked = build(compose("config", "loss=masked").loss)
     assert facelift.alpha.weight == 0 and facelift.background == "data"
-    assert default.alpha.weight > 0 and mouse.alpha.weight > 0
+    assert default.alpha.weight > 0 and masked.alpha.weight > 0
     assert default.perceptual.weight == facelift.perceptual.weight and default.l2.weight == facelift.l2.weight
-
-
-def _conf_dir():
-    from pathlib import Path
-
-    return Path(__file__).resolve().parents[1] / "conf"
 
 
 def coverage_scene(dtype):

@@ -1,9 +1,10 @@
-"""``MouseViewDataset``: calibrated multi-view samples in FaceLift's batch format, normalized into its frame."""
+"""``ViewDataset``: calibrated multi-view samples in FaceLift's batch format, normalized into its frame."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TypedDict
 
@@ -13,6 +14,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from gslrm.config import coerce
 from gslrm.data.format import CAMERAS_FILE, ORBIT_DIR, DataFormatError, Frame, read_cameras, read_split
 from gslrm.data.images import (
     crop_resize,
@@ -22,14 +24,43 @@ from gslrm.data.images import (
     load_rgba,
     square_window,
 )
-from gslrm.data.maps import MapConfig, find_map, read_map, resize_map, to_confidence, to_disparity
+from gslrm.data.maps import (
+    CONFIDENCE_KINDS,
+    DEPTH_KINDS,
+    MapConfig,
+    find_map,
+    read_map,
+    resize_map,
+    to_confidence,
+    to_disparity,
+)
 from gslrm.rig import NormalizationConfig, fit_rig_transform
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DataConfig", "MouseViewDataset", "ViewBatch", "split_file"]
+__all__ = ["DataConfig", "ViewDataset", "ViewBatch", "split_file"]
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5), "grey": (0.5, 0.5, 0.5)}
+
+
+class Background(StrEnum):
+    """The colour the data's images are composited on (RGBA images) or recognised by (RGB images)."""
+
+    white = "white"
+    black = "black"
+    gray = "gray"
+    grey = "grey"
+
+
+class Square(StrEnum):
+    crop = "crop"  # the centre square
+    pad = "pad"  # the whole image on a square of background
+
+
+# raise: a bad sample stops the run, naming the file and the field; skip: bad samples are skipped, counted and
+# warned about once. (The functional form: a member cannot be spelled ``raise`` in a class body, and configs choose
+# members by name.)
+OnError = StrEnum("OnError", {"raise": "raise", "skip": "skip"})
 
 
 @dataclass
@@ -47,19 +78,19 @@ class DataConfig:
     num_input_views: int = 4
     input_views: list[int] | None = None  # explicit input frame indices (default: the first num_input_views)
     view_order: list[int] | None = None  # frame indices to use, in order (default: all, as stored)
-    random_view_selection: bool = False  # shuffle which views are inputs (the fork saw blur from this: off)
-    square: str = "crop"  # non-square raw images: centre "crop" or "pad"
+    random_view_selection: bool = False  # shuffle which views are inputs (off: it blurred predictions on mouse rigs)
+    square: Square = Square.crop  # non-square raw images
     recenter: bool = False  # crop every view around its foreground, one zoom for the sample
     recenter_margin: float = 0.15
-    background: str = "white"
+    background: Background = Background.white
     mask_threshold: float = 250.0
     load_depth: bool = False  # also return depth [V,1,H,W] from <sample>/depth/<image stem>.npy
-    # also return <sample>/orbit/'s held-out views as orbit_*; "auto": when the split's first sample has them
-    load_orbit: bool | str = False
+    # also return <sample>/orbit/'s held-out views as orbit_*; null: when the split's first sample has them
+    load_orbit: bool | None = False
     depth_maps: MapConfig | None = None  # precomputed depth priors -> depth_prior [V,1,H,W] (disparity)
     confidence_maps: MapConfig | None = None  # precomputed confidence/uncertainty -> confidence [V,1,H,W]
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
-    on_error: str = "raise"  # raise | skip (skipped samples are counted and warned about once)
+    on_error: OnError = OnError["raise"]
     batch_size: int = 2
     val_batch_size: int = 1
     num_workers: int = 2
@@ -68,16 +99,14 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.normalization, dict):
-            self.normalization = NormalizationConfig(**self.normalization)
-        if isinstance(self.depth_maps, dict):
-            self.depth_maps = MapConfig(**{"kind": "depth", **self.depth_maps})
-        if isinstance(self.confidence_maps, dict):
-            self.confidence_maps = MapConfig(**{"kind": "confidence", **self.confidence_maps})
-        if self.on_error not in ("raise", "skip"):
-            raise ValueError(f"data.on_error: expected 'raise' or 'skip', got {self.on_error!r}")
-        if self.background not in BACKGROUNDS:
-            raise ValueError(f"data.background: expected one of {sorted(BACKGROUNDS)}, got {self.background!r}")
+        # mappings come from code and tests; composed configs arrive as dataclasses already
+        self.normalization = coerce(NormalizationConfig, self.normalization)
+        if self.depth_maps is not None:
+            self.depth_maps = coerce(MapConfig, self.depth_maps).resolved("data.depth_maps", DEPTH_KINDS)
+        if self.confidence_maps is not None:
+            self.confidence_maps = coerce(MapConfig, self.confidence_maps).resolved(
+                "data.confidence_maps", CONFIDENCE_KINDS
+            )
         if not 0 < self.num_input_views <= self.num_views:
             raise ValueError(f"data.num_input_views: must be in 1..num_views={self.num_views}")
 
@@ -112,7 +141,7 @@ def split_file(config: DataConfig, split: str) -> Path:
     return Path(config.root) / f"{split}.txt"
 
 
-class MouseViewDataset(Dataset):
+class ViewDataset(Dataset):
     """Samples of ``split`` in FaceLift's batch format (see :class:`ViewBatch`)."""
 
     def __init__(self, config: DataConfig, split: str = "train") -> None:
@@ -122,10 +151,10 @@ class MouseViewDataset(Dataset):
         self.samples = read_split(root, split_file(config, split))
         self.skipped: set[int] = set()
         self.rng = np.random.default_rng(config.seed)
-        self.with_orbit = (  # "auto" decides for the whole split: a batch mixing samples with and without cannot stack
+        self.with_orbit = (  # null decides for the whole split: a batch mixing samples with and without cannot stack
             bool(self.samples) and (self.samples[0] / ORBIT_DIR / CAMERAS_FILE).is_file()
-            if config.load_orbit == "auto"
-            else bool(config.load_orbit)
+            if config.load_orbit is None
+            else config.load_orbit
         )
 
     def __len__(self) -> int:
