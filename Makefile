@@ -48,8 +48,11 @@ train: install ## train with the defaults (rodent data generated on first use, t
 	  $(PY) train.py loss.perceptual.weight=0 $(ARGS); \
 	fi
 
+# pytest-xdist: TEST_WORKERS processes share the tests; the SLURM scenarios stay together on one (--dist loadgroup),
+# which mostly waits on the cluster: 3 workers keep 2 cores busy
+TEST_WORKERS ?= 3
 test: install ## the whole test suite (slow tests included)
-	$(PY) -m pytest -q --durations=15 $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(ARGS)
 
 gpu-setup: install ## build gsplat's CUDA kernels once (minutes, needs nvcc) and check them against the CPU rasterizer
 	$(PY) -m gslrm.render.gsplat_kernels
@@ -59,7 +62,7 @@ test-gpu: gpu-setup ## the GPU suite (pytest -m gpu): gsplat parity, bf16, defer
 	  status=$$?; [ $$status -eq 5 ] && echo "no GPU test collected" || exit $$status
 
 test-fast: install ## the test suite without the slow end-to-end tests
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(ARGS)
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check gslrm tests train.py eval.py refine.py

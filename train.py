@@ -133,8 +133,12 @@ def _end_job() -> None:
 
         if wandb.run is not None:
             wandb.finish()
-    except Exception:  # noqa: BLE001 - closing must never hide the job's own outcome
-        log.warning("could not close the wandb run", exc_info=True)
+    except Exception as error:  # noqa: BLE001 - closing must never hide the job's own outcome
+        # one line: a requeued SLURM job is being stopped (its wandb service may be gone already) and the offline
+        # run's files are complete; a traceback here read as a crash of the attempt
+        from gslrm.runs import reason
+
+        log.warning("could not close the wandb run (%s: %s)", type(error).__name__, reason(error))
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

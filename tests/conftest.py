@@ -7,6 +7,12 @@ os.environ.setdefault(
     "GSLRM_OFFLINE", "1"
 )  # no test reaches a real weights host (tests/test_weights.py serves its own)
 
+# under pytest-xdist the workers share the cores: each worker's torch, and the train.py processes its tests start,
+# take their share instead of every one of them spinning a thread per core
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402

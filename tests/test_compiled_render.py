@@ -141,12 +141,24 @@ np.savez(sys.argv[1], lanes=simd_lanes(), image=image.detach().numpy(), *[t.nump
 """
 
 
-def test_simd_compositing_equals_the_scalar_build(tmp_path):
-    """The native SIMD build against the one-lane build (GSLRM_SIMD=scalar): the forward is lane-wise the same
-    arithmetic; gradients differ only in the order lanes are summed (float rounding)."""
+@pytest.fixture(scope="module")
+def scalar_ext_dir(tmp_path_factory) -> Path:
+    """A cache folder holding the scalar (one-lane) build, compiled once for the tests that need it."""
+    folder = tmp_path_factory.mktemp("scalar_ext")
+    env = {**os.environ, "GSLRM_EXT_DIR": str(folder), "GSLRM_SIMD": "scalar"}
+    done = subprocess.run([sys.executable, "-m", "gslrm.render.compiled"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and list(folder.glob("*.so")), done.stdout + done.stderr
+    return folder
+
+
+def test_simd_compositing_equals_the_scalar_build(tmp_path, scalar_ext_dir):
+    """The native SIMD build (this process's cached one) against the one-lane build (GSLRM_SIMD=scalar): the forward
+    is lane-wise the same arithmetic; gradients differ only in the order lanes are summed (float rounding)."""
+    from gslrm.render.compiled import library_path
+
     results = {}
-    for name, simd in (("native", None), ("scalar", "scalar")):
-        env = {**os.environ, "GSLRM_EXT_DIR": str(tmp_path / name)}
+    for name, simd, folder in (("native", None, library_path().parent), ("scalar", "scalar", scalar_ext_dir)):
+        env = {**os.environ, "GSLRM_EXT_DIR": str(folder)}
         env.pop("GSLRM_SIMD", None)
         if simd:
             env["GSLRM_SIMD"] = simd
@@ -206,14 +218,13 @@ def test_two_processes_building_at_once_compile_once(tmp_path):
     assert [p.name for p in (tmp_path / "ext").glob("*.so")] == [Path(results[0]["path"]).name]
 
 
-def test_a_cached_library_built_for_other_flags_is_rebuilt(tmp_path):
+def test_a_cached_library_built_for_other_flags_is_rebuilt(tmp_path, scalar_ext_dir):
     """A file under this machine's cache name that was built with other flags (here the scalar build, as a binary
     copied from another node would be) is detected by the key it reports, rebuilt, and never run."""
-    scalar_dir, native_dir = tmp_path / "scalar", tmp_path / "native"
+    native_dir = tmp_path / "native"
     go = tmp_path / "go"
     go.touch()
-    _, stderr = _python(BUILD_SCRIPT, str(go), ext_dir=scalar_dir, simd="scalar")
-    forged = next(scalar_dir.glob("*.so"))
+    forged = next(scalar_ext_dir.glob("*.so"))
     probe = "from gslrm.render import compiled; print(compiled.library_path())"
     native_path = Path(_python(probe, ext_dir=native_dir)[0].strip())
     native_path.parent.mkdir(parents=True)

@@ -118,6 +118,15 @@ def test_multirun_sweep_each_job_own_dir_and_failures_isolated(tmp_path, rodent_
     assert "image_size: 16" in (jobs[1] / "config_resolved.yaml").read_text()
 
 
+def test_a_bad_choice_in_a_sweep_stops_it_naming_the_key(tmp_path, rodent_root):
+    """Choices are checked when a job's config is composed: the sweep stops there, before that job trains."""
+    result = run_train(tmp_path, rodent_root, "debug=fdr", "loss.alpha.kind=bogus,l2", multirun=True, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Error merging override loss.alpha.kind=bogus" in output
+    assert "Invalid value 'bogus', expected one of [l1, l2, bce]" in output
+    assert not list((tmp_path / "logs").glob("train/multiruns/*/*/checkpoints"))
+
+
 @pytest.mark.slow
 def test_loss_weight_sweep_values_reach_the_jobs(tmp_path, rodent_root):
     run_train(tmp_path, rodent_root, "loss=masked", "logger=csv", "debug=fdr", "loss.ssim.weight=0,0.5", multirun=True)
