@@ -48,9 +48,8 @@ train: install ## train with the defaults (rodent data generated on first use, t
 	  $(PY) train.py loss.perceptual.weight=0 $(ARGS); \
 	fi
 
-# pytest-xdist: TEST_WORKERS processes share the tests; the SLURM scenarios stay together on one (--dist loadgroup),
-# which mostly waits on the cluster: 3 workers keep 2 cores busy
-TEST_WORKERS ?= 3
+# pytest-xdist: TEST_WORKERS processes share the tests; the SLURM scenarios stay together on one (--dist loadgroup)
+TEST_WORKERS ?= 2
 test: install ## the whole test suite (slow tests included)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(ARGS)
 

@@ -143,9 +143,9 @@ def _sweep_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
         rodent_root,
         "trainer.max_steps=12",
         "val_every=6",
-        # 18 px is not a multiple of the 4 px patch: that job fails while it runs (a bad choice such as
-        # loss.alpha.kind=bogus now stops the whole sweep before submission: test_train's sweep typo test)
-        "data.image_size=16,12,18",
+        # 7 inputs of a 6-view rig: that job fails when it builds its data config, before training (a value the
+        # schema rejects, such as loss.alpha.kind=bogus, stops the whole sweep before submission: test_train)
+        "data.num_input_views=4,3,7",
     )
     _wait(sweep, scenario.folder, timeout=400)
     return scenario
@@ -271,8 +271,8 @@ def test_sweep_on_slurm_each_job_finishes_and_a_failing_one_is_recorded(scenario
         assert _step(job / "checkpoints" / "last.ckpt") == 12
     assert _final_val_psnr(jobs[0]) != _final_val_psnr(jobs[1])  # two different trainings
     failed = (jobs[2] / "FAILED.txt").read_text()
-    assert "image size 18x18 is not a multiple of patch_size=4" in failed  # the bad point failed alone, said why
-    assert "multiple of patch_size" in failed.splitlines()[0]  # ... in the first line, before the traceback
+    assert "data.num_input_views" in failed  # the bad point failed alone, named its key
+    assert "data.num_input_views: must be in 1..num_views=6" in failed.splitlines()[0]  # first line: the reason
     assert not list(jobs[2].glob("checkpoints/*.ckpt"))
 
 
