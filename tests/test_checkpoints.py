@@ -80,6 +80,7 @@ def test_last_without_any_readable_checkpoint_says_so(tmp_path):
         resolve_checkpoint("last", tmp_path)
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 @pytest.mark.parametrize("script", ["train.py", "eval.py", "refine.py"])
 def test_entry_points_name_an_unreadable_checkpoint_in_one_line(tmp_path, rodent_root, script):
     path = write_checkpoint(tmp_path / "broken.ckpt", 1)

@@ -151,6 +151,7 @@ def scalar_ext_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_simd_compositing_equals_the_scalar_build(tmp_path, scalar_ext_dir):
     """The native SIMD build (this process's cached one) against the one-lane build (GSLRM_SIMD=scalar): the forward
     is lane-wise the same arithmetic; gradients differ only in the order lanes are summed (float rounding)."""
@@ -203,6 +204,7 @@ def _python(script: str, *args: str, ext_dir: Path, simd: str | None = None, wai
     return process.communicate(timeout=300) if wait else process
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_two_processes_building_at_once_compile_once(tmp_path):
     """DDP ranks that start together: one compiles under the file lock, the other waits and loads its file."""
     go = tmp_path / "go"
@@ -218,6 +220,7 @@ def test_two_processes_building_at_once_compile_once(tmp_path):
     assert [p.name for p in (tmp_path / "ext").glob("*.so")] == [Path(results[0]["path"]).name]
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_a_cached_library_built_for_other_flags_is_rebuilt(tmp_path, scalar_ext_dir):
     """A file under this machine's cache name that was built with other flags (here the scalar build, as a binary
     copied from another node would be) is detected by the key it reports, rebuilt, and never run."""

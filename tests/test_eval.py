@@ -204,6 +204,7 @@ def test_without_wandb_images_go_to_png(tmp_path, rodent_root):
         assert list((run_dir / key).glob("step_*.png")), key
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_eval_without_a_checkpoint_is_one_line(tmp_path):
     result = run_script("eval.py", tmp_path, None, "ckpt_path=/nonexistent/last.ckpt", check=False)
     output = result.stdout + result.stderr

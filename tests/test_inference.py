@@ -63,6 +63,7 @@ def test_data_with_fewer_views_than_the_checkpoints_inputs_is_one_clear_line(tmp
         load_for_inference(cfg)
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_eval_py_says_the_mismatch_in_one_line(tmp_path, rodent_root):
     ckpt = _five_input_checkpoint(tmp_path / "five.ckpt")
     result = run_script("eval.py", tmp_path, rodent_root, f"ckpt_path={ckpt}", "data.num_views=4", check=False)

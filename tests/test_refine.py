@@ -61,6 +61,7 @@ def _confidence_loss(depth_weight):
     )
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_holdout_views_must_be_novel_views_of_the_sample(trained_run, rodent_root, tmp_path):
     sample, model, render_config = _sample_and_model(trained_run, rodent_root)
     for holdout in ([2], [], [6]):  # an input, none, outside the sample
@@ -114,6 +115,7 @@ def test_refine_py_writes_its_report(trained_run, rodent_root, tmp_path):
         assert (out / name).is_file(), name
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_refine_py_unknown_sample_is_one_line(trained_run, rodent_root, tmp_path):
     result = run_script(
         "refine.py",

@@ -249,6 +249,7 @@ def test_cpu_rasterizer_matches_gsplat_cuda():
         assert (getattr(cpu, field) - getattr(cuda, field).cpu()).abs().max() < 1e-3, field
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_without_a_compiler_render_falls_back_to_torch_with_one_warning(tmp_path):
     """No C++ compiler and nothing cached: `auto` renders with the torch path (same image) and warns once;
     `compiled` fails in one line with the reason."""

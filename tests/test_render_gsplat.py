@@ -146,6 +146,7 @@ def _hold_lock(path, log, seconds):
             out.write(f"leave {time.monotonic()}\n")
 
 
+@pytest.mark.slow  # starts Python processes
 def test_the_build_lock_lets_one_process_build_at_a_time(tmp_path):
     """What keeps concurrent first uses (DDP ranks, array jobs) from deleting each other's gsplat build."""
     log = tmp_path / "log"

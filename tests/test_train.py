@@ -24,6 +24,7 @@ def metrics(run_dir):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_fast_dev_run_through_train_py(tmp_path, rodent_root):
     result = run_train(tmp_path, rodent_root, "debug=fdr", "loss=l2", "logger=csv")
     assert "Traceback" not in result.stderr
@@ -31,17 +32,20 @@ def test_fast_dev_run_through_train_py(tmp_path, rodent_root):
     assert (run / "config_resolved.yaml").is_file() and (run / ".hydra" / "config.yaml").is_file()
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_typo_fails_at_start_naming_the_key(tmp_path, rodent_root):
     result = run_train(tmp_path, rodent_root, "loss.wieght=1", check=False)
     assert result.returncode != 0 and "wieght" in result.stderr
     assert not run_dirs(tmp_path)  # nothing started
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_typo_inside_a_term_fails_naming_the_key(tmp_path, rodent_root):
     result = run_train(tmp_path, rodent_root, "loss.ssim.wieght=1", check=False)
     assert result.returncode != 0 and "wieght" in result.stderr
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_missing_vgg_weights_is_one_clear_line(tmp_path, rodent_root):
     env_home = tmp_path / "torch_home"
     os.environ["TORCH_HOME"] = str(env_home)
@@ -53,6 +57,7 @@ def test_missing_vgg_weights_is_one_clear_line(tmp_path, rodent_root):
     assert "vgg19-dcbb9e9d.pth" in result.stderr + result.stdout and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_mouse_data_without_root_is_one_clear_line(tmp_path):
     env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"))
     result = subprocess.run(
@@ -118,6 +123,7 @@ def test_multirun_sweep_each_job_own_dir_and_failures_isolated(tmp_path, rodent_
     assert "image_size: 16" in (jobs[1] / "config_resolved.yaml").read_text()
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_a_bad_choice_in_a_sweep_stops_it_naming_the_key(tmp_path, rodent_root):
     """Choices are checked when a job's config is composed: the sweep stops there, before that job trains."""
     result = run_train(tmp_path, rodent_root, "debug=fdr", "loss.alpha.kind=bogus,l2", multirun=True, check=False)
@@ -192,6 +198,7 @@ def test_ddp_inside_a_multirun_runs_each_job_once(tmp_path, rodent_root):
         assert state["global_step"] == 3
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_rodent_depth_experiment_smoke(tmp_path, rodent_root):
     """The confidence/depth pipeline through train.py (ground-truth depth prior, gradient confidence)."""
     result = run_train(
@@ -200,6 +207,7 @@ def test_rodent_depth_experiment_smoke(tmp_path, rodent_root):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_depth_prior_without_depth_data_is_one_line_at_start(tmp_path, rodent_root):
     result = run_train(tmp_path, rodent_root, "experiment=rodent_depth", "data.load_depth=false", check=False)
     output = result.stdout + result.stderr
@@ -207,6 +215,7 @@ def test_depth_prior_without_depth_data_is_one_line_at_start(tmp_path, rodent_ro
     assert "Traceback" not in output
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_bf16_mixed_training_on_cpu_is_finite(tmp_path, rodent_root):
     """The precision GPUs train in by default (bf16 autocast), here on CPU's autocast: the transformer, the
     perceptual and SSIM terms under autocast, the renderer forced back to fp32. CUDA's own run: make test-gpu."""

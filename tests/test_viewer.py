@@ -163,6 +163,7 @@ def test_page_in_headless_chromium_shows_the_prediction_where_it_projects(tmp_pa
         viewer.stop()
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_view_entry_point_serves_a_checkpoint_and_a_ply(tmp_path, rodent_root, trained_run):
     """python -m gslrm.view as users start it: the page is served; a .ply opens; bad input is one line."""
     from gslrm.view.browser import free_port

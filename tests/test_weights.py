@@ -149,6 +149,7 @@ def test_midas_repository_zip_is_extracted_as_torch_hub_does(mirror, tmp_path):
     assert sorted(p.name for p in repo.parent.iterdir() if not p.name.endswith(".lock")) == ["intel-isl_MiDaS_master"]
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_status_lists_every_network(mirror):
     fetch("vgg19")
     path = destination(source("vgg16"))
@@ -171,6 +172,7 @@ def test_status_lists_every_network(mirror):
     assert verify("vgg19")[2] == "checksum ok"
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_fetch_command_with_a_cache_folder(mirror, tmp_path):
     cache = tmp_path / "cluster_cache"
     done = subprocess.run(
@@ -199,6 +201,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_only_local_rank_0_downloads_the_other_rank_waits(mirror):
     """Rank 1 starts first; rank 0 downloads, rank 1 waits for its file (one request reaches the server)."""
     import socket
@@ -226,6 +229,7 @@ def test_only_local_rank_0_downloads_the_other_rank_waits(mirror):
     assert all(f"BYTES {size}" in out for out, _ in outputs)
 
 
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_facelift_from_a_populated_hub_cache_offline(tmp_path, monkeypatch):
     """huggingface_hub's cache layout, HF_HUB_OFFLINE=1: model.init_from=facelift resolves without the network."""
     commit = "0123456789abcdef0123456789abcdef01234567"
