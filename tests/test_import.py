@@ -24,6 +24,10 @@ FORMATS = ("mammal", "anipose", "dannce")
 KINDS = (*FORMATS, "anipose_fisheye")  # the recordings: each format, and anipose through fisheye lenses
 
 
+# no split files, one worker, no check report: what most import tests pass besides their own options
+QUIET = ["--split", "", "--workers", "1", "--no-check"]
+
+
 def format_of(kind):
     from gslrm.data.recordings.synthetic import RECORDINGS
 
@@ -220,11 +224,7 @@ def test_fisheye_lenses_read_as_standard_ones_fail_the_reprojection(recording, t
                 "9:10",
                 "--scale",
                 "0.5",
-                "--split",
-                "",
-                "--workers",
-                "1",
-                "--no-check",
+                *QUIET,
             ]
         )
         == 0
@@ -273,11 +273,7 @@ def test_skew_is_removed_and_ignoring_it_is_caught(recording, imported, tmp_path
                 str(out),
                 "--scale",
                 "0.5",
-                "--split",
-                "",
-                "--workers",
-                "1",
-                "--no-check",
+                *QUIET,
             ]
         )
         == 0
@@ -303,11 +299,7 @@ def test_focal_scale_widens_the_written_camera(recording, tmp_path, kind):
                 "0.5",
                 "--focal-scale",
                 "0.8",
-                "--split",
-                "",
-                "--workers",
-                "1",
-                "--no-check",
+                *QUIET,
             ]
         )
         == 0

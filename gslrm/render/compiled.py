@@ -160,7 +160,7 @@ def _target_isa(compiler: str, flags: tuple[str, ...]) -> str:
     ``__AVX2__``, ``__FMA__``, ... and its version). The CPU's model name would not do: two nodes can share one and
     differ in instruction sets (a VM's CPU flags, a BIOS setting), and a binary built for the other would die of
     SIGILL."""
-    isa_flags = [flag for flag in flags if flag.startswith(("-march", "-mtune", "-m", "-D"))]
+    isa_flags = [flag for flag in flags if flag.startswith(("-m", "-D"))]  # -march=native, -DGSLRM_SCALAR
     result = subprocess.run(
         [compiler, *isa_flags, "-dM", "-E", "-x", "c++", os.devnull], capture_output=True, text=True
     )
