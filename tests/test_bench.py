@@ -10,10 +10,30 @@ from gslrm.bench import gpu as bench_gpu
 from gslrm.bench.__main__ import main
 
 
+def _double(value: int) -> dict:
+    """A bench job for the spawn test (module level: spawn pickles it by name)."""
+    import os
+
+    if value < 0:
+        raise ValueError(f"no shape of size {value}")
+    return {"value": 2 * value, "pid": os.getpid()}
+
+
+@pytest.mark.slow  # a spawned Python
+def test_run_job_runs_each_job_in_a_fresh_process_and_names_a_failure():
+    import os
+
+    result = timing.run_job(_double, 21)
+    assert result["value"] == 42 and result["pid"] != os.getpid()
+    with pytest.raises(RuntimeError, match=r"bench job _double\(-1,\) failed: ValueError: no shape of size -1"):
+        timing.run_job(_double, -1)
+
+
 @pytest.mark.slow
-def test_gpu_benchmark_runs_its_code_on_cpu():
+def test_gpu_benchmark_runs_its_code_on_cpu(monkeypatch):
     """`--device cuda`'s jobs with the quick shapes on CPU: every section filled, MFU and the loader ratio derived
-    from the measured numbers."""
+    from the measured numbers. In this process (run_job's spawn: the test above): the jobs' code is under test."""
+    monkeypatch.setattr(timing, "run_job", lambda job, *args: job(*args))
     results = bench_gpu.run("cpu", quick=True)
     step = results["training"]["tiny_32"]
     assert step["seconds"] > 0 and step["steps_per_second"] == pytest.approx(1 / step["seconds"])
@@ -34,8 +54,8 @@ def test_gpu_benchmark_runs_its_code_on_cpu():
 
 @pytest.mark.slow
 def test_cpu_benchmark_quick_run_fills_every_section(monkeypatch):
-    """`python -m gslrm.bench --quick`'s jobs and the table. In this process (the spawn-per-job `run_job` is exercised by
-    the GPU benchmark's test above): half the time, and the jobs' code is what is under test."""
+    """`python -m gslrm.bench --quick`'s jobs and the table. In this process (run_job's spawn has its own test): the
+    jobs' code is what is under test."""
     monkeypatch.setattr(timing, "run_job", lambda job, *args: job(*args))
     results = cpu.run(quick=True)
     raster = results["rasterizer"]

@@ -43,6 +43,11 @@ TRAINING = [
     "callbacks.model_checkpoint.every_n_train_steps=10",
 ]
 CHECKPOINT_EVERY = 10
+# each scenario's length: enough steps after the first checkpoint (when the test signals) to be still running then,
+# and few enough to keep the suite short; the steps are paced to 0.1 s (PACED), so that at least 3-7 s of a run are
+# left at step 10 however fast this machine is, and the waits leave the cores to the other scenarios
+PREEMPTION_STEPS, TIME_LIMIT_STEPS, DDP_STEPS = 60, 80, 40
+PACED = ["+callbacks.pace._target_=pacing.Pace", "+callbacks.pace.seconds=0.1"]
 
 
 def _env(cluster, tmp_path) -> dict:
@@ -157,10 +162,11 @@ def _preemption_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
         cluster,
         scenario.folder,
         rodent_root,
-        "trainer.max_steps=120",
-        "val_every=60",
+        f"trainer.max_steps={PREEMPTION_STEPS}",
+        f"val_every={PREEMPTION_STEPS // 2}",
         "data.num_workers=1",
         "logger=wandb",
+        *PACED,
     )
     first = _wait_for_file("logs/train/multiruns/*/0/checkpoints/step_0000010.ckpt", scenario.folder, timeout=180)
     job_id = _job_id(cluster, scenario.folder.name)
@@ -179,13 +185,12 @@ def _time_limit_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
         cluster,
         scenario.folder,
         rodent_root,
-        "trainer.max_steps=150",
-        "val_every=75",
+        f"trainer.max_steps={TIME_LIMIT_STEPS}",
+        f"val_every={TIME_LIMIT_STEPS // 2}",
         "hydra.launcher.timeout_min=5",
         "hydra.launcher.signal_delay_s=50",
         "hydra.launcher.max_num_timeout=6",
-        "+callbacks.pace._target_=pacing.Pace",
-        "+callbacks.pace.seconds=0.1",
+        *PACED,
     )
     _wait_for_file("logs/train/multiruns/*/0/checkpoints/step_0000010.ckpt", scenario.folder, timeout=180)
     job_id = _job_id(cluster, scenario.folder.name)
@@ -206,9 +211,10 @@ def _sbatch_ddp_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
         "trainer.devices=2",
         *data_overrides(rodent_root),
         *TRAINING[1:],
-        "trainer.max_steps=60",
-        "val_every=30",
+        f"trainer.max_steps={DDP_STEPS}",
+        f"val_every={DDP_STEPS // 2}",
         "data.num_workers=1",
+        *PACED,
     ]
     output = tmp_path / "slurm-%j.out"
     submitted = subprocess.run(
@@ -278,7 +284,7 @@ def test_sweep_on_slurm_each_job_finishes_and_a_failing_one_is_recorded(scenario
 
 def test_preempted_job_requeues_and_resumes_at_the_saved_step(scenarios):
     scenario = scenarios["preemption"].result()
-    max_steps, job_id, first = 120, scenario.facts["job_id"], scenario.facts["first"]
+    max_steps, job_id, first = PREEMPTION_STEPS, scenario.facts["job_id"], scenario.facts["first"]
     job = _job_dirs(scenario.folder)[0]
     assert first.parent.parent == job  # the requeued attempt ran in the same run directory
     log_text = (job / "train.log").read_text()
@@ -302,7 +308,7 @@ def test_preempted_job_requeues_and_resumes_at_the_saved_step(scenarios):
 
 def test_time_limit_signals_checkpoints_requeues_and_finishes(scenarios):
     scenario = scenarios["time_limit"].result()
-    max_steps = 150
+    max_steps = TIME_LIMIT_STEPS
     # the launcher's signal_delay_s and timeout_min reached SLURM: the job runs with them
     assert "TimeLimit=00:05:00" in scenario.facts["job"], scenario.facts["job"]
     assert any("#SBATCH --signal=USR2@50" in script for script in scenario.facts["scripts"]), scenario.facts
@@ -328,5 +334,5 @@ def test_ddp_over_two_slurm_tasks_from_a_plain_sbatch_script_survives_preemption
     stops, resumes = _stops_and_resumes(log_text)
     assert len(set(stops)) == 1 and set(resumes) == set(stops), log_text[-3000:]  # both ranks stopped at one step
     assert log_text.count(f"SLURM job {job_id} requeued at step") == 1  # rank 0 alone requeued
-    assert _step(run / "checkpoints" / "last.ckpt") == 60
+    assert _step(run / "checkpoints" / "last.ckpt") == DDP_STEPS
     assert list((scenario.folder / "logs" / "train" / "runs").iterdir()) == [run]  # one run dir for both ranks/attempts

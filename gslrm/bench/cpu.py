@@ -169,7 +169,7 @@ def job_loader(root: str, workers: int) -> dict:
     return {"samples_per_second": count / (time.perf_counter() - first), "samples": count}
 
 
-def job_step_times(root: str, resolution: int, steps: int, *overrides: str) -> dict:
+def job_step_times(root: str, resolution: int, steps: int, *overrides: str, samples: int = 24) -> dict:
     """A default training run (``python train.py``, its loggers and callbacks included) of ``steps`` steps at
     ``resolution`` with ``callbacks.step_times`` on, plus ``overrides`` (later ones win): seconds per phase of a step
     (gslrm/lit/step_times.py)."""
@@ -187,7 +187,7 @@ def job_step_times(root: str, resolution: int, steps: int, *overrides: str) -> d
             sys.executable,
             str(root_dir / "train.py"),
             f"data.root={root}",
-            "data.generator.samples=24",
+            f"data.generator.samples={samples}",
             "data.generator.val_samples=4",
             "data.generator.seed=0",
             f"data.image_size={resolution}",
@@ -259,13 +259,14 @@ def run(quick: bool = False) -> dict:
     from gslrm.data.rodent import ensure_dataset
 
     with tempfile.TemporaryDirectory() as scratch:
-        root = ensure_dataset(Path(scratch) / "rodent", samples=24, val_samples=4, seed=0)
+        samples = 8 if quick else 24  # quick: a smoke run of the code paths
+        root = ensure_dataset(Path(scratch) / "rodent", samples=samples, val_samples=4, seed=0)
         # in this process: DataLoader workers forked from a spawned benchmark child ran ~20x slower here
         results["loader"] = {f"workers{w}": job_loader(str(root), w) for w in (0, 2)}
         # where the default step's time goes, at the default 32 px and at 64 px
         results["step"] = {}
         for resolution in (32,) if quick else (32, 64):
-            measured = job_step_times(str(root), resolution, 10 if quick else 45)
+            measured = job_step_times(str(root), resolution, 10 if quick else 45, samples=samples)
             results["step"][f"res{resolution}"] = measured
             results["step"][f"render_share_{resolution}"] = measured["render_share"]
     # the whole step (model + rendering every view) where the CPU rasterizer can do it in minutes; the model alone

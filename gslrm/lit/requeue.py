@@ -191,7 +191,8 @@ class RequeueOnSignal(Callback):
             return False
         state = {"job": identifier, "step": self.stop_step, "requeues": state["requeues"] + 1, "timeouts": timeouts}
         (self.checkpoint_path.parent / STATE_FILE).write_text(json.dumps(state))
-        slurm.requeue(identifier)
+        # logged before the request: SLURM kills this attempt's processes as soon as it takes the requeue, so a line
+        # written after ``scontrol requeue`` returns is lost whenever the kill wins the race (it did, in CI)
         log.warning(
             "SLURM job %s requeued at step %d (%s; time-limit requeues %d of %d); the next attempt resumes from %s",
             identifier,
@@ -201,4 +202,7 @@ class RequeueOnSignal(Callback):
             self.max_timeouts,
             self.checkpoint_path,
         )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        slurm.requeue(identifier)
         return True
