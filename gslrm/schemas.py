@@ -17,6 +17,7 @@ from gslrm.losses.computer import LossConfig
 from gslrm.model.gslrm import ModelConfig
 from gslrm.refine import RefineConfig
 from gslrm.render import RenderConfig
+from gslrm.session.config import PredictConfig
 from gslrm.view.viewer import ViewerConfig
 
 __all__ = ["SCHEMAS", "register_configs"]
@@ -31,6 +32,7 @@ SCHEMAS: dict[str, object] = {
     "render": RenderConfig,
     "eval": EvalConfig,
     "refine": RefineConfig,
+    "predict": PredictConfig,
     "viewer": ViewerConfig,
 }
 

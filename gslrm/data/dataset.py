@@ -35,6 +35,7 @@ from gslrm.data.maps import (
     to_disparity,
 )
 from gslrm.rig import NormalizationConfig, fit_rig_transform
+from gslrm.session.world import world_from_normalized
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class ViewBatch(TypedDict, total=False):
     orbit_image: Float[Tensor, "o 4 h w"]  # held-out views (only with load_orbit): never inputs, never supervised
     orbit_c2w: Float[Tensor, "o 4 4"]
     orbit_fxfycxcy: Float[Tensor, "o 4"]
+    world_from_normalized: Float[Tensor, "4 4"]  # float64, back to the rig's frame (only with with_world_frame)
 
 
 def split_file(config: DataConfig, split: str) -> Path:
@@ -144,11 +146,14 @@ def split_file(config: DataConfig, split: str) -> Path:
 class ViewDataset(Dataset):
     """Samples of ``split`` in FaceLift's batch format (see :class:`ViewBatch`)."""
 
-    def __init__(self, config: DataConfig, split: str = "train") -> None:
+    def __init__(self, config: DataConfig, split: str = "train", samples: list[Path] | None = None) -> None:
+        """The samples of ``split``'s list file, or ``samples`` (folders) in that order."""
         self.config = config
         self.split = split
         root = Path(config.root) if config.root else Path(".")
-        self.samples = read_split(root, split_file(config, split))
+        self.samples = read_split(root, split_file(config, split)) if samples is None else list(samples)
+        # also return the similarity back to the rig's frame (``world_from_normalized``): predict.py stores it
+        self.with_world_frame = False
         self.skipped: set[int] = set()
         self.rng = np.random.default_rng(config.seed)
         self.with_orbit = (  # null decides for the whole split: a batch mixing samples with and without cannot stack
@@ -232,6 +237,8 @@ class ViewDataset(Dataset):
         for key, arrays in maps.items():
             batch[key] = torch.from_numpy(np.stack(arrays))[:, None]
         batch["names"] = [f"{sample_dir}/{frames[i].file_path}" for i in selected]
+        if self.with_world_frame:
+            batch["world_from_normalized"] = torch.from_numpy(world_from_normalized(transform))
         if self.with_orbit:
             batch.update(self.load_orbit(sample_dir, transform))
         return batch

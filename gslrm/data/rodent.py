@@ -205,6 +205,11 @@ class RodentScene:
         mujoco.mj_forward(model, data)  # kinematics alone leaves the cameras (mj_camlight) at the origin
         model.skin_rgba[0, :3] = np.clip(coat, 0.0, 1.0)
 
+    def centre_of_mass_m(self) -> np.ndarray:
+        """The whole animal's centre of mass in MuJoCo's world (metres): the torso is the root of every body."""
+        torso = self.mujoco.mj_name2id(self.model, self.mujoco.mjtObj.mjOBJ_BODY, "torso")
+        return self.data.subtree_com[torso].copy()
+
     def pose(self, rng: np.random.Generator, config: RodentConfig) -> dict:
         """A random pose and coat (one sample of the default dataset)."""
         joints, yaw, offset = self.random_pose(rng, config)

@@ -217,6 +217,9 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
         "skew, focal lengths x focal_scale (same size), then INTER_AREA resize",
         "decoder": _decoder(),
         "frames": frames,
+        # source frames per second (the first camera's container; a rig's cameras are synchronized): predict.py
+        # turns frame indices into times with it
+        "fps": _frame_rate(recording, views[0]),
         "splits": {key: len(value) for key, value in splits.items()},
         "dropped_for_split_gap": dropped,
         "notes": recording.notes
@@ -230,6 +233,11 @@ def _plan(options: ImportOptions) -> tuple[Recording, list[int], list[FrameConve
         ),
     }
     return recording, views, converters, splits, info
+
+
+def _frame_rate(recording: Recording, camera_index: int) -> float | None:
+    fps = float(recording.videos[camera_index].info().fps or 0)
+    return fps if math.isfinite(fps) and fps > 0 else None
 
 
 def _write_info(out: Path, info: dict, complete: bool) -> None:

@@ -5,7 +5,7 @@ written as each rig format writes it (videos through the H.264 encoder, calibrat
                                 [--size 1152x1024]
 
 ``DIR/<format>/`` is then a recording to import; ``DIR/ground_truth/`` holds the exact pinhole cameras
-(``cameras.json``, gslrm's format, millimetres) and, with ``--depth``, each view's z-depth (mm) of every frame, which
+(``cameras.json``, gslrm's format, millimetres), ``animal.csv`` (the animal's centre of mass per frame, mm) and, with ``--depth``, each view's z-depth (mm) of every frame, which
 the tests use to check the import by reprojection. anipose frames and masks are distorted (OpenCV's model, non-zero
 k1, k2, p1, p2) so the importer has to undistort them; ``anipose_fisheye`` is an anipose recording through fisheye
 lenses (OpenCV's fisheye model, ``fisheye = true``); MAMMAL's videos are undistorted, as the real rig's are.
@@ -159,6 +159,7 @@ def record(
     config = RodentConfig(offset=0.06)
     keys = [scene.random_pose(rng, config) for _ in range(frames // KEYFRAME_EVERY + 2)]
     coat = np.asarray(COATS[2])
+    animal = []  # per frame: the animal's centre of mass in the calibration's world frame (mm)
     try:
         with ExitStack() as stack:
             writers = []
@@ -184,6 +185,7 @@ def record(
                 t = fraction / KEYFRAME_EVERY
                 yaw = y0 + t * math.remainder(y1 - y0, 2 * math.pi)
                 scene.place(_eased(j0, j1, t), yaw, _eased(o0, o1, t), coat)
+                animal.append([index, *(scene.centre_of_mass_m() * 1000.0)])  # MuJoCo's metres = the rig's frame
                 for camera in range(len(w2c)):
                     rgb, z = scene.render(camera)  # z: the ground truth's depth, at the video's size
                     views = {False: (rgb, _mask(z))}
@@ -199,6 +201,14 @@ def record(
                         )
     finally:
         scene.close()
+    np.savetxt(
+        truth / "animal.csv",
+        np.asarray(animal),
+        fmt=["%d", "%.4f", "%.4f", "%.4f"],
+        delimiter=",",
+        header="frame,com_x_mm,com_y_mm,com_z_mm",
+        comments="",
+    )
     (out / "manifest.json").write_text(
         json.dumps(
             {

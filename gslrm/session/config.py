@@ -1,0 +1,43 @@
+"""``predict:`` of ``conf/predict.yaml``: what ``python predict.py`` stores and how it splits the work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["PredictConfig", "FrameErrors"]
+
+
+class FrameErrors(StrEnum):
+    skip = "skip"  # the frame is stored as skipped (count -1, the reason in frames.csv) and counted
+    fail = "fail"  # the run stops with one line naming the file and the field
+
+
+@dataclass
+class PredictConfig:
+    out: str | None = None  # the store folder; null: <log_dir>/predict/sequences/<checkpoint hash>_<split>[_<frames>]
+    input_views: list[int] | None = None  # camera indices fed to the model; null: as many as the checkpoint learnt
+    min_opacity: float = 0.02  # Gaussians kept per frame (FaceLift's export filter, as eval.min_opacity)
+    frames_per_chunk: int = 16  # frames per zarr chunk: the unit of writing, resuming and sharding
+    batch_size: int = 1  # frames per forward pass (1: the same bits whatever the sharding; raise it on a GPU)
+    num_workers: int = 2  # DataLoader workers reading and cropping the views
+    shard: int = 0  # this process's share of the chunks: every num_shards-th from shard
+    num_shards: int = 1
+    on_error: FrameErrors = FrameErrors.skip
+    ply: bool = False  # also ply/frame_<source frame>.ply per frame (3DGS layout, world units)
+    overwrite: bool = False  # replace a store of another prediction at `out` (never with num_shards > 1)
+    fps: float | None = None  # the recording's frame rate; null: import_info.json's
+    progress_every_s: float = 10.0  # seconds between progress lines
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_opacity < 1:
+            raise ValueError(f"predict.min_opacity: must be in (0, 1), got {self.min_opacity}")
+        for key in ("frames_per_chunk", "batch_size", "num_shards"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"predict.{key}: must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.shard < self.num_shards:
+            raise ValueError(f"predict.shard: must be in 0..num_shards-1={self.num_shards - 1}, got {self.shard}")
+        if self.overwrite and self.num_shards > 1:
+            raise ValueError("predict.overwrite: not with num_shards > 1 (one shard would delete another's frames)")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"predict.fps: must be > 0, got {self.fps}")
