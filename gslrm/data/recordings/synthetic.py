@@ -5,8 +5,9 @@ written as each rig format writes it (videos through the H.264 encoder, calibrat
                                 [--size 1152x1024]
 
 ``DIR/<format>/`` is then a recording to import; ``DIR/ground_truth/`` holds the exact pinhole cameras
-(``cameras.json``, gslrm's format, millimetres), ``animal.csv`` (the animal's centre of mass per frame, mm) and, with ``--depth``, each view's z-depth (mm) of every frame, which
-the tests use to check the import by reprojection. anipose frames and masks are distorted (OpenCV's model, non-zero
+(``cameras.json``, gslrm's format, millimetres), ``animal.csv`` (the animal's centre of mass per frame, mm: the
+truth predict.py's centroids are checked against) and, with ``--depth``, each view's z-depth (mm) of every frame,
+which the tests use to check the import by reprojection. anipose frames and masks are distorted (OpenCV's model, non-zero
 k1, k2, p1, p2) so the importer has to undistort them; ``anipose_fisheye`` is an anipose recording through fisheye
 lenses (OpenCV's fisheye model, ``fisheye = true``); MAMMAL's videos are undistorted, as the real rig's are.
 DANNCE and anipose cameras carry a skew K[0, 1] per camera, as a real rig's MATLAB calibration did (-5.9 to +1.4 px
