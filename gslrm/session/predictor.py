@@ -187,11 +187,10 @@ class SequencePredictor(L.LightningModule):
 
     def to_result(self, position: int, gaussians: Gaussians, matrix: torch.Tensor) -> FrameResult:
         keep = gaussians.opacities[0] > self.config.min_opacity
-        kept = gaussians.map(lambda t: t[0, keep].detach().cpu().double().numpy())
+        kept = gaussians.map(lambda t: t[:, keep].detach().cpu().double())
         matrix = matrix.detach().cpu().double().numpy()
-        means, scales, quats = to_world(matrix, kept.means, kept.scales, kept.quats)
-        colors = np.clip(SH_C0 * kept.features[:, 0, :] + 0.5, 0.0, None)
-        return FrameResult(position, matrix, means, scales, quats, kept.opacities, colors)
+        means, scales, quats = to_world(matrix, kept.means[0].numpy(), kept.scales[0].numpy(), kept.quats[0].numpy())
+        return FrameResult(position, matrix, means, scales, quats, kept.opacities[0].numpy(), kept.colors[0].numpy())
 
 
 class SequenceWriter(BasePredictionWriter):
