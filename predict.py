@@ -71,6 +71,7 @@ def predict(cfg: DictConfig) -> dict:
         "input_views": data_config.input_views or list(range(inputs)),
         "normalization": OmegaConf.to_container(cfg.data.normalization, resolve=True),
         "min_opacity": config.min_opacity,
+        "encoding": str(config.encoding),
         "frames_per_chunk": config.frames_per_chunk,
         "split": cfg.split,
         "frames": cfg.frames,
@@ -112,6 +113,8 @@ def predict(cfg: DictConfig) -> dict:
         raise JobRequeued(0)
     complete = trainer.is_global_zero and store.finalize()
     summary = {"store": str(out), "written": writer.written, "skipped": writer.skipped, "complete": complete}
+    # this worker's predict loop and its stages in seconds (reading the views: the loop's time in none of them)
+    summary["seconds"] = {"loop": progress.elapsed, **module.seconds, **writer.seconds}
     if complete:
         manifest = store.manifest()
         log.info(

@@ -142,6 +142,39 @@ def test_frame_readout_known_answer():
     assert math.isnan(FrameResult.skipped(3, "bad").shape_summary()["centroid"][0])
 
 
+def test_compact_encoding_known_answers_and_its_error_bounds():
+    """Hand-computed codes, then 5,000 random world-frame Gaussians through encode/decode within the bounds the
+    module documents; float32 is exact."""
+    from gslrm.session.encoding import decode, encode
+
+    means = np.array([[100.0, 200.0, 300.0], [400.0, 200.0, 300.0], [250.0, 200.0, 390.0]])
+    rotations = np.array([[-1.0, 0, 0, 0], [0.6, 0.8, 0, 0], [0.5, 0.5, 0.5, -0.5]])
+    codes = encode("compact", means, [[1.0] * 3] * 3, rotations, [1.0, 0.02, 0.5], [[0.5] * 3] * 3)
+    assert codes["means_lo"].tolist() == [100.0, 200.0, 300.0] and codes["means_hi"].tolist() == [400, 200, 390]
+    # x: 0, 65535, 150/300 * 65535 = 32767.5 -> 32768 (round half to even); y: one value, a zero span; z: 0, 0, 65535
+    assert codes["means_u16"].tolist() == [[0, 0, 0], [65535, 0, 0], [32768, 0, 65535]]
+    # -q is q's rotation: w >= 0; 0.6 * 127 = 76.2 -> 76, 0.8 * 127 = 101.6 -> 102, 0.5 * 127 = 63.5 -> 64
+    assert codes["rotations_i8"].tolist() == [[127, 0, 0, 0], [76, 102, 0, 0], [64, 64, 64, -64]]
+    assert codes["opacities_u8"].tolist() == [255, 5, 128] and codes["log_scales"].tolist() == [[0.0] * 3] * 3
+
+    generator = np.random.default_rng(0)
+    n = 5000
+    means = generator.uniform([-150, 50, 400], [150, 250, 480], (n, 3))  # a 300 mm box
+    scales = np.exp(generator.uniform(-3, 3, (n, 3)))
+    rotations = generator.normal(size=(n, 4))
+    rotations /= np.linalg.norm(rotations, axis=1, keepdims=True)
+    opacities, colors = generator.uniform(0.02, 1, n), generator.uniform(-0.2, 1.3, (n, 3))
+    decoded = decode("compact", encode("compact", means, scales, rotations, opacities, colors))
+    assert np.abs(decoded["means"] - means).max() <= 300 / 131070 + 1e-4  # half a step (+ float32 rounding)
+    assert np.abs(decoded["scales"] / scales - 1).max() < 2e-3  # float16's 2^-11 on log(scale) of |log| <= 3
+    angle = 2 * np.degrees(np.arccos(np.abs((decoded["rotations"] * rotations).sum(1)).clip(max=1)))
+    assert angle.max() < 1.0  # each component within 1/254
+    assert np.abs(decoded["opacities"] - opacities).max() <= 1 / 510 + 1e-7
+    assert np.abs(decoded["colors"] - colors).max() < 1e-3  # float16, not clipped to [0, 1]
+    exact = decode("float32", encode("float32", means, scales, rotations, opacities, colors))
+    assert np.array_equal(exact["means"], means.astype(np.float32))
+
+
 # -- whole predictions -------------------------------------------------------------------------------------------
 
 
@@ -210,7 +243,11 @@ def test_a_recording_in_the_rigs_millimetres(trained_run, session_root, tmp_path
     the calibration's millimetres, readable with zarr alone, one .ply per frame equal to the store, the table."""
     out = tmp_path / "store"
     summary = _predict(_checkpoint(trained_run), session_root, out, "predict.ply=true")
-    assert summary == {"store": str(out), "written": FRAMES, "skipped": 0, "complete": True}
+    assert summary | {"seconds": None} == {"store": str(out), "written": FRAMES, "skipped": 0, "complete": True} | {
+        "seconds": None
+    }
+    stages = summary["seconds"]
+    assert set(stages) == {"loop", "model", "to_world", "store", "ply"} and 0 < stages["model"] < stages["loop"]
     arrays = _arrays(out)
     assert arrays["frame"].tolist() == list(range(FRAMES))
     assert np.allclose(arrays["time"], np.arange(FRAMES) / FPS)  # import_info.json's fps
@@ -238,10 +275,11 @@ def test_a_recording_in_the_rigs_millimetres(trained_run, session_root, tmp_path
     from gslrm.model.gaussians import load_ply
 
     store = SequenceStore(out)
-    frame = store.read_frame(5)
+    frame = store.read_frame(5)  # the default compact encoding, decoded: within its bounds of the .ply's floats
     ply = load_ply(out / "ply" / "frame_000005.ply")
-    assert torch.allclose(ply.means[0], torch.from_numpy(frame["means"]), atol=1e-4)
-    assert torch.allclose(ply.opacities[0], torch.from_numpy(frame["opacities"]), atol=1e-5)
+    box = float((ply.means[0].max(0).values - ply.means[0].min(0).values).max())
+    assert torch.allclose(ply.means[0], torch.from_numpy(frame["means"]), rtol=0, atol=box / 131070 + 1e-4)
+    assert torch.allclose(ply.opacities[0], torch.from_numpy(frame["opacities"]), rtol=0, atol=1 / 510 + 1e-6)
     assert store.manifest()["complete"] and store.bytes_on_disk() > 0
 
 
@@ -263,10 +301,10 @@ def test_rerun_continues_and_shards_give_the_same_store_bit_for_bit(trained_run,
     import zarr
 
     (two / "done" / "chunk_000001.json").unlink()
-    zarr.open_group(two / "sequence.zarr", mode="r+")["means"][3:6] = 7.0
+    zarr.open_group(two / "sequence.zarr", mode="r+")["means_u16"][3:6] = 7
     again = _predict(ckpt, session_root, two)
     assert again["written"] == 3
-    assert np.array_equal(_arrays(two)["means"], reference["means"])
+    assert np.array_equal(_arrays(two)["means_u16"], reference["means_u16"])
     assert _predict(ckpt, session_root, two)["written"] == 0  # nothing is computed twice
 
 

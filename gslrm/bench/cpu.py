@@ -249,7 +249,9 @@ def run(quick: bool = False) -> dict:
         results["rasterizer"][f"compiled_speedup_{key}"] = tiled["raster_seconds"] / compiled["raster_seconds"]
         results["rasterizer"][f"render_speedup_{key}"] = tiled["seconds"] / compiled["seconds"]
         results["rasterizer"][f"pairs_per_second_{key}"] = compiled["pairs"] / compiled["forward_seconds"]
-        results["rasterizer"][f"backward_over_forward_{key}"] = compiled["backward_seconds"] / compiled["forward_seconds"]
+        results["rasterizer"][f"backward_over_forward_{key}"] = (
+            compiled["backward_seconds"] / compiled["forward_seconds"]
+        )
     results["rasterizer"]["compiled_max_abs_diff"] = compiled_diff
     # render(): the compiled projection against gsplat's torch projection as well (float rounding of the 2D means,
     # about 1e-7 relative, moves the images of steep Gaussians by more than the rasterizers' difference)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gslrm.session.encoding import Encoding
+
 __all__ = ["PredictConfig", "FrameErrors"]
 
 
@@ -24,6 +26,8 @@ class PredictConfig:
     shard: int = 0  # this process's share of the chunks: every num_shards-th from shard
     num_shards: int = 1
     on_error: FrameErrors = FrameErrors.skip
+    encoding: Encoding = Encoding.compact  # compact: 23 bytes a Gaussian, quantized below what renders can show;
+    # float32: the values as computed, 56 bytes (gslrm/session/encoding.py has the formulas and error bounds)
     ply: bool = False  # also ply/frame_<source frame>.ply per frame (3DGS layout, world units)
     overwrite: bool = False  # replace a store of another prediction at `out` (never with num_shards > 1)
     fps: float | None = None  # the recording's frame rate; null: import_info.json's

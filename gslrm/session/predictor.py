@@ -170,6 +170,7 @@ class SequencePredictor(L.LightningModule):
         self.model = model
         self.num_input_views = num_input_views
         self.config = config
+        self.seconds = {"model": 0.0, "to_world": 0.0}  # where a frame's time goes (the bench's stage figures)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[FrameResult]:
         results = []
@@ -180,9 +181,15 @@ class SequencePredictor(L.LightningModule):
             results.append(FrameResult.skipped(position, error))
         views = batch["views"]
         if views is not None:
+            started = time.perf_counter()
             gaussians = predict_gaussians(self.model, views, self.num_input_views).gaussians.float()
+            if gaussians.means.is_cuda:
+                torch.cuda.synchronize()
+            converted = time.perf_counter()
             for b, position in enumerate(views["position"].tolist()):
                 results.append(self.to_result(position, gaussians[b], views["world_from_normalized"][b]))
+            self.seconds["model"] += converted - started
+            self.seconds["to_world"] += time.perf_counter() - converted
         return sorted(results, key=lambda r: r.position)
 
     def to_result(self, position: int, gaussians: Gaussians, matrix: torch.Tensor) -> FrameResult:
@@ -203,6 +210,7 @@ class SequenceWriter(BasePredictionWriter):
         self.buffers: dict[int, list[FrameResult]] = {}
         self.written = 0
         self.skipped = 0
+        self.seconds = {"store": 0.0, "ply": 0.0}
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         for result in prediction:
@@ -215,7 +223,9 @@ class SequenceWriter(BasePredictionWriter):
 
     def flush(self, chunk: int) -> None:
         results = self.buffers.pop(chunk)
+        started = time.perf_counter()
         self.store.write_chunk(chunk, results, self.plan.frames)
+        self.seconds["store"] += time.perf_counter() - started
         self.written += len(results)
         self.skipped += sum(result.error is not None for result in results)
 
@@ -224,6 +234,7 @@ class SequenceWriter(BasePredictionWriter):
             self.flush(chunk)
 
     def write_ply(self, result: FrameResult) -> None:
+        started = time.perf_counter()
         frame = self.plan.frames[result.position]
         self.ply_dir.mkdir(parents=True, exist_ok=True)
         path = self.ply_dir / f"frame_{frame.source_frame:06d}.ply"
@@ -238,6 +249,7 @@ class SequenceWriter(BasePredictionWriter):
         )
         save_ply(partial, gaussians)
         os.replace(partial, path)
+        self.seconds["ply"] += time.perf_counter() - started
 
 
 class ProgressLog(Callback):
@@ -246,7 +258,7 @@ class ProgressLog(Callback):
     def __init__(self, plan: Plan, every_s: float = 10.0) -> None:
         self.plan, self.every_s = plan, every_s
         self.done, self.total = 0, 0
-        self.started = self.last = 0.0
+        self.started = self.last = self.elapsed = 0.0
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self.total = len(self.plan.positions)
@@ -268,7 +280,7 @@ class ProgressLog(Callback):
         )
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        elapsed = time.perf_counter() - self.started
+        elapsed = self.elapsed = time.perf_counter() - self.started
         log.info("predict: %d frames in %s (%.2f frames/s)", self.done, _duration(elapsed), self.rate(elapsed))
 
     def rate(self, elapsed: float) -> float:

@@ -6,8 +6,8 @@ Layout of ``predict.out`` (``docs/predict.md`` is the reader's reference)::
       frame [F] int64        source frame index          time [F] float64   seconds (NaN: no frame rate)
       attrs["samples"]       sample folder per frame     world_from_normalized [F, 4, 4] float64
       count [F] int32        Gaussians kept (-1: frame skipped by predict.on_error=skip)
-      means, scales [F, K, 3] float32 (world units)      rotations [F, K, 4] float32 (w, x, y, z)
-      opacities [F, K] float32                           colors [F, K, 3] float32 (degree-0 RGB)
+      the Gaussians [F, K, ...] in world units, laid out by predict.encoding (``encoding``: compact's quantized
+      arrays, or float32's means, scales, rotations, opacities, colors); attrs["decoding"] says how to read them
     manifest.json            checkpoint sha256, resolved config, frames, chunking; "complete" once every frame is
     done/chunk_NNNNNN.json   per chunk: the frames done and their table rows (written after the chunk's arrays)
     frames.csv               the per-frame table (written once every frame is done)
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from gslrm.session.encoding import DECODING, Encoding, array_layout, decode, encode
 from gslrm.session.frames import SessionFrame
 
 __all__ = ["SequenceStore", "FrameResult", "StoreMismatchError", "TABLE_COLUMNS", "checkpoint_sha256", "FORMAT"]
@@ -46,7 +47,6 @@ MANIFEST = "manifest.json"
 DONE_DIR = "done"
 TABLE = "frames.csv"
 SLOW_WRITE_ENV = "GSLRM_TEST_SLOW_CHUNK_WRITE"  # tests: seconds to pause after each array of a chunk (kill -9 test)
-GAUSSIAN_ARRAYS = {"means": 3, "scales": 3, "rotations": 4, "opacities": None, "colors": 3}
 TABLE_COLUMNS = (
     ["frame", "time", "sample", "gaussians", "centroid_x", "centroid_y", "centroid_z"]
     + [f"axis{a}_{c}" for a in range(3) for c in "xyz"]
@@ -133,8 +133,8 @@ class SequenceStore:
 
     def open_or_create(self, frames: list[SessionFrame], capacity: int, chunk: int, identity: dict, config: dict):
         """Create the store for ``frames`` or, when it exists, check that it is this prediction's (``identity``:
-        the checkpoint hash and every setting that changes what is stored) and reopen it. Safe when several shards
-        start at once (file lock)."""
+        the checkpoint hash and every setting that changes what is stored, ``encoding`` among them) and reopen it.
+        Safe when several shards start at once (file lock)."""
         self.root.parent.mkdir(parents=True, exist_ok=True)
         with self.lock:
             if self.manifest_path.is_file():
@@ -161,20 +161,26 @@ class SequenceStore:
 
         group = zarr.open_group(self.root / ZARR_DIR, mode="w")
         count = len(frames)
+        encoding = Encoding(identity.get("encoding", Encoding.compact))
+        gaussians, per_frame = array_layout(encoding)
         group.attrs.update(
             {
                 "format": FORMAT,
                 "frames": count,
                 "capacity": capacity,
                 "frames_per_chunk": chunk,
+                "encoding": str(encoding),
+                "decoding": DECODING[encoding],
                 # strings have no stable zarr v3 data type yet: the sample folder of each frame, as a list
                 "samples": [f.sample_id for f in frames],
                 "units": identity.get("units") or "the calibration's (w2c translations)",
                 "frame_of_reference": "the rig's world frame (the calibration's w2c), not the normalized one",
                 "fields": {
                     "count": "Gaussians kept in frame i: means[i, :count[i]] etc.; -1 = frame skipped",
+                    "means": "centres, world frame and units",
                     "rotations": "unit quaternions (w, x, y, z), world frame",
                     "scales": "standard deviations along the rotated axes, world units",
+                    "opacities": "in (0, 1]: only those above predict.min_opacity are kept",
                     "colors": "view-independent RGB (SH degree 0 as the rasterizer evaluates it)",
                     "world_from_normalized": "4x4 similarity from the model's normalized frame to the world",
                 },
@@ -184,9 +190,11 @@ class SequenceStore:
         group.create_array("time", data=np.array([f.time for f in frames], np.float64), chunks=(count,))
         group.create_array("count", shape=(count,), dtype=np.int32, chunks=(chunk,), fill_value=-1)
         group.create_array("world_from_normalized", shape=(count, 4, 4), dtype=np.float64, chunks=(chunk, 4, 4))
-        for name, width in GAUSSIAN_ARRAYS.items():
-            shape = (count, capacity) if width is None else (count, capacity, width)
-            group.create_array(name, shape=shape, dtype=np.float32, chunks=(chunk, *shape[1:]), fill_value=0.0)
+        for name, (trailing, dtype) in gaussians.items():
+            shape = (count, capacity, *trailing)
+            group.create_array(name, shape=shape, dtype=dtype, chunks=(chunk, *shape[1:]), fill_value=0)
+        for name, trailing in per_frame.items():
+            group.create_array(name, shape=(count, *trailing), dtype=np.float64, chunks=(chunk, *trailing))
         (self.root / DONE_DIR).mkdir(exist_ok=True)
         manifest = {
             "format": FORMAT,
@@ -195,6 +203,7 @@ class SequenceStore:
             "frames": [f.source_frame for f in frames],
             "frames_per_chunk": chunk,
             "capacity": capacity,
+            "encoding": str(encoding),
             "complete": False,
         }
         _write_atomic(self.manifest_path, json.dumps(manifest, indent=1))  # last: its presence means "created"
@@ -227,11 +236,14 @@ class SequenceStore:
             return
         group = zarr.open_group(self.root / ZARR_DIR, mode="r+")
         size, capacity = group.attrs["frames_per_chunk"], group.attrs["capacity"]
+        encoding = Encoding(group.attrs["encoding"])
+        gaussians, per_frame = array_layout(encoding)
         start = chunk * size
         stop = min(start + size, group["count"].shape[0])
         rows = self.done_rows(chunk)
         # the whole chunk at once: one read of what an earlier attempt wrote, one atomic write per array
-        blocks = {name: group[name][start:stop] for name in [*GAUSSIAN_ARRAYS, "count", "world_from_normalized"]}
+        names = [*gaussians, *per_frame, "count", "world_from_normalized"]
+        blocks = {name: group[name][start:stop] for name in names}
         for result in results:
             slot = result.position - start
             if not 0 <= slot < stop - start:
@@ -239,9 +251,13 @@ class SequenceStore:
             kept = len(result.opacities)
             if kept > capacity:
                 raise ValueError(f"frame {result.position}: {kept} Gaussians, the store holds {capacity}")
-            for name in GAUSSIAN_ARRAYS:
-                blocks[name][slot] = 0.0
-                blocks[name][slot, :kept] = getattr(result, name)
+            fields = ("means", "scales", "rotations", "opacities", "colors")
+            encoded = encode(encoding, *(getattr(result, field) for field in fields))
+            for name in gaussians:
+                blocks[name][slot] = 0
+                blocks[name][slot, :kept] = encoded[name]
+            for name in per_frame:
+                blocks[name][slot] = encoded[name]
             blocks["count"][slot] = result.count
             blocks["world_from_normalized"][slot] = result.world_from_normalized
             rows[result.position] = table_row(frames[result.position], result)
@@ -284,11 +300,15 @@ class SequenceStore:
         return zarr.open_group(self.root / ZARR_DIR, mode="r")
 
     def read_frame(self, position: int) -> dict[str, np.ndarray]:
-        """Frame ``position``'s kept Gaussians (world frame), reading only its chunk."""
+        """Frame ``position``'s kept Gaussians (world frame, decoded to float32), reading only its chunk."""
         group = self.group()
+        encoding = Encoding(group.attrs["encoding"])
+        gaussians, per_frame = array_layout(encoding)
         count = int(group["count"][position])
         kept = max(count, 0)
-        frame = {name: group[name][position, :kept] for name in GAUSSIAN_ARRAYS}
+        stored = {name: group[name][position, :kept] for name in gaussians}
+        stored |= {name: group[name][position] for name in per_frame}
+        frame = decode(encoding, stored)
         return frame | {"count": count, "frame": int(group["frame"][position]), "time": float(group["time"][position])}
 
     def bytes_on_disk(self) -> int:
