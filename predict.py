@@ -34,6 +34,7 @@ def predict(cfg: DictConfig) -> dict:
     from dataclasses import replace
 
     import lightning as L
+    import torch
 
     from gslrm import slurm
     from gslrm.config import build
@@ -106,7 +107,9 @@ def predict(cfg: DictConfig) -> dict:
     warnings.filterwarnings("ignore", message="Total length of `DataLoader` across ranks is zero")
     trainer.predict(module, datamodule=datamodule, return_predictions=False)
     trainer.strategy.barrier()
-    if datamodule.stop.requested and slurm.job_id() is not None:
+    # frames of this job still to do, over its ranks (a signal after the last frame leaves nothing to requeue for)
+    left = float(trainer.strategy.reduce(torch.tensor(float(len(plan.positions) - writer.written)), reduce_op="sum"))
+    if datamodule.stop.requested and slurm.job_id() is not None and left > 0:
         if trainer.is_global_zero:
             log.warning("SLURM job %s requeued: the next attempt continues %s", slurm.job_id(), out)
             slurm.requeue(slurm.job_id())
@@ -115,6 +118,10 @@ def predict(cfg: DictConfig) -> dict:
     summary = {"store": str(out), "written": writer.written, "skipped": writer.skipped, "complete": complete}
     # this worker's predict loop and its stages in seconds (reading the views: the loop's time in none of them)
     summary["seconds"] = {"loop": progress.elapsed, **module.seconds, **writer.seconds}
+    if complete and config.video:
+        from gslrm.session.video import write_video
+
+        summary["video"] = str(write_video(store, [frame.sample for frame in frames], out / "video.mp4", config))
     if complete:
         manifest = store.manifest()
         log.info(

@@ -38,7 +38,7 @@ def _binary(name: str) -> str:
 class SlurmCluster:
     # the scheduler passes every second and a requeued job is eligible 6 s later (cred_expire + 1): the tests' jobs
     # restart within seconds instead of SLURM's default minute
-    def __init__(self, folder: Path, cpus: int = 8) -> None:
+    def __init__(self, folder: Path, cpus: int = 10) -> None:
         self.folder = Path(folder)
         self.host = socket.gethostname().split(".")[0]
         self.cpus = cpus

@@ -42,6 +42,8 @@ def test_gpu_benchmark_runs_its_code_on_cpu(monkeypatch):
     assert results["rasterizer"]["2000_32"]["seconds"] > 0
     plain, deferred = results["memory"]["views2_res32_plain"], results["memory"]["views2_res32_deferred"]
     assert plain["deferred"] is False and deferred["deferred"] is True
+    assert results["predict"]["batch_size"] == 1 and results["predict_batch16"]["batch_size"] == 16
+    assert results["predict_batch16"]["frames"] == results["predict"]["frames"] > 0
     consumption = results["loader"]["consumption_samples_per_second"]
     assert consumption == pytest.approx(2 / step["seconds"])
     for workers in (0, 2):
@@ -74,6 +76,12 @@ def test_cpu_benchmark_quick_run_fills_every_section(monkeypatch):
     assert results["step"]["render_share_32"] == step["render_share"] and 0 < step["render_share"] < 1
     text = cpu.table(results)
     assert "| 32 px |" in text
+    predicted = results["predict"]  # predict.py over the quick dataset's every sample, initial weights
+    assert predicted["frames"] == 12 and predicted["frames_per_second"] > 0 and predicted["image_size"] == 64
+    assert predicted["stage_seconds_per_frame"]["model"] > 0 and predicted["kept_per_frame"] > 0
+    assert predicted["bytes_per_frame"] == pytest.approx(predicted["bytes_per_gaussian"] * predicted["kept_per_frame"])
+    assert predicted["session_hours"] == pytest.approx(18_000 / predicted["frames_per_second"] / 3600)
+    assert "bytes/frame" in text
     assert "| 2k_64 |" in text and "| tiny " in text and "| workers2 |" in text and "| views4_res64_render |" in text
 
 

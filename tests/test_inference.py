@@ -10,8 +10,9 @@ from cli import data_overrides, run_script
 from gslrm.inference import CheckpointMismatchError, find_sample, load_for_inference
 
 
-def _five_input_checkpoint(path: Path) -> Path:
-    """A gslrm checkpoint of a tiny model trained (here: initialised) with 5 input views, as Lightning writes one."""
+def _five_input_checkpoint(path: Path, num_input_views: int = 5) -> Path:
+    """A gslrm checkpoint of a tiny model trained (here: initialised) with 5 input views (or ``num_input_views``), as
+    Lightning writes one."""
     from gslrm.lit.module import GSLRMModule
     from gslrm.lit.optim import OptimConfig
     from gslrm.losses.computer import LossConfig
@@ -21,7 +22,7 @@ def _five_input_checkpoint(path: Path) -> Path:
         model=ModelConfig(dim=64, depth=1, head_dim=32, patch_size=8),
         loss=LossConfig(perceptual={"weight": 0.0}),
         optim=OptimConfig(),
-        num_input_views=5,
+        num_input_views=num_input_views,
         val_lpips=False,
     )
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)

@@ -381,3 +381,56 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_store(trained_run, se
     for name, array in _arrays(out).items():
         assert np.array_equal(array, expected[name], equal_nan=True), name
     assert _table(out) == _table(reference)
+
+
+def test_video_frame_known_answer_the_rig_centre_is_drawn_at_the_centre():
+    """A black Gaussian at the rig centre (the normalized origin, in a world 400 mm away and scaled by 100) is drawn
+    in the middle of the orbit view from every azimuth; nothing drawn: the background."""
+    from gslrm.session.config import PredictConfig
+    from gslrm.session.video import orbit_azimuth, render_frame
+
+    matrix = np.eye(4)
+    matrix[:3, :3] = 100.0 * _rotation([0, 0, 1], 30)
+    matrix[:3, 3] = [400.0, 0.0, 0.0]
+    frame = {
+        "count": 1,
+        "means": np.array([[400.0, 0.0, 0.0]], np.float32),
+        "scales": np.full((1, 3), 10.0, np.float32),  # 0.1 normalized units: 1.3 px at 32 px
+        "rotations": np.array([[1.0, 0, 0, 0]], np.float32),
+        "opacities": np.array([0.99], np.float32),
+        "colors": np.zeros((1, 3), np.float32),
+    }
+    config = PredictConfig(video_size=32)
+    for azimuth in (0.0, 135.0, 270.0):
+        image = render_frame(frame, matrix, azimuth, config).astype(float).mean(-1)
+        assert np.unravel_index(image.argmin(), image.shape) in {(15, 15), (15, 16), (16, 15), (16, 16)}
+        assert image.min() < 60 and image[0, 0] == 255  # the Gaussian, dark; a corner, white
+    assert render_frame(frame | {"count": -1}, matrix, 0.0, config).min() == 255  # a skipped frame
+    assert orbit_azimuth(2.0, PredictConfig(video_orbit_deg_per_s=100, video_azimuth_deg=270)) == 110.0
+
+
+def test_video_shows_the_orbit_beside_the_real_camera(trained_run, session_root, tmp_path):
+    """predict.video=true: an MP4 of every frame at the recording's rate, the orbit view (45 degrees a frame here)
+    beside camera 0's photograph of the same frame."""
+    import av
+    from PIL import Image
+
+    from gslrm.data.format import read_cameras
+
+    out = tmp_path / "store"
+    orbit = "predict.video_orbit_deg_per_s=4500"  # 45 degrees a frame at 100 fps
+    summary = _predict(_checkpoint(trained_run), session_root, out, "predict.video=true", "predict.video_size=32", orbit)
+    assert summary["video"] == str(out / "video.mp4")
+    with av.open(summary["video"]) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate)
+        frames = [frame.to_ndarray(format="rgb24").astype(float) for frame in container.decode(stream)]
+    assert len(frames) == FRAMES and rate == FPS
+    assert frames[0].shape == (32, 32 + 36, 3)  # the 288x256 photograph scaled to 32 px high: 36 px wide
+    novel = [frame[:, :32] for frame in frames]
+    assert all(image.mean() < 250 for image in novel)  # something drawn on the white background
+    assert np.abs(novel[0] - novel[2]).mean() > 2  # 90 degrees later: another view
+    sample = session_root / SequenceStore(out).group().attrs["samples"][3]
+    camera = read_cameras(sample / "opencv_cameras.json")[0]
+    expected = np.asarray(Image.open(sample / camera.file_path).convert("RGB").resize((36, 32), Image.BILINEAR))
+    assert np.abs(frames[3][:, 32:] - expected).mean() < 8  # H.264's loss

@@ -1,6 +1,6 @@
-"""train.py on a real (one-node) SLURM cluster that the session starts (tests/slurm_cluster.py): a sweep through
-hydra/launcher=slurm, preemption and the time limit (checkpoint, requeue, resume), DDP over 2 SLURM tasks from a
-plain sbatch script, and a failing sweep job. Skipped only where the daemons cannot start (failed under CI=true).
+"""train.py and predict.py on a real (one-node) SLURM cluster that the session starts (tests/slurm_cluster.py): a
+sweep through hydra/launcher=slurm, preemption and the time limit (checkpoint, requeue, resume), DDP over 2 SLURM
+tasks from a plain sbatch script, a failing sweep job, and predict.py's 2 shards (one preempted) into one store. Skipped only where the daemons cannot start (failed under CI=true).
 
 The four scenarios are submitted together, as a lab's jobs share a cluster: the first test to run starts all of
 them (``scenarios``), each in a thread that submits, intervenes (a signal once the first checkpoint exists) and waits;
@@ -10,6 +10,7 @@ having room for all of their jobs at once."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -202,6 +203,56 @@ def _time_limit_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
     return scenario
 
 
+def _predict_shards_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
+    """``predict.py -m predict.shard=0,1 predict.num_shards=2 hydra/launcher=slurm`` over a 12-frame recording in
+    2-frame chunks (shard 0: chunks 0, 2, 4), each chunk's write slowed to ~3 s (GSLRM_TEST_SLOW_CHUNK_WRITE), shard
+    0 sent SIGUSR2 once its first chunk is stored (the loader has fetched a frame ahead by then, so the signal stops
+    it with chunk 4 still to do); and one process without SLURM into another store, the reference."""
+    from test_inference import _five_input_checkpoint
+
+    from gslrm.data.rodent import ensure_dataset
+
+    tmp_path = scenario.folder
+    root = ensure_dataset(tmp_path / "rodent", samples=12, val_samples=2, seed=5)
+    ckpt = _five_input_checkpoint(tmp_path / "initial.ckpt", num_input_views=4)
+    common = [
+        f"ckpt_path={ckpt}",
+        f"data.root={root}",
+        "data.generator.samples=12",
+        "data.generator.val_samples=2",
+        "data.generator.seed=5",
+        "data.image_size=16",
+        "predict.frames_per_chunk=2",
+        "predict.num_workers=0",
+    ]
+    env = _env(cluster, tmp_path)
+    log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115 - closed by the process's end
+    sweep = subprocess.Popen(
+        [sys.executable, str(ROOT / "predict.py"), "-m", *LAUNCHER, f"hydra.launcher.name={tmp_path.name}"]
+        + [*common, f"predict.out={tmp_path / 'sharded'}", "predict.num_shards=2", "predict.shard=0,1"],
+        cwd=tmp_path,
+        env=env | {"GSLRM_TEST_SLOW_CHUNK_WRITE": "0.3"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    reference = subprocess.run(
+        [sys.executable, str(ROOT / "predict.py"), *common, f"predict.out={tmp_path / 'one'}"],
+        cwd=tmp_path,
+        env={k: v for k, v in env.items() if not k.startswith("SLURM_")},
+        capture_output=True,
+        text=True,
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    _wait_for_file("sharded/done/chunk_000000.json", tmp_path, timeout=180)
+    names = cluster.run("squeue", "--noheader", f"--name={tmp_path.name}", "--format=%i", check=False).stdout.split()
+    shard0 = next((job for job in names if job.endswith("_0")), min(names, default=None))
+    assert shard0 is not None, f"no job of {tmp_path.name} running: {names}"
+    cluster.run("scancel", "--signal=USR2", shard0)
+    _wait(sweep, tmp_path, timeout=400)
+    scenario.facts.update(shard0=shard0)
+    return scenario
+
+
 def _sbatch_ddp_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
     """docs/slurm/train.sbatch, no Hydra launcher: 2 tasks = 2 gloo ranks taken from SLURM."""
     tmp_path = scenario.folder
@@ -253,6 +304,7 @@ SCENARIOS = {
     "preemption": _preemption_scenario,
     "time_limit": _time_limit_scenario,
     "sbatch_ddp": _sbatch_ddp_scenario,
+    "predict_shards": _predict_shards_scenario,
 }
 
 
@@ -336,3 +388,29 @@ def test_ddp_over_two_slurm_tasks_from_a_plain_sbatch_script_survives_preemption
     assert log_text.count(f"SLURM job {job_id} requeued at step") == 1  # rank 0 alone requeued
     assert _step(run / "checkpoints" / "last.ckpt") == DDP_STEPS
     assert list((scenario.folder / "logs" / "train" / "runs").iterdir()) == [run]  # one run dir for both ranks/attempts
+
+
+def test_two_predict_shards_on_slurm_one_preempted_give_one_process_store(scenarios):
+    """Shard 0, sent SIGUSR2 after its first chunk, stores what it has, requeues and finishes in its next attempt;
+    the two shards' store equals one process's, bit for bit, table included."""
+    import numpy as np
+    import zarr
+
+    scenario = scenarios["predict_shards"].result()
+    sharded, one = scenario.folder / "sharded", scenario.folder / "one"
+    logs = "\n".join(
+        path.read_text(errors="replace")
+        for path in (scenario.folder / "logs").rglob("*")
+        if path.is_file() and path.suffix in (".log", ".out", ".err")
+    )
+    assert "SIGUSR2 received: no new frames" in logs, logs[-3000:]
+    assert re.search(r"SLURM job \S+ requeued: the next attempt continues", logs), logs[-3000:]
+    assert "Traceback" not in logs, logs[-3000:]
+    manifest = json.loads((sharded / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["frames_done"] == 12 and manifest["frames_skipped"] == 0
+    expected = zarr.open_group(one / "sequence.zarr", mode="r")
+    got = zarr.open_group(sharded / "sequence.zarr", mode="r")
+    assert sorted(got.array_keys()) == sorted(expected.array_keys())
+    for name in expected.array_keys():
+        assert np.array_equal(got[name][:], expected[name][:], equal_nan=True), name
+    assert (sharded / "frames.csv").read_text() == (one / "frames.csv").read_text()

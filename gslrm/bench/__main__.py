@@ -1,4 +1,4 @@
-"""``python -m gslrm.bench [--device cpu|cuda] [--json FILE] [--quick]``: the CPU benchmark (gslrm/bench/cpu.py) or
+"""``python -m gslrm.bench [--device cpu|cuda] [--json FILE] [--quick] [--predict-ckpt CKPT]``: the CPU benchmark (gslrm/bench/cpu.py) or
 the GPU one (gslrm/bench/gpu.py)."""
 
 from __future__ import annotations
@@ -20,16 +20,21 @@ def main(argv: list[str] | None = None) -> None:
         default="cpu",
         help="cpu: the CPU rasterizers, model and loader; cuda: the GPU benchmark (gslrm/bench/gpu.py)",
     )
+    parser.add_argument(
+        "--predict-ckpt",
+        default=None,
+        help="the checkpoint predict.py's figures use (e.g. make train's last.ckpt); default: initial weights",
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda":
         from gslrm.bench import gpu
 
-        results = gpu.run("cuda", quick=args.quick)
+        results = gpu.run("cuda", quick=args.quick, predict_ckpt=args.predict_ckpt)
         print(gpu.table(results))
     else:
         from gslrm.bench import cpu
 
-        results = cpu.run(quick=args.quick)
+        results = cpu.run(quick=args.quick, predict_ckpt=args.predict_ckpt)
         print(cpu.table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -218,7 +218,7 @@ def job_step_times(root: str, resolution: int, steps: int, *overrides: str, samp
         return json.loads(found[0].read_text()) | {"perceptual": vgg19_weights_available()}
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, predict_ckpt: str | None = None) -> dict:
     """The CPU benchmark (the GPU one: ``gslrm.bench.gpu.run``)."""
     import torch
 
@@ -281,6 +281,10 @@ def run(quick: bool = False) -> dict:
             measured = job_step_times(str(root), resolution, 10 if quick else 45, samples=samples)
             results["step"][f"res{resolution}"] = measured
             results["step"][f"render_share_{resolution}"] = measured["render_share"]
+        # predict.py over the whole dataset (split=all): the default model at the default 64 px
+        from gslrm.bench.sequence import job_predict
+
+        results["predict"] = job_predict(str(root), device, predict_ckpt)
     # the whole step (model + rendering every view) where the CPU rasterizer can do it in minutes; the model alone
     # everywhere (at FaceLift's initial Gaussian scale the CPU rendering cost grows ~ resolution^4)
     grid = [(2, 64), (4, 64)] if quick else [(v, r) for r in (64, 128, 256) for v in (2, 4, 6)]
@@ -344,6 +348,10 @@ def table(results: dict) -> str:
             m = results["step"][f"res{resolution}"]
             cells = " | ".join(f"{1000 * m['seconds'][name]:.0f} ms" for name in PHASES)
             lines.append(f"| {resolution} px | {cells} | {1000 * m['step_seconds']:.0f} ms | {m['render_share']:.0%} |")
+    if "predict" in results:
+        from gslrm.bench.sequence import table_lines
+
+        lines += table_lines(results["predict"])
     lines += ["", "| tiny, batch 1 | views | resolution | what | seconds | peak MiB |", "|---|---|---|---|---|---|"]
     for key, m in results["memory"].items():
         what = "model + render all views + MSE, fwd+bwd" if m["with_render"] else "model fwd+bwd"

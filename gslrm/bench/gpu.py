@@ -121,7 +121,7 @@ def job_loader(root: str, resolution: int, workers: int, batches: int) -> dict:
     return {"samples_per_second": count / (time.perf_counter() - first), "workers": workers}
 
 
-def run(device: str = "cuda", quick: bool = False) -> dict:
+def run(device: str = "cuda", quick: bool = False, predict_ckpt: str | None = None) -> dict:
     import tempfile
     from pathlib import Path
 
@@ -174,6 +174,11 @@ def run(device: str = "cuda", quick: bool = False) -> dict:
             measured = job_loader(str(root), consumer["resolution"], workers, batches=10 if quick else 60)
             measured["ratio_to_consumption"] = measured["samples_per_second"] / consumption
             results["loader"][f"workers{workers}"] = measured
+        from gslrm.bench.sequence import job_predict
+
+        # predict.py at the default 64 px: batch 1 (every sharding gives the same bits) and batch 16
+        results["predict"] = job_predict(str(root), device, predict_ckpt)
+        results["predict_batch16"] = job_predict(str(root), device, predict_ckpt, batch_size=16)
     results["loader"]["consumption_samples_per_second"] = consumption
     return results
 
@@ -206,6 +211,11 @@ def table(results: dict) -> str:
             f"| {key} | {m['views']} | {m['resolution']} | {'deferred' if m['deferred'] else 'plain'} | "
             f"{m['seconds']:.2f} | {m['peak_mib'] / 1024:.2f} |"
         )
+    from gslrm.bench.sequence import table_lines
+
+    for key in ("predict", "predict_batch16"):
+        if key in results:
+            lines += table_lines(results[key])
     consumption = results["loader"]["consumption_samples_per_second"]
     lines += [
         "",

@@ -37,6 +37,12 @@ class Gaussians:
         """View-independent colour (degree-0 term), as the rasterizers compute it: C0 * f_dc + 0.5, clamped at 0."""
         return (SH_C0 * self.features[..., 0, :] + 0.5).clamp_min(0.0)
 
+    @classmethod
+    def from_colors(cls, means: Tensor, scales: Tensor, quats: Tensor, opacities: Tensor, colors: Tensor) -> Gaussians:
+        """Degree-0 Gaussians whose rendered colour is ``colors`` (the inverse of :attr:`colors` where it is not
+        clamped): how a stored sequence frame becomes renderable again."""
+        return cls(means, ((colors - 0.5) / SH_C0)[..., None, :], scales, quats, opacities)
+
     def map(self, function) -> Gaussians:
         return Gaussians(**{f.name: function(getattr(self, f.name)) for f in fields(self)})
 

@@ -7,12 +7,18 @@ from enum import StrEnum
 
 from gslrm.session.encoding import Encoding
 
-__all__ = ["PredictConfig", "FrameErrors"]
+__all__ = ["PredictConfig", "FrameErrors", "VideoBackground"]
 
 
 class FrameErrors(StrEnum):
     skip = "skip"  # the frame is stored as skipped (count -1, the reason in frames.csv) and counted
     fail = "fail"  # the run stops with one line naming the file and the field
+
+
+class VideoBackground(StrEnum):
+    white = "white"
+    black = "black"
+    grey = "grey"
 
 
 @dataclass
@@ -29,6 +35,15 @@ class PredictConfig:
     encoding: Encoding = Encoding.compact  # compact: 23 bytes a Gaussian, quantized below what renders can show;
     # float32: the values as computed, 56 bytes (gslrm/session/encoding.py has the formulas and error bounds)
     ply: bool = False  # also ply/frame_<source frame>.ply per frame (3DGS layout, world units)
+    # predict.video=true: <out>/video.mp4 once the store is complete (rerun with it on a complete store: video only)
+    video: bool = False
+    video_size: int = 256  # the novel view's pixels (square); the real photograph is scaled to this height
+    video_orbit_deg_per_s: float = 30.0  # of recording time; 0: a fixed camera at video_azimuth_deg
+    video_azimuth_deg: float = 270.0  # at time 0 (270: the normalized frame's front, as the training turntable)
+    video_elevation_deg: float = 20.0
+    video_background: VideoBackground = VideoBackground.white
+    video_real_view: int | None = 0  # the camera shown beside the novel view (null: none)
+    video_fps: float | None = None  # null: real time (the store's times), 25 without a frame rate
     overwrite: bool = False  # replace a store of another prediction at `out` (never with num_shards > 1)
     fps: float | None = None  # the recording's frame rate; null: import_info.json's
     progress_every_s: float = 10.0  # seconds between progress lines
@@ -43,5 +58,7 @@ class PredictConfig:
             raise ValueError(f"predict.shard: must be in 0..num_shards-1={self.num_shards - 1}, got {self.shard}")
         if self.overwrite and self.num_shards > 1:
             raise ValueError("predict.overwrite: not with num_shards > 1 (one shard would delete another's frames)")
+        if self.video_size < 16 or self.video_size % 2:
+            raise ValueError(f"predict.video_size: an even number >= 16 (H.264), got {self.video_size}")
         if self.fps is not None and self.fps <= 0:
             raise ValueError(f"predict.fps: must be > 0, got {self.fps}")

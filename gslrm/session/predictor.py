@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from gslrm import slurm
 from gslrm.data.dataset import DataConfig, ViewDataset
 from gslrm.data.format import DataFormatError
-from gslrm.model.gaussians import SH_C0, Gaussians, save_ply
+from gslrm.model.gaussians import Gaussians, save_ply
 from gslrm.model.gslrm import GSLRM
 from gslrm.predict import predict_gaussians
 from gslrm.session.config import FrameErrors, PredictConfig
@@ -240,12 +240,8 @@ class SequenceWriter(BasePredictionWriter):
         path = self.ply_dir / f"frame_{frame.source_frame:06d}.ply"
         partial = path.with_name(f".{path.name}.partial")
         tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, np.float32))[None]  # noqa: E731
-        gaussians = Gaussians(
-            means=tensor(result.means),
-            features=tensor((result.colors - 0.5) / SH_C0)[:, :, None, :],
-            scales=tensor(result.scales),
-            quats=tensor(result.rotations),
-            opacities=tensor(result.opacities),
+        gaussians = Gaussians.from_colors(
+            *(tensor(getattr(result, name)) for name in ("means", "scales", "rotations", "opacities", "colors"))
         )
         save_ply(partial, gaussians)
         os.replace(partial, path)

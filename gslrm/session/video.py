@@ -1,0 +1,105 @@
+"""``predict.video=true``: an MP4 of a stored sequence over time, seen from a novel camera beside a real one.
+
+Each frame's Gaussians are read from the store (one chunk at a time, so memory stays flat), taken back to the
+model's normalized frame (the rig centre at the origin, +Z up, the cameras about 2.7 units out: the frame the model
+was trained in) and rendered from a camera orbiting there at ``video_orbit_deg_per_s`` of recording time (0: fixed
+at ``video_azimuth_deg``), on ``video_background``. Beside it: camera ``video_real_view``'s photograph of that frame,
+scaled to the same height. The video plays at the recording's frame rate (the store's times), or ``video_fps``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gslrm.cameras import FACELIFT_RADIUS, turntable_cameras
+from gslrm.data.format import CAMERAS_FILE, read_cameras
+from gslrm.model.gaussians import Gaussians
+from gslrm.render import render
+from gslrm.session.config import PredictConfig, VideoBackground
+from gslrm.session.store import SequenceStore
+from gslrm.session.world import to_normalized
+
+log = logging.getLogger(__name__)
+
+__all__ = ["write_video", "orbit_azimuth", "BACKGROUNDS"]
+
+BACKGROUNDS = {VideoBackground.white: (1.0,) * 3, VideoBackground.black: (0.0,) * 3, VideoBackground.grey: (0.5,) * 3}
+
+
+def orbit_azimuth(time_s: float, config: PredictConfig) -> float:
+    """Degrees: the novel camera's azimuth at ``time_s`` seconds of the recording."""
+    return (config.video_azimuth_deg + config.video_orbit_deg_per_s * time_s) % 360.0
+
+
+def _real_image(sample: Path, view: int, height: int) -> np.ndarray | None:
+    """Camera ``view``'s photograph of ``sample``, ``height`` pixels high (None, with a warning, when unreadable)."""
+    from PIL import Image
+
+    try:
+        frame = read_cameras(sample / CAMERAS_FILE)[view]
+        with Image.open(sample / frame.file_path) as image:
+            rgb = image.convert("RGB")
+            width = max(2, round(rgb.width * height / rgb.height / 2) * 2)  # H.264: even sizes
+            return np.asarray(rgb.resize((width, height), Image.BILINEAR))
+    except (OSError, IndexError, ValueError) as error:
+        log.warning("video: no real image of %s camera %d (%s)", sample, view, error)
+        return None
+
+
+def render_frame(frame: dict, matrix: np.ndarray, azimuth_deg: float, config: PredictConfig) -> np.ndarray:
+    """One stored frame (world units) from the orbit camera in the normalized frame: uint8 [size, size, 3]."""
+    size = config.video_size
+    background = torch.tensor(BACKGROUNDS[config.video_background])
+    c2w, fxfycxcy = turntable_cameras(1, size, FACELIFT_RADIUS, config.video_elevation_deg)
+    # turntable_cameras' first view sits at azimuth 270 (the front); turn it to ``azimuth_deg`` about +Z
+    turn = math.radians(azimuth_deg - 270.0)
+    rotation = torch.eye(4)
+    rotation[:2, :2] = torch.tensor([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]])
+    c2w = rotation @ c2w
+    if frame["count"] <= 0:
+        return np.full((size, size, 3), np.uint8(round(255 * BACKGROUNDS[config.video_background][0])))
+    means, scales, quats = to_normalized(
+        matrix, frame["means"].astype(np.float64), frame["scales"].astype(np.float64), frame["rotations"]
+    )
+    tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, np.float32))[None]  # noqa: E731
+    gaussians = Gaussians.from_colors(
+        tensor(means), tensor(scales), tensor(quats), tensor(frame["opacities"]), tensor(frame["colors"])
+    )
+    with torch.no_grad():
+        out = render(gaussians, c2w[None], fxfycxcy[None], size, size, background=background)
+    return (out.rgb[0, 0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def write_video(store: SequenceStore, samples: list[Path], path: Path, config: PredictConfig) -> Path:
+    """``path`` (an MP4): every stored frame in order, skipped frames drawn as empty background."""
+    from gslrm.data.recordings.video import VideoWriter
+
+    group = store.group()
+    times = group["time"][:]
+    matrices = group["world_from_normalized"][:]
+    fps = config.video_fps or _recording_fps(times)
+    partial = path.with_name(f".{path.name}.partial.mp4")
+    with VideoWriter(partial, fps=max(1, round(fps))) as writer:
+        for position in range(len(times)):
+            time_s = times[position] if math.isfinite(times[position]) else position / fps
+            frame = store.read_frame(position)
+            novel = render_frame(frame, matrices[position], orbit_azimuth(time_s, config), config)
+            panels = [novel]
+            if config.video_real_view is not None:
+                real = _real_image(samples[position], config.video_real_view, config.video_size)
+                panels.append(real if real is not None else np.zeros_like(novel))
+            writer.write(np.concatenate(panels, axis=1))
+    partial.replace(path)
+    log.info("video: %s (%d frames at %g fps)", path, len(times), round(fps))
+    return path
+
+
+def _recording_fps(times: np.ndarray) -> float:
+    steps = np.diff(times[np.isfinite(times)])
+    steps = steps[steps > 0]
+    return float(1.0 / np.median(steps)) if len(steps) else 25.0
