@@ -419,7 +419,9 @@ def test_video_shows_the_orbit_beside_the_real_camera(trained_run, session_root,
 
     out = tmp_path / "store"
     orbit = "predict.video_orbit_deg_per_s=4500"  # 45 degrees a frame at 100 fps
-    summary = _predict(_checkpoint(trained_run), session_root, out, "predict.video=true", "predict.video_size=32", orbit)
+    summary = _predict(
+        _checkpoint(trained_run), session_root, out, "predict.video=true", "predict.video_size=32", orbit
+    )
     assert summary["video"] == str(out / "video.mp4")
     with av.open(summary["video"]) as container:
         stream = container.streams.video[0]
