@@ -63,6 +63,7 @@ def job_predict(
     batch_size: int = 1,
     frames: int | None = None,
     ply: bool = False,
+    num_workers: int = 2,
 ) -> dict:
     """predict.py over ``root`` (``split=all``, or its first ``frames``) into a scratch store."""
     import sys
@@ -84,6 +85,7 @@ def job_predict(
                 f"data.image_size={image_size}",
                 *([f"frames=0:{frames}"] if frames else []),
                 f"predict.batch_size={batch_size}",
+                f"predict.num_workers={num_workers}",
                 f"predict.out={out}",
                 f"predict.ply={str(ply).lower()}",
                 f"paths.output_dir={Path(scratch) / 'run'}",
@@ -113,6 +115,7 @@ def job_predict(
         "threads": torch.get_num_threads(),
         "image_size": image_size,
         "batch_size": batch_size,
+        "num_workers": num_workers,
         "frames": done,
         "frames_per_second": fps,
         "startup_seconds": wall - loop,
@@ -131,7 +134,8 @@ def table_lines(m: dict) -> list[str]:
     stages = ", ".join(f"{name} {1000 * value:.0f} ms" for name, value in m["stage_seconds_per_frame"].items())
     return [
         "",
-        f"predict.py ({m['checkpoint']}), {m['image_size']} px, batch {m['batch_size']}, {m['frames']} frames, "
+        f"predict.py ({m['checkpoint']}), {m['image_size']} px, batch {m['batch_size']}, {m['num_workers']} loader "
+        f"workers, {m['frames']} frames, "
         f"{m['encoding']} store:",
         "",
         "| frames/s | per frame: stages | limiting | bytes/frame | kept/frame | bytes/Gaussian | 18,000 frames |",

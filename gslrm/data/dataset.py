@@ -154,6 +154,9 @@ class ViewDataset(Dataset):
         self.samples = read_split(root, split_file(config, split)) if samples is None else list(samples)
         # also return the similarity back to the rig's frame (``world_from_normalized``): predict.py stores it
         self.with_world_frame = False
+        # read the input views only (predict.py: the other views are never used), unless data.recenter sizes every
+        # view's window from all of them (then the inputs' crops need the others)
+        self.inputs_only = False
         self.skipped: set[int] = set()
         self.rng = np.random.default_rng(config.seed)
         self.with_orbit = (  # null decides for the whole split: a batch mixing samples with and without cannot stack
@@ -190,6 +193,8 @@ class ViewDataset(Dataset):
         cameras_path = sample_dir / CAMERAS_FILE
         frames = read_cameras(cameras_path)
         selected = self.view_selection(frames, cameras_path)
+        if self.inputs_only and not config.recenter:
+            selected = selected[: config.num_input_views]
         background = config.background_rgb
 
         raw_images, raw_depths, raw_maps = [], [], []

@@ -41,6 +41,7 @@ class PredictConfig:
     video_orbit_deg_per_s: float = 30.0  # of recording time; 0: a fixed camera at video_azimuth_deg
     video_azimuth_deg: float = 270.0  # at time 0 (270: the normalized frame's front, as the training turntable)
     video_elevation_deg: float = 20.0
+    video_fov_deg: float | None = None  # null: fitted to the animal's path over the sequence (50 degrees at most)
     video_background: VideoBackground = VideoBackground.white
     video_real_view: int | None = 0  # the camera shown beside the novel view (null: none)
     video_fps: float | None = None  # null: real time (the store's times), 25 without a frame rate

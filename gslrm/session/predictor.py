@@ -118,6 +118,7 @@ class _FrameDataset(Dataset):
     def __init__(self, config: DataConfig, plan: Plan) -> None:
         self.views = ViewDataset(config, "predict", samples=[frame.sample for frame in plan.frames])
         self.views.with_world_frame = True
+        self.views.inputs_only = True
         self.positions = plan.positions
 
     def __len__(self) -> int:
