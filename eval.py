@@ -33,15 +33,26 @@ def evaluate(cfg: DictConfig) -> dict:
     from gslrm.evaluate import Evaluator
     from gslrm.inference import load_for_inference
     from gslrm.lit.launch import install_multirun_safe_ddp_launch
+    from gslrm.session.scoring import holdout_inputs
 
     L.seed_everything(cfg.seed, workers=True)
     loaded = load_for_inference(cfg)
     config = replace(build(cfg.eval), checkpoint=loaded.checkpoint)
     loaded.data_config.load_orbit = config.orbit  # null: when the split's first sample has orbit views
-    evaluator = Evaluator(loaded.model, config, loaded.num_input_views, loaded.render_config)
+    holdout_slot = None
+    if config.holdout_view is not None:  # a camera never given as input; the others feed the model
+        data = loaded.data_config
+        order = list(data.view_order) if data.view_order is not None else list(range(data.num_views))
+        data.input_views, holdout_slot = holdout_inputs(order, loaded.num_input_views, config.holdout_view)
+        data.random_view_selection = False
+        log.info("eval.holdout_view=%d: inputs %s", config.holdout_view, data.input_views)
+    evaluator = Evaluator(loaded.model, config, loaded.num_input_views, loaded.render_config, holdout_slot)
     install_multirun_safe_ddp_launch()
     trainer = instantiate(cfg.trainer)
-    trainer.test(evaluator, datamodule=loaded.datamodule(test_split=cfg.split), verbose=False)
+    datamodule = loaded.datamodule(test_split=cfg.split)
+    # each sample's similarity back to the rig's frame: the predicted centroid against the true one, in world units
+    datamodule.dataset(cfg.split).with_world_frame = holdout_slot is not None
+    trainer.test(evaluator, datamodule=datamodule, verbose=False)
     return evaluator.summary
 
 

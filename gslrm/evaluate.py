@@ -32,6 +32,7 @@ from gslrm.model.gaussians import prune, save_ply
 from gslrm.model.gslrm import GSLRM
 from gslrm.predict import predict_and_render
 from gslrm.render import RenderConfig, render
+from gslrm.session.scoring import TRUTH_FILE, frame_positions, read_truth, temporal_stability
 from gslrm.turntable import VideoFormat, render_turntable, save_turntable
 from gslrm.viz import ERROR_VMAX, error_panel, image_row, save_png, view_titles
 
@@ -56,6 +57,7 @@ VIEW_SETS = {
     "_novel": "target views that were not inputs",
     "_input": "the input views",
     "_orbit": "held-out orbit views around the rig (never inputs, never supervised; data with <sample>/orbit/ only)",
+    "_holdout": "the camera eval.holdout_view names, never an input (a recording's per-frame score over time)",
 }
 # psnr_masked: over foreground pixels (alpha > 0.5) only; *_white: the same metric of an all-background (white)
 # prediction, the baseline a model must beat (on real rigs the animal covers 2-13% of the frame, so whole-image
@@ -108,6 +110,12 @@ class EvalConfig:
     lpips_weights_path: str | None = None  # torchvision vgg16 state dict (default: the torch hub cache)
     error_vmax: float = ERROR_VMAX
     mask_iou_threshold: float = 0.1
+    # a camera never given as input: *_holdout metrics, per frame (source frame, time) in per_sample.csv, and the
+    # prediction's temporal stability in metrics.json (gslrm/session/scoring.py); null: off
+    holdout_view: int | None = None
+    # the animal's true positions (frame,x,y,z in world units); null: <data.root>/../ground_truth/animal.csv where a
+    # `python -m gslrm.data record` recording has it, else the held-out camera's mask centroid is the truth
+    truth_csv: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_opacity < 1.0:
@@ -119,10 +127,21 @@ class EvalConfig:
 class Evaluator(L.LightningModule):
     """``trainer.test(Evaluator(...), datamodule)``: writes ``metrics.json``, ``per_sample.csv`` and the pictures."""
 
-    def __init__(self, model: GSLRM, config: EvalConfig, num_input_views: int, render: RenderConfig) -> None:
+    def __init__(
+        self,
+        model: GSLRM,
+        config: EvalConfig,
+        num_input_views: int,
+        render: RenderConfig,
+        holdout_slot: int | None = None,
+    ) -> None:
         super().__init__()
         self.model, self.config, self.render_config = model, config, render
         self.num_input_views = num_input_views
+        self.holdout_slot = holdout_slot  # where eval.holdout_view sits in the loader's view order
+        self.frames: list[int | None] = []  # each sample's source frame (holdout scoring)
+        self.fps: float | None = None
+        self.truth: dict | None = None
         self.sample_names: list[str] = []
         self.rows: list[dict] = []
         self.skipped_samples = 0
@@ -150,6 +169,8 @@ class Evaluator(L.LightningModule):
             str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else path.name
             for path in dataset.samples
         ]
+        if self.holdout_slot is not None:
+            self.frames, self.fps, self.truth = session_facts(dataset, self.config.truth_csv)
 
     @torch.no_grad()
     def test_step(self, batch: dict | None, batch_index: int) -> None:
@@ -168,6 +189,11 @@ class Evaluator(L.LightningModule):
             background = batch["bg_color"][b]
             for suffix, views in self.view_sets(pred.shape[1]).items():
                 row.update(self.sample_metrics(pred[b, views], alpha[b, views], images[b, views], background, suffix))
+            if self.holdout_slot is not None:
+                frame = self.frames[index]
+                row["frame"] = frame
+                row["time"] = frame / self.fps if frame is not None and self.fps else math.nan
+                row.update(frame_positions(output.gaussians, batch, b, self.holdout_slot, frame, self.truth))
             if orbit is not None:
                 row.update(
                     self.sample_metrics(
@@ -198,7 +224,10 @@ class Evaluator(L.LightningModule):
 
     def view_sets(self, views: int) -> dict[str, slice]:
         inputs = min(self.num_input_views, views)
-        return {"": slice(0, views), "_novel": slice(inputs, views), "_input": slice(0, inputs)}
+        sets = {"": slice(0, views), "_novel": slice(inputs, views), "_input": slice(0, inputs)}
+        if self.holdout_slot is not None:
+            sets["_holdout"] = slice(self.holdout_slot, self.holdout_slot + 1)
+        return sets
 
     def sample_metrics(self, pred, rendered_alpha, image, background, suffix: str) -> dict[str, float]:
         """Metrics of one sample's views: ``pred`` [v, 3, h, w] (clamped) and its rendered alpha [v, 1, h, w]
@@ -286,7 +315,12 @@ class Evaluator(L.LightningModule):
             skipped = sum(count for _, count, _ in gathered)
             exported = {name: value for _, _, part in gathered for name, value in part.items()}
         rows = sorted({row["index"]: row for row in rows}.values(), key=lambda row: row["index"])  # sampler padding
+        if self.holdout_slot is not None:  # a recording: its frames over time
+            rows = sorted(rows, key=lambda row: (row["frame"] is None, row["frame"] or 0, row["index"]))
         self.summary = summarize(rows, self.config, self.lpips_missing, skipped)
+        if self.holdout_slot is not None:
+            self.summary["holdout_view"] = self.config.holdout_view
+            self.summary["stability"] = temporal_stability(rows)
         self.summary["export"] = {"min_opacity": self.config.min_opacity, "samples": exported}
         if self.trainer.is_global_zero:
             write_results(rows, self.summary, Path(self.config.output_dir))
@@ -326,6 +360,23 @@ def write_results(rows: list[dict], summary: dict, output_dir: Path) -> None:
         "psnr_orbit",
         "psnr_masked_orbit",
         "opacity_iou_orbit",
+        "psnr_holdout",
+        "psnr_masked_holdout",
+        "opacity_iou_holdout",
     )
     shown = ", ".join(f"{k} {summary[k]:.4f}" for k in headline if summary[k] is not None)
     log.info("%s: %d samples: %s (files in %s)", summary["split"], summary["num_samples"], shown, output_dir)
+
+
+def session_facts(dataset, truth_csv: str | None) -> tuple[list[int | None], float | None, dict | None]:
+    """Each sample's source frame, the recording's frame rate and the animal's true positions (or None)."""
+    from gslrm.session.frames import recording_fps, source_frame
+
+    root = Path(dataset.config.root or ".")
+    frames = [source_frame(sample) for sample in dataset.samples]
+    truth_path = Path(truth_csv) if truth_csv else root.resolve().parent / TRUTH_FILE
+    if truth_csv and not truth_path.is_file():
+        raise ValueError(f"eval.truth_csv: {truth_path}: file not found")
+    truth = read_truth(truth_path) if truth_path.is_file() else None
+    log.info("the animal's truth: %s", truth_path if truth is not None else "the held-out camera's mask centroid (px)")
+    return frames, recording_fps(root), truth

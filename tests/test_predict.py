@@ -436,3 +436,105 @@ def test_video_shows_the_orbit_beside_the_real_camera(trained_run, session_root,
     camera = read_cameras(sample / "opencv_cameras.json")[0]
     expected = np.asarray(Image.open(sample / camera.file_path).convert("RGB").resize((36, 32), Image.BILINEAR))
     assert np.abs(frames[3][:, 32:] - expected).mean() < 8  # H.264's loss
+
+
+# -- scoring a session with a held-out camera --------------------------------------------------------------------
+
+
+def test_holdout_inputs_and_temporal_stability_known_answers():
+    from gslrm.session.scoring import holdout_inputs, temporal_stability
+
+    assert holdout_inputs(list(range(6)), 4, 2) == ([0, 1, 3, 4], 4)  # the rest [2, 5]: camera 2 is slot 4
+    assert holdout_inputs(list(range(6)), 4, 5) == ([0, 1, 2, 3], 5)
+    assert holdout_inputs([3, 1, 0, 2], 2, 3) == ([1, 0], 2)
+    with pytest.raises(ValueError, match="eval.holdout_view: camera 9 is not one of the rig's views"):
+        holdout_inputs(list(range(6)), 4, 9)
+    with pytest.raises(ValueError, match="leaves 2 views, the checkpoint needs 3 inputs"):
+        holdout_inputs([0, 1, 2], 3, 0)
+    # truth moves 1 unit a frame along x; the prediction 1, 2 and 1 units (errors 0, 1, 0): RMS sqrt(1/3)
+    rows = [
+        {"frame": f, "position_units": "world", "pred_x": p, "pred_y": 0.0, "pred_z": 0.0}
+        | {"true_x": float(f), "true_y": 0.0, "true_z": 0.0}
+        for f, p in [(0, 0.0), (1, 1.0), (2, 3.0), (3, 4.0)]
+    ]
+    stability = temporal_stability(rows[::-1] + [{"frame": None}])  # any order; a frame without a position: left out
+    assert stability["pairs"] == 3 and stability["frame_step"] == 1 and stability["units"] == "world"
+    assert stability["motion_error_rms"] == pytest.approx(math.sqrt(1 / 3))
+    assert stability["true_motion_mean"] == 1.0 and stability["predicted_motion_mean"] == pytest.approx(4 / 3)
+    assert stability["position_error_mean"] == pytest.approx(0.5)  # 0, 0, 1, 1
+    gap = temporal_stability([rows[0], rows[1], rows[3]])  # frames 0, 1, 3: the step is 1, so 1 -> 3 is no pair
+    assert gap["pairs"] == 1
+
+
+def test_mask_centroid_truth_known_answer():
+    """Without the generator's truth: the predicted centroid projected into the held-out camera against its mask's
+    centroid. A camera at the origin looking down +Z (f = 10, c = 8) and a Gaussian at (0.2, -0.1, 1): pixel
+    (10, 7); the mask a 2x2 square over pixels 3-4 (centroid 4.0 with pixel centres at +0.5)."""
+    from gslrm.model.gaussians import Gaussians
+    from gslrm.session.scoring import frame_positions
+
+    gaussians = Gaussians.from_colors(
+        torch.tensor([[[0.2, -0.1, 1.0], [5.0, 5.0, 5.0]]]),
+        torch.full((1, 2, 3), 0.01),
+        torch.tensor([[[1.0, 0, 0, 0]] * 2]),
+        torch.tensor([[1.0, 0.0]]),  # the far Gaussian has no opacity: no weight
+        torch.zeros(1, 2, 3),
+    )
+    image = torch.zeros(1, 2, 4, 16, 16)
+    image[0, 1, 3, 3:5, 3:5] = 1.0
+    batch = {
+        "c2w": torch.eye(4).expand(1, 2, 4, 4),
+        "fxfycxcy": torch.tensor([10.0, 10.0, 8.0, 8.0]).expand(1, 2, 4),
+        "image": image,
+    }
+    row = frame_positions(gaussians, batch, 0, 1, frame=3, truth=None)
+    assert row["position_units"] == "pixels"
+    assert row["pred_x"] == pytest.approx(10.0) and row["pred_y"] == pytest.approx(7.0)
+    assert row["true_x"] == pytest.approx(4.0) and row["true_y"] == pytest.approx(4.0)
+
+
+def test_eval_holds_a_camera_out_and_scores_the_recording_over_time(trained_run, session_root, tmp_path):
+    """eval.holdout_view over the recording's train split (frames 0-5): per frame in source order its time, the
+    held-out camera's metrics and the centroids in millimetres against the generator's truth; the stability over
+    the 5 consecutive pairs. Holding out camera 4 or 5 leaves the default inputs 0-3, so each frame's PSNR on its
+    two novel views is the mean of the two held-out runs' (an independent check of the slot)."""
+    from conftest import compose
+
+    from eval import evaluate
+
+    def run(holdout):
+        cfg = compose(
+            "eval",
+            f"ckpt_path={_checkpoint(trained_run)}",
+            "data=mouse",
+            f"data.root={session_root}",
+            "data.image_size=16",
+            "data.num_workers=0",
+            "split=train",
+            f"eval.holdout_view={holdout}",
+            "eval.num_visuals=0",
+            "eval.lpips=off",
+            f"paths.output_dir={tmp_path / f'holdout{holdout}'}",
+        )
+        summary = evaluate(cfg)
+        with open(tmp_path / f"holdout{holdout}" / "per_sample.csv", newline="") as handle:
+            return summary, list(csv.DictReader(handle))
+
+    summary, rows = run(5)
+    assert summary["holdout_view"] == 5 and summary["num_samples"] == 6
+    assert [int(row["frame"]) for row in rows] == list(range(6))
+    assert [float(row["time"]) for row in rows] == pytest.approx([f / FPS for f in range(6)])
+    assert all(summary[key] is not None for key in ("psnr_holdout", "psnr_masked_holdout", "opacity_iou_holdout"))
+    truth = _truth(session_root)
+    for row in rows:
+        assert row["position_units"] == "world"
+        assert [float(row[f"true_{c}"]) for c in "xyz"] == pytest.approx(list(truth[int(row["frame"])]))
+    stability = summary["stability"]
+    assert stability["pairs"] == 5 and stability["units"] == "world" and stability["frame_step"] == 1
+    true_steps = [np.linalg.norm(truth[f + 1] - truth[f]) for f in range(5)]
+    assert stability["true_motion_mean"] == pytest.approx(np.mean(true_steps))
+    assert stability["position_error_mean"] < 40.0  # mm: the 4-step fixture's blob (test_a_recording_...)
+    _, rows4 = run(4)
+    for five, four in zip(rows, rows4, strict=True):
+        mean = (float(five["psnr_holdout"]) + float(four["psnr_holdout"])) / 2
+        assert mean == pytest.approx(float(five["psnr_novel"]), abs=1e-4)

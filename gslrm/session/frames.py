@@ -18,7 +18,7 @@ from gslrm.data.format import CAMERAS_FILE, DataFormatError, read_split
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SessionFrame", "FrameRange", "select_frames", "recording_fps", "chunks_of_worker", "SPLITS"]
+__all__ = ["SessionFrame", "FrameRange", "select_frames", "recording_fps", "source_frame", "chunks_of_worker", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 INFO_FILE = "import_info.json"
@@ -84,7 +84,7 @@ def recording_fps(root: Path | str | None) -> float | None:
     return float(fps)
 
 
-def _source_frame(sample: Path) -> int | None:
+def source_frame(sample: Path) -> int | None:
     try:
         value = json.loads((sample / CAMERAS_FILE).read_text()).get("source_frame")
     except (OSError, json.JSONDecodeError):
@@ -106,7 +106,7 @@ def select_frames(config: DataConfig, split: str, frames: FrameRange, fps: float
     if not listed:
         raise DataFormatError(f"{root}: split=all: no split file ({', '.join(f'{s}.txt' for s in SPLITS)})")
     samples = list(listed)
-    sources = [_source_frame(sample) for sample in samples]
+    sources = [source_frame(sample) for sample in samples]
     if all(source is not None for source in sources):
         order = sorted(range(len(samples)), key=lambda i: (sources[i], str(samples[i])))
     else:
