@@ -163,6 +163,78 @@ def test_page_in_headless_chromium_shows_the_prediction_where_it_projects(tmp_pa
         viewer.stop()
 
 
+def _sequence_store(tmp_path, rodent_root, trained_run):
+    """predict.py's store of the trained fixture over the rodent data's 5 samples (each its own pose)."""
+    from conftest import compose
+
+    from predict import predict
+
+    out = tmp_path / "sequence"
+    cfg = compose(
+        "predict",
+        f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+        *data_overrides(rodent_root),
+        f"data.image_size={TRAINED_IMAGE_SIZE}",
+        f"predict.out={out}",
+        "predict.num_workers=0",
+        f"paths.output_dir={tmp_path / 'predict_run'}",
+    )
+    assert predict(cfg)["complete"]
+    return out
+
+
+def test_sequence_in_headless_chromium_scrubbing_and_playing_change_the_picture(tmp_path, rodent_root, trained_run):
+    """python -m gslrm.view sequence=<store>: frame 0 with its 6 cameras and their photographs; moving the time
+    slider reads that frame and changes what is drawn; "play" advances on its own."""
+    from conftest import compose
+    from PIL import Image
+
+    from gslrm.data.format import read_cameras
+    from gslrm.session.store import SequenceStore
+    from gslrm.view.browser import HeadlessChromium, find_chromium
+
+    if find_chromium() is None:
+        skip_or_fail("chromium is not installed (apt-get install -y chromium)")
+    view_main = pytest.importorskip("gslrm.view.__main__")
+    store = _sequence_store(tmp_path, rodent_root, trained_run)
+    viewer = view_main.build_viewer(compose("view", f"sequence={store}", "port=0", "fps=20"))
+    browser = HeadlessChromium(tmp_path / "profile", width=960, height=720).start()
+    try:
+        browser.open(viewer.url)
+        deadline = time.monotonic() + 60
+        while not viewer.server.get_clients() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)
+        browser.dismiss_notifications()
+        first = browser.settled_screenshot()
+        assert viewer.frame == 0 and len(viewer.splats) > 100 and len(viewer._camera_handles) == 6
+        assert viewer.scene.c2w.shape == (6, 4, 4) and viewer.scene.num_inputs == 4
+        stored = SequenceStore(store).read_frame(0)
+        assert viewer.splats.total == stored["count"]  # the stored frame, all of it
+
+        viewer.frame_slider.value = 3  # as the slider does when dragged: frame 3 is read and drawn
+        assert viewer.frame == 3 and "frame 3" in viewer.status.content
+        sample = rodent_root / SequenceStore(store).group().attrs["samples"][3]
+        camera = read_cameras(sample / "opencv_cameras.json")[0]
+        with Image.open(sample / camera.file_path) as photo:
+            width = round(camera.width * 128 / camera.height)  # 128 px high, the photograph's aspect
+            expected = np.asarray(photo.convert("RGBA").resize((width, 128), Image.BILINEAR), np.float32) / 255
+        expected = expected[..., :3] * expected[..., 3:] + (1 - expected[..., 3:])
+        assert np.abs(viewer.scene.images[0, :3].permute(1, 2, 0).numpy() - expected).max() < 1e-5
+        scrubbed = browser.settled_screenshot(changed_from=first)
+        assert (np.abs(scrubbed - first).max(axis=-1) > 24).sum() > 200  # another pose on screen
+
+        viewer.play.value = True  # 20 fps: frames advance (and wrap) on their own
+        deadline = time.monotonic() + 30
+        while viewer.frame == 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        viewer.play.value = False
+        assert viewer.frame in (4, 0, 1, 2), viewer.frame
+    finally:
+        browser.stop()
+        viewer.stop()
+
+
 @pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_view_entry_point_serves_a_checkpoint_and_a_ply(tmp_path, rodent_root, trained_run):
     """python -m gslrm.view as users start it: the page is served; a .ply opens; bad input is one line."""

@@ -1,8 +1,10 @@
-"""python -m gslrm.view ckpt_path=FILE|last [split=val] [sample=NAME] [port=8080] | ply=PATH — a browser viewer.
+"""python -m gslrm.view ckpt_path=FILE|last [split=val] [sample=NAME] [port=8080] | ply=PATH | sequence=DIR — a browser
+viewer.
 
 python -m gslrm.view ckpt_path=last                       # the newest training run, first val sample, :8080
 python -m gslrm.view ckpt_path=last sample=sample_000512 viewer.background=black
 python -m gslrm.view ply=outputs/eval/runs/<time>/samples/<sample>/gaussians.ply
+python -m gslrm.view sequence=outputs/predict/sequences/<hash>_all   # predict.py's store: a time slider, play
 ssh -L 8080:localhost:8080 cluster-node                   # then open http://localhost:8080 here
 """
 
@@ -38,6 +40,13 @@ def build_viewer(cfg: DictConfig):
     from gslrm.view.viewer import Viewer, ViewScene
 
     config = build(cfg.viewer)
+    if cfg.get("sequence") is not None:
+        from gslrm.view.sequence import SequenceSource
+
+        source = SequenceSource(cfg.sequence)
+        viewer = Viewer(config, timeline=source.timeline(cfg.get("fps"))).start()
+        viewer.seek(0)
+        return viewer
     if cfg.ply is not None:
         if not Path(cfg.ply).is_file():
             raise FileNotFoundError(f"ply: {cfg.ply}: file not found")
@@ -45,7 +54,9 @@ def build_viewer(cfg: DictConfig):
         viewer.show(ViewScene(Path(cfg.ply).name, load_ply(cfg.ply)))
         return viewer
     if cfg.ckpt_path is None:
-        raise FileNotFoundError("nothing to show: pass ckpt_path=FILE|last (a checkpoint) or ply=PATH")
+        raise FileNotFoundError(
+            "nothing to show: pass ckpt_path=FILE|last (a checkpoint), ply=PATH or sequence=DIR (predict.py's store)"
+        )
     loaded = load_for_inference(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = loaded.model.to(device)

@@ -25,7 +25,7 @@ from gslrm.view.splats import Splats, to_splats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ViewerConfig", "ViewScene", "Viewer"]
+__all__ = ["ViewerConfig", "ViewScene", "Viewer", "Timeline"]
 
 
 @dataclass
@@ -64,18 +64,33 @@ class ViewScene:
         self.gaussians = self.gaussians.detach().float().map(lambda t: t[:1].cpu())
 
 
+@dataclass
+class Timeline:
+    """A sequence to play: ``count`` frames, ``load(i)`` reads frame i when it is shown (never all at once, so
+    memory stays flat over thousands of frames), ``label(i)`` names it (source frame and time)."""
+
+    count: int
+    load: Callable[[int], ViewScene]
+    fps: float = 25.0
+    label: Callable[[int], str] = str
+
+
 class Viewer:
     """``Viewer(config, samples, load_sample).start()``: serves http://host:port. ``samples``/``load_sample`` fill
-    the sample picker (``load_sample(name) -> ViewScene`` runs the model); without them the picker is hidden."""
+    the sample picker (``load_sample(name) -> ViewScene`` runs the model); without them the picker is hidden. With a
+    ``timeline``: a frame slider, play/pause and the playback rate instead (``python -m gslrm.view sequence=...``)."""
 
     def __init__(
         self,
         config: ViewerConfig,
         samples: list[str] | None = None,
         load_sample: Callable[[str], ViewScene] | None = None,
+        timeline: Timeline | None = None,
     ) -> None:
         self.config = config
         self.samples, self.load_sample = samples or [], load_sample
+        self.timeline = timeline
+        self.frame: int | None = None  # the timeline's frame shown
         self.scene: ViewScene | None = None
         self.splats: Splats | None = None
         self.server = None
@@ -94,6 +109,8 @@ class Viewer:
         if self.samples and self.load_sample is not None:
             self.sample_picker = gui.add_dropdown("sample", tuple(self.samples), initial_value=self.samples[0])
             self.sample_picker.on_update(lambda _: self._pick(self.sample_picker.value))
+        if self.timeline is not None:
+            self._add_timeline(gui)
         self.threshold = gui.add_slider(
             "opacity >", min=0.0, max=0.99, step=0.01, initial_value=self.config.min_opacity
         )
@@ -121,15 +138,45 @@ class Viewer:
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.stop()
-            self.server = None
+            server, self.server = self.server, None  # the player thread stops when it sees None
+            server.stop()
+
+    # -- a sequence ------------------------------------------------------------------------------------------
+    def _add_timeline(self, gui) -> None:
+        last = max(self.timeline.count - 1, 1)  # a slider needs max > min; a 1-frame sequence clamps in seek()
+        self.frame_slider = gui.add_slider("frame", min=0, max=last, step=1, initial_value=0)
+        self.frame_slider.on_update(lambda _: self.seek(int(self.frame_slider.value)))
+        self.play = gui.add_checkbox("play", initial_value=False)
+        self.fps = gui.add_number("fps", initial_value=float(self.timeline.fps), min=0.1, max=240.0, step=0.1)
+        threading.Thread(target=self._player, name="gslrm-viewer-player", daemon=True).start()
+
+    def seek(self, frame: int) -> None:
+        """Show frame ``frame`` of the timeline (read now); the camera stays where the user put it."""
+        frame = min(max(frame, 0), self.timeline.count - 1)
+        with self._lock:
+            if frame == self.frame and self.scene is not None:
+                return
+            scene = self.timeline.load(frame)
+            self.frame = frame
+            self.show(scene, place_camera=self.scene is None)
+            self.status.content += f" · {self.timeline.label(frame)}"
+
+    def _player(self) -> None:
+        """While "play" is ticked: the next frame every 1/fps seconds (or as fast as frames load), looping."""
+        import time
+
+        while self.server is not None:
+            started = time.perf_counter()
+            if self.play.value and self.timeline.count > 1:
+                self.frame_slider.value = ((self.frame or 0) + 1) % self.timeline.count  # runs seek()
+            time.sleep(max(0.0, 1.0 / max(float(self.fps.value), 0.1) - (time.perf_counter() - started)))
 
     # -- what is shown ---------------------------------------------------------------------------------------
-    def show(self, scene: ViewScene) -> None:
+    def show(self, scene: ViewScene, place_camera: bool = True) -> None:
         """Replace the shown sample (thread-safe; the training callback calls it from its own thread)."""
         with self._lock:
             self.scene = scene
-            if scene.c2w is not None:
+            if scene.c2w is not None and place_camera:
                 self._place_camera(scene)
             self.redraw()
             self._draw_cameras()
@@ -241,13 +288,13 @@ class Viewer:
             if scene.c2w is not None:
                 nearest = conversions.nearest_camera(c2w, scene.c2w)
                 gt = scene.images[nearest]
-                size = gt.shape[-1]
+                gt_height, gt_width = gt.shape[-2:]
                 rig = render(
                     kept,
                     scene.c2w[nearest][None, None],
                     scene.fxfycxcy[nearest][None, None],
-                    size,
-                    size,
+                    gt_width,
+                    gt_height,
                     background=background[None],
                     settings=scene.render_config,
                     deferred=False,
