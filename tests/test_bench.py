@@ -77,7 +77,7 @@ def test_cpu_benchmark_quick_run_fills_every_section(monkeypatch):
     text = cpu.table(results)
     assert "| 32 px |" in text
     predicted = results["predict"]  # predict.py over the quick dataset's every sample, initial weights
-    assert predicted["frames"] == 12 and predicted["frames_per_second"] > 0 and predicted["image_size"] == 64
+    assert predicted["frames"] == 8 and predicted["frames_per_second"] > 0 and predicted["image_size"] == 64
     assert predicted["stage_seconds_per_frame"]["model"] > 0 and predicted["kept_per_frame"] > 0
     assert predicted["bytes_per_frame"] == pytest.approx(predicted["bytes_per_gaussian"] * predicted["kept_per_frame"])
     assert predicted["session_hours"] == pytest.approx(18_000 / predicted["frames_per_second"] / 3600)

@@ -164,7 +164,7 @@ def test_page_in_headless_chromium_shows_the_prediction_where_it_projects(tmp_pa
 
 
 def _sequence_store(tmp_path, rodent_root, trained_run):
-    """predict.py's store of the trained fixture over the rodent data's 5 samples (each its own pose)."""
+    """predict.py's store of the trained fixture over the rodent data's 4 samples (each its own pose)."""
     from conftest import compose
 
     from predict import predict

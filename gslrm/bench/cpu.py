@@ -284,7 +284,8 @@ def run(quick: bool = False, predict_ckpt: str | None = None) -> dict:
         # predict.py over the whole dataset (split=all): the default model at the default 64 px
         from gslrm.bench.sequence import job_predict
 
-        results["predict"] = job_predict(str(root), device, predict_ckpt)
+        generated = (f"data.generator.samples={samples}", "data.generator.val_samples=4", "data.generator.seed=0")
+        results["predict"] = job_predict(str(root), device, predict_ckpt, data_overrides=generated)
     # the whole step (model + rendering every view) where the CPU rasterizer can do it in minutes; the model alone
     # everywhere (at FaceLift's initial Gaussian scale the CPU rendering cost grows ~ resolution^4)
     grid = [(2, 64), (4, 64)] if quick else [(v, r) for r in (64, 128, 256) for v in (2, 4, 6)]

@@ -169,7 +169,9 @@ def run(device: str = "cuda", quick: bool = False, predict_ckpt: str | None = No
     consumer = results["training"]["tiny_32" if quick else "base_512"]
     consumption = consumer["batch"] / consumer["seconds"]
     with tempfile.TemporaryDirectory() as scratch:
-        root = ensure_dataset(Path(scratch) / "rodent", samples=12 if quick else 48, val_samples=4, seed=0)
+        samples = 12 if quick else 48
+        root = ensure_dataset(Path(scratch) / "rodent", samples=samples, val_samples=4, seed=0)
+        generated = (f"data.generator.samples={samples}", "data.generator.val_samples=4", "data.generator.seed=0")
         for workers in (0, 2) if quick else (4, 8):
             measured = job_loader(str(root), consumer["resolution"], workers, batches=10 if quick else 60)
             measured["ratio_to_consumption"] = measured["samples_per_second"] / consumption
@@ -177,8 +179,10 @@ def run(device: str = "cuda", quick: bool = False, predict_ckpt: str | None = No
         from gslrm.bench.sequence import job_predict
 
         # predict.py at the default 64 px: batch 1 (every sharding gives the same bits) and batch 16
-        results["predict"] = job_predict(str(root), device, predict_ckpt)
-        results["predict_batch16"] = job_predict(str(root), device, predict_ckpt, batch_size=16)
+        results["predict"] = job_predict(str(root), device, predict_ckpt, data_overrides=generated)
+        results["predict_batch16"] = job_predict(
+            str(root), device, predict_ckpt, batch_size=16, data_overrides=generated
+        )
     results["loader"]["consumption_samples_per_second"] = consumption
     return results
 

@@ -64,8 +64,11 @@ def job_predict(
     frames: int | None = None,
     ply: bool = False,
     num_workers: int = 2,
+    data_overrides: tuple[str, ...] = (),
 ) -> dict:
-    """predict.py over ``root`` (``split=all``, or its first ``frames``) into a scratch store."""
+    """predict.py over ``root`` (``split=all``, or its first ``frames``) into a scratch store. ``data_overrides``:
+    the generator settings ``root`` was made with (``data.generator.samples=...``), or predict.py, finding another
+    dataset's manifest there, generates the default one in its place."""
     import sys
 
     import torch
@@ -83,6 +86,7 @@ def job_predict(
                 f"ckpt_path={checkpoint}",
                 f"data.root={root}",
                 f"data.image_size={image_size}",
+                *data_overrides,
                 *([f"frames=0:{frames}"] if frames else []),
                 f"predict.batch_size={batch_size}",
                 f"predict.num_workers={num_workers}",
