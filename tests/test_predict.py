@@ -538,3 +538,17 @@ def test_eval_holds_a_camera_out_and_scores_the_recording_over_time(trained_run,
     for five, four in zip(rows, rows4, strict=True):
         mean = (float(five["psnr_holdout"]) + float(four["psnr_holdout"])) / 2
         assert mean == pytest.approx(float(five["psnr_novel"]), abs=1e-4)
+
+
+def test_input_view_counts_are_scored_on_the_same_orbit_views(trained_run, rodent_root):
+    """gslrm.bench.inputs: the checkpoint given 4 and 5 views, each scored on the val sample's orbit views (never
+    inputs for either count)."""
+    from cli import TRAINED_IMAGE_SIZE, data_overrides
+
+    from gslrm.bench.inputs import measure
+
+    overrides = [*data_overrides(rodent_root)[1:], f"data.image_size={TRAINED_IMAGE_SIZE}"]
+    rows = measure(str(_checkpoint(trained_run)), str(rodent_root), [4, 5], overrides)
+    assert [row["inputs"] for row in rows] == [4, 5]
+    assert all(row["model_seconds"] > 0 and math.isfinite(row["psnr_orbit"]) for row in rows)
+    assert rows[0]["psnr_orbit"] != rows[1]["psnr_orbit"]  # another input, another prediction
