@@ -19,11 +19,10 @@ import torch
 
 from gslrm.cameras import FACELIFT_HFOV_DEG, FACELIFT_RADIUS, turntable_cameras
 from gslrm.data.format import CAMERAS_FILE, read_cameras
-from gslrm.model.gaussians import Gaussians
 from gslrm.render import render
 from gslrm.session.config import PredictConfig, VideoBackground
 from gslrm.session.store import SequenceStore
-from gslrm.session.world import normalized_from_world, to_normalized
+from gslrm.session.world import normalized_from_world, normalized_gaussians
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +88,7 @@ def render_frame(
     c2w = rotation @ c2w
     if frame["count"] <= 0:
         return np.full((size, size, 3), np.uint8(round(255 * BACKGROUNDS[config.video_background][0])))
-    means, scales, quats = to_normalized(
-        matrix, frame["means"].astype(np.float64), frame["scales"].astype(np.float64), frame["rotations"]
-    )
-    tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, np.float32))[None]  # noqa: E731
-    gaussians = Gaussians.from_colors(
-        tensor(means), tensor(scales), tensor(quats), tensor(frame["opacities"]), tensor(frame["colors"])
-    )
+    gaussians = normalized_gaussians(frame, matrix)
     with torch.no_grad():
         out = render(gaussians, c2w[None], fxfycxcy[None], size, size, background=background)
     return (out.rgb[0, 0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)

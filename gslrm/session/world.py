@@ -21,6 +21,7 @@ __all__ = [
     "normalized_from_world",
     "to_world",
     "to_normalized",
+    "normalized_gaussians",
     "quaternion_multiply",
     "quaternion_from_matrix",
 ]
@@ -74,6 +75,20 @@ def to_normalized(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World-frame Gaussians back into the normalized frame of ``matrix`` (a :func:`world_from_normalized`)."""
     return to_world(normalized_from_world(matrix), means, scales, quats)
+
+
+def normalized_gaussians(frame: dict, matrix: np.ndarray):
+    """A stored frame (``SequenceStore.read_frame``: world units) as renderable Gaussians in the normalized frame of
+    ``matrix`` (its ``world_from_normalized``): what the video and the viewer draw."""
+    import torch
+
+    from gslrm.model.gaussians import Gaussians
+
+    means, scales, quats = to_normalized(matrix, frame["means"], frame["scales"], frame["rotations"])
+    tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, np.float32))[None]  # noqa: E731
+    return Gaussians.from_colors(
+        tensor(means), tensor(scales), tensor(quats), tensor(frame["opacities"]), tensor(frame["colors"])
+    )
 
 
 def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 from gslrm.data.format import CAMERAS_FILE, DataFormatError, read_cameras
 from gslrm.model.gaussians import Gaussians
 from gslrm.session.store import SequenceStore
-from gslrm.session.world import normalized_from_world, to_normalized
+from gslrm.session.world import normalized_from_world, normalized_gaussians
 from gslrm.view.viewer import Timeline, ViewScene
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,7 @@ class SequenceSource:
             empty = torch.zeros(1, 0, 3)
             gaussians = Gaussians.from_colors(empty, empty, torch.zeros(1, 0, 4), torch.zeros(1, 0), empty)
             return ViewScene(f"{name} (skipped)", gaussians)
-        means, scales, quats = to_normalized(
-            matrix, frame["means"].astype(np.float64), frame["scales"].astype(np.float64), frame["rotations"]
-        )
-        tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, np.float32))[None]  # noqa: E731
-        gaussians = Gaussians.from_colors(
-            tensor(means), tensor(scales), tensor(quats), tensor(frame["opacities"]), tensor(frame["colors"])
-        )
+        gaussians = normalized_gaussians(frame, matrix)
         cameras = self._cameras(name, matrix)
         if cameras is None:
             return ViewScene(name, gaussians)
