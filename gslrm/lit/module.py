@@ -81,6 +81,14 @@ class GSLRMModule(L.LightningModule):
         self.val_opacity_iou = MeanMetric()
         # on black through the rendered alpha: fog in empty space is error there (all views, novel, input)
         self.val_psnr_black = torch.nn.ModuleDict({view_set: MeanMetric() for view_set in ("all", "novel", "input")})
+        # the learning curves' metrics by view set (gslrm/curves.py): novel = targets that were not inputs
+        self.val_view_sets = torch.nn.ModuleDict(
+            {
+                f"{name}_{view_set}": MeanMetric(nan_strategy="ignore")
+                for name in ("psnr", "psnr_masked", "opacity_iou")
+                for view_set in ("novel", "input")
+            }
+        )
         self.val_depth_abs_rel = MeanMetric()  # when the data has depth (data.load_depth=true)
         self.val_lpips = MeanMetric()
         self.val_lpips_net, self.val_lpips_missing = None, None
@@ -267,6 +275,15 @@ class GSLRMModule(L.LightningModule):
         for view_set, views in (("all", slice(None)), ("novel", slice(inputs, None)), ("input", slice(0, inputs))):
             if black_psnr[:, views].numel():
                 self.val_psnr_black[view_set](black_psnr[:, views].flatten())
+        views_psnr = per_image_psnr(render_flat, target_flat).view(target.shape[:2])
+        views_masked = per_image_masked_psnr(render_flat, target_flat, alpha_flat).view(target.shape[:2])
+        for view_set, views in (("novel", slice(inputs, None)), ("input", slice(0, inputs))):
+            if not views_psnr[:, views].numel():
+                continue
+            self.val_view_sets[f"psnr_{view_set}"](views_psnr[:, views].flatten())
+            self.val_view_sets[f"psnr_masked_{view_set}"](views_masked[:, views].flatten())
+            iou = opacity_iou(rendered.alpha[:, views], alpha[:, views])  # pooled over the batch's views of the set
+            self.val_view_sets[f"opacity_iou_{view_set}"](iou)
         metrics = {
             "val/psnr": self.val_psnr,
             "val/ssim": self.val_ssim,
@@ -280,6 +297,9 @@ class GSLRMModule(L.LightningModule):
         if target.shape[1] > inputs:
             metrics["val/psnr_black_novel"] = self.val_psnr_black["novel"]
         metrics["val/psnr_black_input"] = self.val_psnr_black["input"]
+        for key, metric in self.val_view_sets.items():
+            if metric.update_count:  # a set without views (no novel view) is not logged
+                metrics[f"val/{key}"] = metric
         if "depth" in batch:
             self.val_depth_abs_rel(depth_abs_rel(rendered.depth, batch["depth"], alpha))
             metrics["val/depth_abs_rel"] = self.val_depth_abs_rel
