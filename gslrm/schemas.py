@@ -7,7 +7,7 @@ entry points and the tests call :func:`register_configs` before composing (``gsl
 from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig
 
 from gslrm.config import register_resolvers
 from gslrm.data.dataset import DataConfig
@@ -20,7 +20,7 @@ from gslrm.render import RenderConfig
 from gslrm.session.config import PredictConfig
 from gslrm.view.viewer import ViewerConfig
 
-__all__ = ["SCHEMAS", "register_configs"]
+__all__ = ["SCHEMAS", "register_configs", "compose"]
 
 SCHEMAS: dict[str, object] = {
     # data.root has no default in configs (a YAML option must give it, or the user: data.root=...); code and tests
@@ -43,3 +43,17 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     for group, schema in SCHEMAS.items():
         store.store(group=group, name="schema", node=schema)
+
+
+def compose(config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """``conf/<config_name>.yaml`` with ``overrides``, composed as the entry points compose it (schemas checked):
+    for code that runs an entry point's function in-process (the benchmarks, the tests)."""
+    from pathlib import Path
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_configs()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))

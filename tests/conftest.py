@@ -58,17 +58,9 @@ def skip_or_fail(reason: str) -> None:
 
 def compose(config_name: str, *overrides: str):
     """``conf/<config_name>.yaml`` composed with ``overrides`` as the entry points compose it (schemas checked)."""
-    from pathlib import Path
+    from gslrm.schemas import compose as compose_config
 
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from gslrm.schemas import register_configs
-
-    register_configs()
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    return compose_config(config_name, overrides)
 
 
 def composition_error(config_name: str, *overrides: str) -> str:

@@ -24,17 +24,17 @@ def measure(ckpt: str, data_root: str | None, counts: list[int], overrides: list
     import lightning as L
     import torch
 
-    from gslrm.bench.sequence import _compose
     from gslrm.cameras import turntable_cameras
     from gslrm.config import build
     from gslrm.evaluate import Evaluator
     from gslrm.inference import load_for_inference
+    from gslrm.schemas import compose
 
     rows = []
     for count in counts:
         with tempfile.TemporaryDirectory() as scratch:
             root = [f"data.root={data_root}"] if data_root else []
-            cfg = _compose(
+            cfg = compose(
                 "eval",
                 [f"ckpt_path={ckpt}", *root, f"paths.output_dir={scratch}", "eval.num_visuals=0", "eval.lpips=off"]
                 + overrides,

@@ -25,24 +25,15 @@ SESSION_CAMERAS = 6
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _compose(config_name: str, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from gslrm.schemas import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
-
-
 def initial_checkpoint(path: Path, image_size: int) -> Path:
     """The default training config's model (``python train.py``) at its initial weights, saved as a checkpoint."""
     import torch
 
     from gslrm.config import build
     from gslrm.lit.module import GSLRMModule
+    from gslrm.schemas import compose
 
-    cfg = _compose("config", [f"data.image_size={image_size}", "loss.perceptual.weight=0"])
+    cfg = compose("config", [f"data.image_size={image_size}", "loss.perceptual.weight=0"])
     module = GSLRMModule(
         model=build(cfg.model),
         loss=build(cfg.loss),
@@ -73,6 +64,8 @@ def job_predict(
 
     import torch
 
+    from gslrm.schemas import compose
+
     if str(ROOT) not in sys.path:  # predict.py is an entry point beside train.py, not a package module
         sys.path.insert(0, str(ROOT))
     from predict import predict
@@ -80,7 +73,7 @@ def job_predict(
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = ckpt or str(initial_checkpoint(Path(scratch) / "initial.ckpt", image_size))
         out = Path(scratch) / "store"
-        cfg = _compose(
+        cfg = compose(
             "predict",
             [
                 f"ckpt_path={checkpoint}",

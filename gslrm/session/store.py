@@ -301,15 +301,35 @@ class SequenceStore:
 
     def read_frame(self, position: int) -> dict[str, np.ndarray]:
         """Frame ``position``'s kept Gaussians (world frame, decoded to float32), reading only its chunk."""
+        return next(self.iter_frames(position, position + 1))
+
+    def iter_frames(self, start: int = 0, stop: int | None = None):
+        """Frames ``start:stop`` in order, as :meth:`read_frame` gives them, each chunk read and decompressed once
+        (a frame-by-frame read of a sequence would decompress each chunk ``frames_per_chunk`` times)."""
         group = self.group()
         encoding = Encoding(group.attrs["encoding"])
         gaussians, per_frame = array_layout(encoding)
-        count = int(group["count"][position])
-        kept = max(count, 0)
-        stored = {name: group[name][position, :kept] for name in gaussians}
-        stored |= {name: group[name][position] for name in per_frame}
-        frame = decode(encoding, stored)
-        return frame | {"count": count, "frame": int(group["frame"][position]), "time": float(group["time"][position])}
+        size = group.attrs["frames_per_chunk"]
+        stop = group["count"].shape[0] if stop is None else stop
+        for block_start in range(start, stop, size):
+            block_stop = min(stop, (block_start // size + 1) * size)  # within one chunk
+            block = {name: group[name][block_start:block_stop] for name in [*gaussians, *per_frame]}
+            counts = group["count"][block_start:block_stop]
+            frames, times = group["frame"][block_start:block_stop], group["time"][block_start:block_stop]
+            for slot, count in enumerate(counts.tolist()):
+                kept = max(count, 0)
+                stored = {name: block[name][slot, :kept] for name in gaussians}
+                stored |= {name: block[name][slot] for name in per_frame}
+                extra = {"count": count, "frame": int(frames[slot]), "time": float(times[slot])}
+                yield decode(encoding, stored) | extra
+
+    def playback_fps(self, default: float = 25.0) -> float:
+        """Frames per second that play the sequence in real time: one over the median step of its times (a
+        recording taken every 10th frame plays at a tenth of its rate); ``default`` without times."""
+        times = self.group()["time"][:]
+        steps = np.diff(times[np.isfinite(times)])
+        steps = steps[steps > 0]
+        return float(1.0 / np.median(steps)) if len(steps) else default
 
     def bytes_on_disk(self) -> int:
         return sum(path.stat().st_size for path in (self.root / ZARR_DIR).rglob("*") if path.is_file())

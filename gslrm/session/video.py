@@ -101,13 +101,12 @@ def write_video(store: SequenceStore, samples: list[Path], path: Path, config: P
     group = store.group()
     times = group["time"][:]
     matrices = group["world_from_normalized"][:]
-    fps = config.video_fps or _recording_fps(times)
+    fps = config.video_fps or store.playback_fps()
     fov = config.video_fov_deg or fit_fov_deg(store, matrices)
     partial = path.with_name(f".{path.name}.partial.mp4")
     with VideoWriter(partial, fps=max(1, round(fps))) as writer:
-        for position in range(len(times)):
+        for position, frame in enumerate(store.iter_frames()):
             time_s = times[position] if math.isfinite(times[position]) else position / fps
-            frame = store.read_frame(position)
             novel = render_frame(frame, matrices[position], orbit_azimuth(time_s, config), config, fov)
             panels = [novel]
             if config.video_real_view is not None:
@@ -117,9 +116,3 @@ def write_video(store: SequenceStore, samples: list[Path], path: Path, config: P
     partial.replace(path)
     log.info("video: %s (%d frames at %g fps, field of view %.1f degrees)", path, len(times), round(fps), fov)
     return path
-
-
-def _recording_fps(times: np.ndarray) -> float:
-    steps = np.diff(times[np.isfinite(times)])
-    steps = steps[steps > 0]
-    return float(1.0 / np.median(steps)) if len(steps) else 25.0

@@ -143,8 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     rows, profile = [], Path(tempfile.mkdtemp(prefix="gslrm-view-bench-"))
     if args.ckpt:
-        from hydra import compose, initialize_config_dir
-
+        from gslrm.schemas import compose
         from gslrm.view.__main__ import build_viewer
 
         overrides = [
@@ -155,8 +154,7 @@ def main() -> None:
         ]
         if args.data_root:
             overrides.append(f"data.root={args.data_root}")
-        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
-            cfg = compose("view", overrides=overrides)
+        cfg = compose("view", overrides)
         rows.append(_row("checkpoint", lambda: build_viewer(cfg), profile, args.page_timeout))
     scene = facelift_size_scene(args.count)
     for max_splats in () if args.skip_count_cases else (300_000, args.count):

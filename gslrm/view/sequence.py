@@ -46,9 +46,7 @@ class SequenceSource:
             log.warning("sequence: the data folder %s is not here: frames without cameras", self.data_root)
 
     def timeline(self, fps: float | None = None) -> Timeline:
-        steps = np.diff(self.times[np.isfinite(self.times)])
-        recorded = 1.0 / float(np.median(steps)) if len(steps) and np.median(steps) > 0 else 25.0
-        return Timeline(len(self.samples), self.scene, fps or recorded, self.label)
+        return Timeline(len(self.samples), self.scene, fps or self.store.playback_fps(), self.label)
 
     def label(self, position: int) -> str:
         time = self.times[position]
