@@ -152,8 +152,30 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         with one_line_errors():
             return main(cfg)
+    except RuntimeError as error:
+        _end_on_lost_peer(error, cfg)
+        raise
     finally:
         _end_job()
+
+
+def _end_on_lost_peer(error: RuntimeError, cfg: DictConfig) -> None:
+    """A rank whose peer died (its process or its node killed) gets the collective's error deep inside backward():
+    one line instead of the traceback, saying what happens next. Returns for any other error."""
+    from gslrm.runs import lost_peer
+
+    cause = lost_peer(error)
+    if cause is None:
+        return
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    log.error(
+        "lost contact with another rank (%s): a process or a node of this job died. The run continues from its "
+        "newest readable checkpoint when SLURM restarts the job (a node failure, scontrol requeue), or with "
+        "ckpt_path=last or ckpt_path=%s/<file>",
+        cause,
+        checkpoints,
+    )
+    raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

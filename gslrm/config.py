@@ -56,12 +56,24 @@ def launcher_option(key: str, default: Any) -> Any:
     return HydraConfig.get().launcher.get(key, default)
 
 
+def slurm_layout(key: str, default: int) -> int:
+    """``${gslrm_slurm:nodes,1}`` / ``${gslrm_slurm:tasks_per_node,-1}``: the job step's layout where the ranks come
+    from SLURM (conf/trainer/ddp.yaml), else ``default``. Resolved in the job, not where a sweep is submitted."""
+    from gslrm import slurm
+
+    readers = {"nodes": slurm.num_nodes, "tasks_per_node": slurm.tasks_per_node}
+    if key not in readers:
+        raise ValueError(f"gslrm_slurm: unknown key {key!r} (one of {', '.join(readers)})")
+    return readers[key](default)
+
+
 def register_resolvers() -> None:
     """The resolvers the YAML uses (``gslrm.schemas.register_configs`` registers them with the schemas)."""
     resolvers = (
         ("gslrm_precision", default_precision, False),
         ("gslrm_run_name", run_name, True),  # one value per run, as ${now:}
         ("gslrm_launcher", launcher_option, False),
+        ("gslrm_slurm", slurm_layout, False),
     )
     for name, function, cached in resolvers:
         if not OmegaConf.has_resolver(name):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,17 +21,18 @@ __all__ = [
     "one_line_errors",
     "UnreadableCheckpointError",
     "reason",
+    "lost_peer",
 ]
 
 
 def save_config_tree(cfg: DictConfig, output_dir: Path) -> None:
     """Print the resolved config as a tree (rank 0) and save it as ``config_resolved.yaml`` in the run dir."""
-    import os
-
     from rich.console import Console
     from rich.tree import Tree
 
-    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+    from gslrm import slurm
+
+    if slurm.global_rank() != 0:  # one writer for the run directory, which every node shares
         return
     resolved = OmegaConf.to_container(cfg, resolve=True)
     tree = Tree("config", guide_style="dim")
@@ -136,3 +138,25 @@ def reason(error: BaseException) -> str:
 
     lines = str(error).splitlines() or [type(error).__name__]
     return lines[-1] if isinstance(error, InstantiationException) else lines[0]
+
+
+# what a collective says when another rank vanished mid-step (its process or its whole node killed): gloo's TCP pair,
+# NCCL's watchdog, and the store that ranks rendezvous through
+LOST_PEER_SIGNS = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "remote process exited or there was a network error",
+    "NCCL communicator was aborted",
+)
+
+
+def lost_peer(error: BaseException) -> str | None:
+    """The short cause when ``error`` is a collective that lost another rank, else None: gloo's message without its
+    source path and advice (``Connection closed by peer [10.0.0.12]:48350``)."""
+    text = str(error)
+    for sign in LOST_PEER_SIGNS:
+        if sign in text:
+            cause = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0])  # gloo's "[.../pair.cc:561] "
+            return cause.split(". ", 1)[0]
+    return None

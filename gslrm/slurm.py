@@ -17,6 +17,10 @@ __all__ = [
     "is_batch_job",
     "restart_count",
     "global_rank",
+    "local_rank",
+    "in_step",
+    "num_nodes",
+    "tasks_per_node",
     "time_left_s",
     "time_limit_s",
     "has_timed_out",
@@ -46,8 +50,45 @@ def restart_count() -> int:
 
 
 def global_rank() -> int:
-    """This task's rank in the job step (``SLURM_PROCID``; Lightning's SLURMEnvironment uses the same variable)."""
-    return int(os.environ.get("SLURM_PROCID") or 0)
+    """This process's rank: ``SLURM_PROCID`` in a SLURM step (Lightning's SLURMEnvironment uses the same variable),
+    else ``RANK`` or ``LOCAL_RANK`` (torchrun's, Lightning's own launcher's on one machine), else 0."""
+    for name in ("SLURM_PROCID", "RANK", "LOCAL_RANK"):
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 0
+
+
+def local_rank() -> int:
+    """This task's rank on its node: ``SLURM_LOCALID`` in a SLURM step, else ``LOCAL_RANK`` (set by Lightning's and
+    torchrun's launchers), else 0. Local rank 0 is the one process per node that fetches weights into a node's cache."""
+    for name in ("SLURM_LOCALID", "LOCAL_RANK"):
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 0
+
+
+def in_step() -> bool:
+    """Whether the ranks come from SLURM: a task of an ``srun`` step (Lightning's ``SLURMEnvironment.detect`` rule:
+    ``SLURM_NTASKS`` set and the job not named ``bash`` or ``interactive``)."""
+    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
+def num_nodes(default: int = 1) -> int:
+    """The step's node count (``SLURM_NNODES``) where the ranks come from SLURM, else ``default``. Lightning refuses a
+    ``num_nodes`` that differs from it, so ``trainer=ddp`` takes it from here."""
+    value = os.environ.get("SLURM_NNODES")
+    return int(value) if in_step() and value else default
+
+
+def tasks_per_node(default: int) -> int:
+    """Tasks (= ranks) on this node where the ranks come from SLURM: ``SLURM_NTASKS_PER_NODE``, or the first count
+    of ``SLURM_TASKS_PER_NODE`` (``2(x2)``: 2 on each of 2 nodes); else ``default``."""
+    if not in_step():
+        return default
+    if os.environ.get("SLURM_NTASKS_PER_NODE"):
+        return int(os.environ["SLURM_NTASKS_PER_NODE"])
+    match = re.match(r"\d+", os.environ.get("SLURM_TASKS_PER_NODE", ""))
+    return int(match.group()) if match else default
 
 
 def parse_duration(text: str) -> float | None:

@@ -47,7 +47,8 @@ CHECKPOINT_EVERY = 10
 # each scenario's length: enough steps after the first checkpoint (when the test signals) to be still running then,
 # and few enough to keep the suite short; the steps are paced to 0.1 s (PACED), so that at least 3-7 s of a run are
 # left at step 10 however fast this machine is, and the waits leave the cores to the other scenarios
-PREEMPTION_STEPS, TIME_LIMIT_STEPS, DDP_STEPS = 60, 80, 40
+PREEMPTION_STEPS, TIME_LIMIT_STEPS, DDP_STEPS, NODE_LOST_STEPS = 60, 80, 40, 40
+LAYOUT_STEPS = 12
 PACED = ["+callbacks.pace._target_=pacing.Pace", "+callbacks.pace.seconds=0.1"]
 
 
@@ -139,6 +140,7 @@ class Scenario:
     """A scenario's folder and what happened while it ran (filled by its thread)."""
 
     folder: Path
+    even_root: Path  # 4 training samples, so that 2 ranks split an epoch exactly (3 would repeat one to even them)
     facts: dict = field(default_factory=dict)
 
 
@@ -226,15 +228,21 @@ def _predict_shards_scenario(cluster, scenario: Scenario, rodent_root) -> Scenar
         "predict.num_workers=0",
     ]
     env = _env(cluster, tmp_path)
-    log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115 - closed by the process's end
-    sweep = subprocess.Popen(
-        [sys.executable, str(ROOT / "predict.py"), "-m", *LAUNCHER, f"hydra.launcher.name={tmp_path.name}"]
-        + [*common, f"predict.out={tmp_path / 'sharded'}", "predict.num_shards=2", "predict.shard=0,1"],
-        cwd=tmp_path,
-        env=env | {"GSLRM_TEST_SLOW_CHUNK_WRITE": "0.3"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+
+    def sweep(name: str, *overrides: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed by the process's end
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "predict.py"), "-m", *LAUNCHER, f"hydra.launcher.name={tmp_path.name}-{name}"]
+            + [*common, f"predict.out={tmp_path / name}", f"hydra.sweep.dir={tmp_path / 'logs' / name}", *overrides],
+            cwd=tmp_path,
+            env=env | {"GSLRM_TEST_SLOW_CHUNK_WRITE": "0.3"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    sharded = sweep("sharded", "predict.num_shards=2", "predict.shard=0,1")
+    # one job over 2 nodes: trainer=ddp, one rank per node, the frames spread over the ranks
+    two_nodes = sweep("two_nodes", "hydra.launcher.nodes=2", "trainer=ddp", "trainer.accelerator=cpu")
     reference = subprocess.run(
         [sys.executable, str(ROOT / "predict.py"), *common, f"predict.out={tmp_path / 'one'}"],
         cwd=tmp_path,
@@ -244,58 +252,145 @@ def _predict_shards_scenario(cluster, scenario: Scenario, rodent_root) -> Scenar
     )
     assert reference.returncode == 0, reference.stderr[-3000:]
     _wait_for_file("sharded/done/chunk_000000.json", tmp_path, timeout=180)
-    names = cluster.run("squeue", "--noheader", f"--name={tmp_path.name}", "--format=%i", check=False).stdout.split()
+    names = cluster.run(
+        "squeue", "--noheader", f"--name={tmp_path.name}-sharded", "--format=%i", check=False
+    ).stdout.split()
     shard0 = next((job for job in names if job.endswith("_0")), min(names, default=None))
     assert shard0 is not None, f"no job of {tmp_path.name} running: {names}"
     cluster.run("scancel", "--signal=USR2", shard0)
-    _wait(sweep, tmp_path, timeout=400)
+    _wait_for_file("two_nodes/done/chunk_000000.json", tmp_path, timeout=180)
+    cluster.run("scancel", "--signal=USR2", _job_id(cluster, f"{tmp_path.name}-two_nodes"))
+    for process, name in ((sharded, "sharded"), (two_nodes, "two_nodes")):
+        try:
+            process.wait(timeout=400)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        assert process.returncode == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
     scenario.facts.update(shard0=shard0)
     return scenario
 
 
-def _sbatch_ddp_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
-    """docs/slurm/train.sbatch, no Hydra launcher: 2 tasks = 2 gloo ranks taken from SLURM."""
-    tmp_path = scenario.folder
-    env = _env(cluster, tmp_path) | {"GSLRM_PYTHON": sys.executable}
-    overrides = [
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        *data_overrides(rodent_root),
-        *TRAINING[1:],
-        f"trainer.max_steps={DDP_STEPS}",
-        f"val_every={DDP_STEPS // 2}",
-        "data.num_workers=1",
-        *PACED,
-    ]
-    output = tmp_path / "slurm-%j.out"
+def _even_data(root: Path) -> list[str]:
+    """The data overrides of the DDP scenarios, for the dataset of ``even_root``."""
+    overrides = data_overrides(root)
+    return [item for item in overrides if not item.startswith("data.generator.samples=")] + ["data.generator.samples=5"]
+
+
+def _sbatch(cluster, tmp_path: Path, layout: list[str], overrides: list[str], env: dict | None = None) -> str:
+    """``sbatch docs/slurm/train.sbatch`` (no Hydra launcher) with SLURM options ``layout``; returns the job id. The
+    job's output (every rank, every attempt) goes to ``tmp_path/slurm-<job>.out``."""
     submitted = subprocess.run(
         [
             "sbatch",
             "--parsable",
             f"--job-name={tmp_path.name}",
             f"--chdir={ROOT}",
-            "--ntasks-per-node=2",
+            *layout,
             "--gpus-per-node=0",
             "--cpus-per-task=1",
             "--time=60",
-            f"--output={output}",
+            f"--output={tmp_path / 'slurm-%j.out'}",
             str(ROOT / "docs" / "slurm" / "train.sbatch"),
             *overrides,
         ],
-        env=env,
+        env=_env(cluster, tmp_path) | {"GSLRM_PYTHON": sys.executable} | (env or {}),
         capture_output=True,
         text=True,
         check=True,
     )
-    job_id = submitted.stdout.strip()
+    return submitted.stdout.strip()
+
+
+def _wait_for_job_end(cluster, job_id: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while job_id in cluster.jobs():
+        assert time.monotonic() < deadline, f"job {job_id} still queued after {timeout} s"
+        time.sleep(0.5)
+
+
+def _ddp_training(scenario: Scenario, steps: int) -> list[str]:
+    return [
+        "trainer.accelerator=cpu",  # one rank per SLURM task, trainer.devices and num_nodes from SLURM (trainer=ddp)
+        *_even_data(scenario.even_root),
+        *TRAINING[1:],
+        f"trainer.max_steps={steps}",
+        f"val_every={steps // 2}",
+    ]
+
+
+TWO_NODES = ["--nodes=2", "--ntasks-per-node=1"]
+
+
+def _sbatch_ddp_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
+    """docs/slurm/train.sbatch on 2 nodes x 1 task (gloo ranks taken from SLURM), sent ``scancel --full
+    --signal=USR2`` once the first checkpoint exists."""
+    tmp_path = scenario.folder
+    overrides = [*_ddp_training(scenario, DDP_STEPS), "data.num_workers=1", *PACED]
+    job_id = _sbatch(cluster, tmp_path, TWO_NODES, overrides)
     run = tmp_path / "logs" / "train" / "runs" / f"slurm-{job_id}"
     _wait_for_file("checkpoints/step_0000010.ckpt", run, timeout=180)
-    cluster.run("scancel", "--signal=USR2", job_id)
-    deadline = time.monotonic() + 300
-    while job_id in cluster.jobs():
-        assert time.monotonic() < deadline, f"job {job_id} still queued after 300 s"
+    cluster.run("scancel", "--full", "--signal=USR2", job_id)
+    _wait_for_job_end(cluster, job_id)
+    scenario.facts.update(job_id=job_id, run=run, log=tmp_path / f"slurm-{job_id}.out")
+    return scenario
+
+
+def _ddp_layouts_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
+    """The same 12-step training, seed and data three ways, at once: the launcher preset on 2 nodes x 1 task
+    (``hydra.launcher.nodes=2 trainer=ddp``, wandb logger, a fresh compiled-extension cache that both nodes share),
+    and the plain sbatch script on 1 node x 2 tasks, the reference."""
+    tmp_path = scenario.folder
+    training = _ddp_training(scenario, LAYOUT_STEPS)
+    extension_cache = tmp_path / "ext"  # empty: the ranks of both nodes find no library and must build one
+    env = _env(cluster, tmp_path) | {"GSLRM_EXT_DIR": str(extension_cache)}
+    log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115 - closed by the process's end
+    sweep = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", *LAUNCHER, f"hydra.launcher.name={tmp_path.name}"]
+        + ["hydra.launcher.nodes=2", "trainer=ddp", *training, "logger=wandb"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    job_id = _sbatch(cluster, reference, ["--nodes=1", "--ntasks-per-node=2"], training)
+    _wait(sweep, tmp_path, timeout=400)
+    _wait_for_job_end(cluster, job_id)
+    scenario.facts.update(
+        reference=reference / "logs" / "train" / "runs" / f"slurm-{job_id}",
+        reference_log=reference / f"slurm-{job_id}.out",
+        extension_cache=extension_cache,
+    )
+    return scenario
+
+
+def _job_state(cluster, job_id: str) -> str:
+    text = cluster.run("scontrol", "show", "job", job_id, check=False).stdout
+    match = re.search(r"JobState=(\S+)", text)
+    return match.group(1) if match else "GONE"
+
+
+def _node_lost_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
+    """2 nodes x 1 task in the partition of nodes that may be lost; once the first checkpoint exists, node4 is lost:
+    its slurmd and every process on it killed at once. The attempt ends (SLURM requeues a job after a node failure,
+    or it ends with the survivor's line); node4 comes back, the job is requeued by hand if SLURM has not, and the
+    next attempt resumes from the newest readable checkpoint."""
+    tmp_path = scenario.folder
+    overrides = [*_ddp_training(scenario, NODE_LOST_STEPS), *PACED]
+    job_id = _sbatch(cluster, tmp_path, [*TWO_NODES, "--partition=lost"], overrides)
+    run = tmp_path / "logs" / "train" / "runs" / f"slurm-{job_id}"
+    _wait_for_file("checkpoints/step_0000010.ckpt", run, timeout=180)
+    killed = cluster.lose_node("node4")
+    deadline = time.monotonic() + 120
+    while (state := _job_state(cluster, job_id)) in ("RUNNING", "COMPLETING"):
+        assert time.monotonic() < deadline, f"job {job_id} still {state} 120 s after node4 was lost"
         time.sleep(0.5)
-    scenario.facts.update(job_id=job_id, run=run, log=Path(str(output).replace("%j", job_id)))
+    cluster.restore_node("node4")
+    if state not in ("PENDING", "REQUEUED"):  # ended rather than requeued by SLURM: the user's requeue
+        cluster.run("scontrol", "requeue", job_id)
+    _wait_for_job_end(cluster, job_id)
+    scenario.facts.update(job_id=job_id, run=run, log=tmp_path / f"slurm-{job_id}.out", killed=killed, state=state)
     return scenario
 
 
@@ -304,22 +399,33 @@ SCENARIOS = {
     "preemption": _preemption_scenario,
     "time_limit": _time_limit_scenario,
     "sbatch_ddp": _sbatch_ddp_scenario,
+    "ddp_layouts": _ddp_layouts_scenario,
+    "node_lost": _node_lost_scenario,
     "predict_shards": _predict_shards_scenario,
 }
 
 
 @pytest.fixture(scope="module")
-def scenarios(slurm_cluster, tmp_path_factory, rodent_root):
-    """Every scenario started at once, each in its own thread; a test takes its own with ``.result()``."""
+def scenarios(request, slurm_cluster, tmp_path_factory, rodent_root):
+    """The scenarios of the selected tests (``@pytest.mark.scenario``) started at once, each in its own thread; a
+    test takes its own with ``.result()``."""
+    from gslrm.data.rodent import ensure_dataset
+
+    wanted = {
+        marker.args[0] for item in request.session.items for marker in item.iter_markers("scenario") if marker.args
+    }
+    even_root = ensure_dataset(tmp_path_factory.mktemp("even") / "rodent", samples=5, val_samples=1, seed=3)
     with ThreadPoolExecutor(max_workers=len(SCENARIOS)) as pool:
         futures: dict[str, Future] = {
-            name: pool.submit(run, slurm_cluster, Scenario(tmp_path_factory.mktemp(name)), rodent_root)
+            name: pool.submit(run, slurm_cluster, Scenario(tmp_path_factory.mktemp(name), even_root), rodent_root)
             for name, run in SCENARIOS.items()
+            if name in wanted
         }
         yield futures
     assert slurm_cluster.wait_until_empty(60), slurm_cluster.jobs()
 
 
+@pytest.mark.scenario("sweep")
 def test_sweep_on_slurm_each_job_finishes_and_a_failing_one_is_recorded(scenarios, slurm_cluster):
     tmp_path = scenarios["sweep"].result().folder
     jobs = _job_dirs(tmp_path)
@@ -334,6 +440,7 @@ def test_sweep_on_slurm_each_job_finishes_and_a_failing_one_is_recorded(scenario
     assert not list(jobs[2].glob("checkpoints/*.ckpt"))
 
 
+@pytest.mark.scenario("preemption")
 def test_preempted_job_requeues_and_resumes_at_the_saved_step(scenarios):
     scenario = scenarios["preemption"].result()
     max_steps, job_id, first = PREEMPTION_STEPS, scenario.facts["job_id"], scenario.facts["first"]
@@ -358,6 +465,7 @@ def test_preempted_job_requeues_and_resumes_at_the_saved_step(scenarios):
     assert len(wandb_runs) == 2 and len({path.name.rsplit("-", 1)[1] for path in wandb_runs}) == 1, wandb_runs
 
 
+@pytest.mark.scenario("time_limit")
 def test_time_limit_signals_checkpoints_requeues_and_finishes(scenarios):
     scenario = scenarios["time_limit"].result()
     max_steps = TIME_LIMIT_STEPS
@@ -374,43 +482,166 @@ def test_time_limit_signals_checkpoints_requeues_and_finishes(scenarios):
     assert not (job / "FAILED.txt").exists()
 
 
-def test_ddp_over_two_slurm_tasks_from_a_plain_sbatch_script_survives_preemption(scenarios):
-    """2 tasks = 2 gloo ranks taken from SLURM, one shard each, one run directory (runs/slurm-<job>) and one set of
-    checkpoints; preempted, it resumes there."""
+def _ranks(log_text: str) -> dict[int, tuple[str, int, int, str]]:
+    """rank -> (host, node rank, local rank, master) from the module's line at the start of training."""
+    found = re.findall(r"rank (\d+) of (\d+) on (\S+): node rank (\d+), local rank (\d+), master (\S+)", log_text)
+    return {int(rank): (host, int(node), int(local), master) for rank, _, host, node, local, master in found}
+
+
+def _epoch_shards(log_text: str) -> dict[int, dict[int, list[int]]]:
+    """epoch -> rank -> the sample indices it trained that epoch (the module logs small shards whole)."""
+    shards: dict[int, dict[int, list[int]]] = {}
+    for epoch, rank, indices in re.findall(
+        r"epoch (\d+): rank (\d+) of 2 trains on \d+ samples per epoch: \[([\d, ]*)\]", log_text
+    ):
+        shards.setdefault(int(epoch), {})[int(rank)] = [int(i) for i in indices.split(",")]
+    return shards
+
+
+def _assert_two_nodes(log_text: str, nodes: tuple[str, str] = ("node1", "node2")) -> None:
+    """The 2 ranks ran on the 2 nodes, as SLURM laid them out, with the first the rendezvous master; each epoch's
+    shards partition the 4 training samples: no sample twice, none missing."""
+    ranks = _ranks(log_text)
+    assert {rank: fact[:3] for rank, fact in ranks.items()} == {0: (nodes[0], 0, 0), 1: (nodes[1], 1, 0)}, ranks
+    assert {fact[3].split(":")[0] for fact in ranks.values()} == {nodes[0]}, ranks  # MASTER_ADDR: the node list's
+    shards = _epoch_shards(log_text)
+    assert shards, log_text[-3000:]
+    for epoch, by_rank in shards.items():
+        assert set(by_rank) == {0, 1}, (epoch, by_rank)
+        assert sorted(by_rank[0] + by_rank[1]) == [0, 1, 2, 3], (epoch, by_rank)
+
+
+def _checkpoint_writers(log_text: str) -> set[str]:
+    return set(re.findall(r"checkpoint written: \S+ \((rank \d+ on \S+)\)", log_text))
+
+
+@pytest.mark.scenario("sbatch_ddp")
+def test_ddp_over_two_nodes_from_a_plain_sbatch_script_survives_preemption(scenarios):
+    """docs/slurm/train.sbatch --nodes=2: ranks and shards from SLURM on both nodes; ``scancel --full
+    --signal=USR2``: both ranks stop after the same step, rank 0 alone writes last.ckpt and requeues, and the next
+    attempt resumes at that step on both nodes, in the one run directory."""
     scenario = scenarios["sbatch_ddp"].result()
     job_id, run = scenario.facts["job_id"], scenario.facts["run"]
     log_text = scenario.facts["log"].read_text()
-    shard_lines = re.findall(r"rank (\d) of 2 trains on \d+ samples per epoch, first \[([\d, ]*)\]", log_text)
-    shards = {int(rank): [int(i) for i in first.split(",")] for rank, first in shard_lines}
-    assert set(shards) == {0, 1} and shards[0] != shards[1], log_text[-3000:]
+    _assert_two_nodes(log_text)
     stops, resumes = _stops_and_resumes(log_text)
-    assert len(set(stops)) == 1 and set(resumes) == set(stops), log_text[-3000:]  # both ranks stopped at one step
+    assert len(stops) == 2 and len(set(stops)) == 1 and resumes == stops, log_text[-3000:]  # one step, both ranks
     assert log_text.count(f"SLURM job {job_id} requeued at step") == 1  # rank 0 alone requeued
-    assert _step(run / "checkpoints" / "last.ckpt") == DDP_STEPS
+    assert log_text.count(f"SLURM job {job_id}, restart 1: resuming from") == 2  # on both nodes
+    assert _checkpoint_writers(log_text) == {"rank 0 on node1"}
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == DDP_STEPS
+    assert stops[0] + (DDP_STEPS - resumes[0]) <= DDP_STEPS + CHECKPOINT_EVERY  # no step trained twice
     assert list((scenario.folder / "logs" / "train" / "runs").iterdir()) == [run]  # one run dir for both ranks/attempts
 
 
-def test_two_predict_shards_on_slurm_one_preempted_give_one_process_store(scenarios):
-    """Shard 0, sent SIGUSR2 after its first chunk, stores what it has, requeues and finishes in its next attempt;
-    the two shards' store equals one process's, bit for bit, table included."""
+def _submitit_logs(job_dir: Path) -> str:
+    return "\n".join(path.read_text(errors="replace") for path in sorted(job_dir.glob(".submitit/*/*_log.*")))
+
+
+@pytest.mark.scenario("ddp_layouts")
+def test_ddp_over_two_nodes_from_the_launcher_equals_one_node_with_two_tasks(scenarios):
+    """``hydra.launcher.nodes=2 trainer=ddp``: one rank per node, one run directory and one wandb run, the compiled
+    renderer built once for both nodes (shared cache, file lock), and a final checkpoint equal, tensor for tensor,
+    to the same training on 1 node x 2 tasks (gloo's sum of 2 gradients is the same either way)."""
+    scenario = scenarios["ddp_layouts"].result()
+    jobs = _job_dirs(scenario.folder)
+    assert [job.name for job in jobs] == ["0"]
+    job = jobs[0]
+    log_text = _submitit_logs(job) + (job / "train.log").read_text()
+    _assert_two_nodes(log_text)
+    assert len(list(job.glob("wandb/offline-run-*"))) == 1
+    assert _checkpoint_writers(log_text) == {"rank 0 on node1"}
+    builds = re.findall(r"compiling the CPU renderer", log_text)
+    assert len(builds) == 1, log_text[-3000:]
+    assert len(list(scenario.facts["extension_cache"].glob("*.so"))) == 1
+    reference_log = scenario.facts["reference_log"].read_text()
+    assert {fact[0] for fact in _ranks(reference_log).values()} in ({"node1"}, {"node2"}), reference_log[-2000:]
+    two_nodes = torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    one_node = torch.load(
+        scenario.facts["reference"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert two_nodes["global_step"] == one_node["global_step"] == LAYOUT_STEPS
+    assert two_nodes["state_dict"].keys() == one_node["state_dict"].keys()
+    for name, tensor in two_nodes["state_dict"].items():
+        assert torch.equal(tensor, one_node["state_dict"][name]), name
+
+
+@pytest.mark.scenario("node_lost")
+def test_a_lost_node_ends_the_attempt_and_the_next_resumes_from_the_newest_checkpoint(scenarios):
+    """node4 killed hard mid-run: rank 0 on node3 ends its attempt with one line (no traceback), SLURM requeues the
+    job for the node failure (or the test does, where the attempt ended first), and both ranks of the next attempt
+    resume at the step of the newest checkpoint written before the loss."""
+    scenario = scenarios["node_lost"].result()
+    job_id, run = scenario.facts["job_id"], scenario.facts["run"]
+    log_text = scenario.facts["log"].read_text()
+    assert scenario.facts["killed"], "node4 had no processes to kill"
+    first, _, second = log_text.partition(f"SLURM job {job_id}, restart 1: resuming from")
+    assert second, log_text[-3000:]
+    _assert_two_nodes(first, ("node3", "node4"))
+    assert "lost contact with another rank" in first, first[-3000:]  # the survivor's one line
+    assert "Traceback" not in first, first[-3000:]
+    resumed_from = Path(second.split()[0])
+    assert resumed_from.parent == run / "checkpoints", second[:300]
+    newest_step = max(int(step) for step in re.findall(r"checkpoint written: step_(\d+)\.ckpt", first))
+    assert re.findall(r"resumed at step (\d+)", second) == [str(newest_step)] * 2, second[-3000:]
+    _assert_two_nodes(second, ("node3", "node4"))
+    assert _step(run / "checkpoints" / "last.ckpt") == NODE_LOST_STEPS
+
+
+def _logs(folder: Path) -> str:
+    return "\n".join(
+        path.read_text(errors="replace")
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.suffix in (".log", ".out", ".err")
+    )
+
+
+def _assert_same_store(got: Path, expected: Path) -> None:
     import numpy as np
     import zarr
 
+    manifest = json.loads((got / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["frames_done"] == 12 and manifest["frames_skipped"] == 0
+    want, have = zarr.open_group(expected / "sequence.zarr", mode="r"), zarr.open_group(got / "sequence.zarr", mode="r")
+    assert sorted(have.array_keys()) == sorted(want.array_keys())
+    for name in want.array_keys():
+        assert np.array_equal(have[name][:], want[name][:], equal_nan=True), name
+    assert (got / "frames.csv").read_text() == (expected / "frames.csv").read_text()
+
+
+@pytest.mark.scenario("predict_shards")
+def test_two_predict_shards_on_slurm_one_preempted_give_one_process_store(scenarios):
+    """Shard 0, sent SIGUSR2 after its first chunk, stores what it has, requeues and finishes in its next attempt;
+    the two shards' store equals one process's, bit for bit, table included."""
     scenario = scenarios["predict_shards"].result()
-    sharded, one = scenario.folder / "sharded", scenario.folder / "one"
-    logs = "\n".join(
-        path.read_text(errors="replace")
-        for path in (scenario.folder / "logs").rglob("*")
-        if path.is_file() and path.suffix in (".log", ".out", ".err")
-    )
+    logs = _logs(scenario.folder / "logs" / "sharded")
     assert "SIGUSR2 received: no new frames" in logs, logs[-3000:]
     assert re.search(r"SLURM job \S+ requeued: the next attempt continues", logs), logs[-3000:]
     assert "Traceback" not in logs, logs[-3000:]
-    manifest = json.loads((sharded / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["frames_done"] == 12 and manifest["frames_skipped"] == 0
-    expected = zarr.open_group(one / "sequence.zarr", mode="r")
-    got = zarr.open_group(sharded / "sequence.zarr", mode="r")
-    assert sorted(got.array_keys()) == sorted(expected.array_keys())
-    for name in expected.array_keys():
-        assert np.array_equal(got[name][:], expected[name][:], equal_nan=True), name
-    assert (sharded / "frames.csv").read_text() == (one / "frames.csv").read_text()
+    _assert_same_store(scenario.folder / "sharded", scenario.folder / "one")
+
+
+@pytest.mark.scenario("predict_shards")
+def test_predict_over_two_nodes_preempted_resumes_without_recomputing_frames(scenarios):
+    """``trainer=ddp hydra.launcher.nodes=2``: one rank per node, the frames spread over them; SIGUSR2 once the first
+    chunk is stored: requeued, and the next attempt's ranks do only the frames not stored yet. The store equals one
+    process's, bit for bit."""
+    scenario = scenarios["predict_shards"].result()
+    logs = _logs(scenario.folder / "logs" / "two_nodes")
+    assert "Traceback" not in logs, logs[-3000:]
+    assert re.search(r"SLURM job \S+ requeued: the next attempt continues", logs), logs[-3000:]
+    plans = set(
+        re.findall(  # set: each line is in both the job's log and submitit's
+            r"worker (\d) of 2 \(shard 0, rank (\d) on (\S+)\): (\d+) frames to do in \d+ chunks \((\d+) of the "
+            r"session's 12 done already\)",
+            logs,
+        )
+    )
+    first = sorted(plan for plan in plans if plan[4] == "0")
+    assert [plan[:4] for plan in first] == [("0", "0", "node1", "6"), ("1", "1", "node2", "6")], plans
+    later = [plan for plan in plans if plan[4] != "0"]
+    assert {plan[2] for plan in later} == {"node1", "node2"}, plans  # the requeued attempt, on both nodes again
+    done_before = int(later[0][4])
+    assert 0 < done_before < 12 and sum(int(plan[3]) for plan in later) == 12 - done_before, plans  # no frame twice
+    _assert_same_store(scenario.folder / "two_nodes", scenario.folder / "one")

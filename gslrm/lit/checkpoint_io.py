@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import zipfile
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from gslrm import slurm
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         atomic_torch_save(checkpoint, path)
+        # which process wrote it: under DDP over several nodes, rank 0 alone must (the run directory is shared)
+        log.info("checkpoint written: %s (rank %d on %s)", Path(path).name, slurm.global_rank(), socket.gethostname())
 
     def load_checkpoint(self, path, map_location: Any = _CPU, weights_only: bool | None = None) -> dict[str, Any]:
         """Resuming (``ckpt_path``, a SLURM restart) reads a checkpoint this trainer wrote into the run directory the

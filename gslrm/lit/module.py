@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 __all__ = ["GSLRMModule"]
 
 FROZEN_PREFIXES = ("losses.", "val_lpips_net.")  # frozen loss networks: rebuilt from their configs, never saved
+SHARD_INDICES_SHOWN = (
+    64  # a shard this small is logged whole (the tests check the partition); a bigger one, its first 8
+)
 
 
 class GSLRMModule(L.LightningModule):
@@ -140,15 +143,33 @@ class GSLRMModule(L.LightningModule):
     def on_train_start(self) -> None:
         if self.trainer.global_step > 0:
             log.info("resumed at step %d (%d samples trained)", self.trainer.global_step, int(self.trained_samples))
-        sampler = getattr(self.trainer.train_dataloader, "sampler", None)
-        if self.trainer.world_size > 1 and sampler is not None:  # each rank's shard, for multi-node debugging
-            indices = list(iter(sampler))
+        if self.trainer.world_size > 1:  # where each rank runs, as the cluster gave it: for multi-node debugging
+            import os
+            import socket
+
             log.info(
-                "rank %d of %d trains on %d samples per epoch, first %s",
+                "rank %d of %d on %s: node rank %d, local rank %d, master %s:%s",
+                self.trainer.global_rank,
+                self.trainer.world_size,
+                socket.gethostname(),
+                self.trainer.node_rank,
+                self.trainer.local_rank,
+                os.environ.get("MASTER_ADDR", "?"),
+                os.environ.get("MASTER_PORT", "?"),
+            )
+
+    def on_train_epoch_start(self) -> None:
+        sampler = getattr(self.trainer.train_dataloader, "sampler", None)
+        if self.trainer.world_size > 1 and sampler is not None:  # each rank's shard of this epoch
+            indices = list(iter(sampler))
+            shown = indices if len(indices) <= SHARD_INDICES_SHOWN else [*indices[:8], "..."]
+            log.info(
+                "epoch %d: rank %d of %d trains on %d samples per epoch: %s",
+                self.current_epoch,
                 self.trainer.global_rank,
                 self.trainer.world_size,
                 len(indices),
-                indices[:8],
+                shown,
             )
 
     def training_step(self, batch: dict | None, batch_index: int) -> dict | None:

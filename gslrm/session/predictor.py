@@ -9,6 +9,7 @@ DistributedSampler (which pads with repeated samples) is involved.
 from __future__ import annotations
 
 import logging
+import socket
 import math
 import os
 import signal
@@ -61,8 +62,10 @@ class Plan:
                 self.todo[chunk] = positions
         mine = sum(len(p) for p in self.todo.values())
         log.info(
-            "worker %d of %d (shard %d, rank %d): %d frames to do in %d chunks (%d of the session's %d done already)",
-            *(worker, workers, self.shard, rank, mine, len(self.todo), len(done), len(self.frames)),
+            "worker %d of %d (shard %d, rank %d on %s): %d frames to do in %d chunks (%d of the session's %d done "
+            "already)",
+            *(worker, workers, self.shard, rank, socket.gethostname(), mine, len(self.todo), len(done)),
+            len(self.frames),
         )
 
     @property

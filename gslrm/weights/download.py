@@ -56,7 +56,9 @@ def _missing(entry: Source, path: Path, reason: str, config_key: str | None = No
 
 
 def _local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+    from gslrm import slurm
+
+    return slurm.local_rank()
 
 
 def _hasher(checksum: str | None):
