@@ -9,10 +9,10 @@ DistributedSampler (which pads with repeated samples) is involved.
 from __future__ import annotations
 
 import logging
-import socket
 import math
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
