@@ -49,11 +49,14 @@ class Plan:
     shard: int = 0
     num_shards: int = 1
     todo: dict[int, list[int]] = field(default_factory=dict)  # chunk -> positions still to do, ascending
+    worker: int = 0  # shard * world size + rank, of workers = shards * world size (set by assign)
+    workers: int = 1
 
     def assign(self, store: SequenceStore, rank: int, world_size: int) -> None:
         done = store.done_positions()
         chunks = math.ceil(len(self.frames) / self.frames_per_chunk)
         worker, workers = self.shard * world_size + rank, self.num_shards * world_size
+        self.worker, self.workers = worker, workers
         self.todo = {}
         for chunk in chunks_of_worker(chunks, worker, workers):
             start = chunk * self.frames_per_chunk
@@ -281,7 +284,10 @@ class ProgressLog(Callback):
 
     def on_predict_end(self, trainer, pl_module) -> None:
         elapsed = self.elapsed = time.perf_counter() - self.started
-        log.info("predict: %d frames in %s (%.2f frames/s)", self.done, _duration(elapsed), self.rate(elapsed))
+        log.info(
+            "predict: worker %d of %d: %d frames in %s (%.2f frames/s)",
+            *(self.plan.worker, self.plan.workers, self.done, _duration(elapsed), self.rate(elapsed)),
+        )
 
     def rate(self, elapsed: float) -> float:
         return self.done / elapsed if elapsed > 0 else 0.0
