@@ -52,19 +52,18 @@ def restart_count() -> int:
 def global_rank() -> int:
     """This process's rank: ``SLURM_PROCID`` in a SLURM step (Lightning's SLURMEnvironment uses the same variable),
     else ``RANK`` or ``LOCAL_RANK`` (torchrun's, Lightning's own launcher's on one machine), else 0."""
-    for name in ("SLURM_PROCID", "RANK", "LOCAL_RANK"):
-        if os.environ.get(name):
-            return int(os.environ[name])
-    return 0
+    return _first_int("SLURM_PROCID", "RANK", "LOCAL_RANK")
 
 
 def local_rank() -> int:
     """This task's rank on its node: ``SLURM_LOCALID`` in a SLURM step, else ``LOCAL_RANK`` (set by Lightning's and
     torchrun's launchers), else 0. Local rank 0 is the one process per node that fetches weights into a node's cache."""
-    for name in ("SLURM_LOCALID", "LOCAL_RANK"):
-        if os.environ.get(name):
-            return int(os.environ[name])
-    return 0
+    return _first_int("SLURM_LOCALID", "LOCAL_RANK")
+
+
+def _first_int(*names: str) -> int:
+    """The first of these environment variables that is set, as an int; 0 when none is."""
+    return next((int(os.environ[name]) for name in names if os.environ.get(name)), 0)
 
 
 def in_step() -> bool:

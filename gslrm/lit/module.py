@@ -30,9 +30,8 @@ log = logging.getLogger(__name__)
 __all__ = ["GSLRMModule"]
 
 FROZEN_PREFIXES = ("losses.", "val_lpips_net.")  # frozen loss networks: rebuilt from their configs, never saved
-SHARD_INDICES_SHOWN = (
-    64  # a shard this small is logged whole (the tests check the partition); a bigger one, its first 8
-)
+# a shard this small is logged whole (the tests check the partition); a bigger one, its first 8 indices
+SHARD_INDICES_SHOWN = 64
 
 
 class GSLRMModule(L.LightningModule):
