@@ -4,29 +4,21 @@ import math
 
 import pytest
 import torch
+from spawned_jobs import double
 
 from gslrm.bench import cpu, timing
 from gslrm.bench import gpu as bench_gpu
 from gslrm.bench.__main__ import main
 
 
-def _double(value: int) -> dict:
-    """A bench job for the spawn test (module level: spawn pickles it by name)."""
-    import os
-
-    if value < 0:
-        raise ValueError(f"no shape of size {value}")
-    return {"value": 2 * value, "pid": os.getpid()}
-
-
 @pytest.mark.slow  # a spawned Python
 def test_run_job_runs_each_job_in_a_fresh_process_and_names_a_failure():
     import os
 
-    result = timing.run_job(_double, 21)
+    result = timing.run_job(double, 21)
     assert result["value"] == 42 and result["pid"] != os.getpid()
-    with pytest.raises(RuntimeError, match=r"bench job _double\(-1,\) failed: ValueError: no shape of size -1"):
-        timing.run_job(_double, -1)
+    with pytest.raises(RuntimeError, match=r"bench job double\(-1,\) failed: ValueError: no shape of size -1"):
+        timing.run_job(double, -1)
 
 
 @pytest.mark.slow

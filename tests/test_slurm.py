@@ -206,10 +206,10 @@ def _time_limit_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
 
 
 def _predict_shards_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
-    """``predict.py -m predict.shard=0,1 predict.num_shards=2 hydra/launcher=slurm`` over a 12-frame recording in
-    2-frame chunks (shard 0: chunks 0, 2, 4), each chunk's write slowed to ~3 s (GSLRM_TEST_SLOW_CHUNK_WRITE), shard
-    0 sent SIGUSR2 once its first chunk is stored (the loader has fetched a frame ahead by then, so the signal stops
-    it with chunk 4 still to do); and one process without SLURM into another store, the reference."""
+    """``predict.py -m predict.shard=0,1 predict.num_shards=2 hydra.launcher.nodes=2 trainer=ddp`` over a 12-frame
+    recording in 2-frame chunks: 2 jobs of 2 ranks each, one rank per node, 4 workers (shard 0's: chunks 0, 4 and 1,
+    5), each chunk's write slowed (GSLRM_TEST_SLOW_CHUNK_WRITE); shard 0 sent SIGUSR2 once its first chunk is stored.
+    And one process without SLURM into another store, the reference."""
     from test_inference import _five_input_checkpoint
 
     from gslrm.data.rodent import ensure_dataset
@@ -231,7 +231,8 @@ def _predict_shards_scenario(cluster, scenario: Scenario, rodent_root) -> Scenar
     log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115 - closed by the process's end
     sweep = subprocess.Popen(
         [sys.executable, str(ROOT / "predict.py"), "-m", *LAUNCHER, f"hydra.launcher.name={tmp_path.name}"]
-        + [*common, f"predict.out={tmp_path / 'sharded'}", "predict.num_shards=2", "predict.shard=0,1"],
+        + [*common, f"predict.out={tmp_path / 'sharded'}", "predict.num_shards=2", "predict.shard=0,1"]
+        + ["hydra.launcher.nodes=2", "trainer=ddp", "trainer.accelerator=cpu"],
         cwd=tmp_path,
         env=env | {"GSLRM_TEST_SLOW_CHUNK_WRITE": "0.3"},
         stdout=log,
@@ -245,7 +246,7 @@ def _predict_shards_scenario(cluster, scenario: Scenario, rodent_root) -> Scenar
         text=True,
     )
     assert reference.returncode == 0, reference.stderr[-3000:]
-    _wait_for_file("sharded/done/chunk_000000.json", tmp_path, timeout=180)
+    _wait_for_file("sharded/done/chunk_000000.json", tmp_path, timeout=240)
     names = cluster.run("squeue", "--noheader", f"--name={tmp_path.name}", "--format=%i", check=False).stdout.split()
     shard0 = next((job for job in names if job.endswith("_0")), min(names, default=None))
     assert shard0 is not None, f"no job of {tmp_path.name} running: {names}"
@@ -577,28 +578,62 @@ def test_a_lost_node_ends_the_attempt_and_the_next_resumes_from_the_newest_check
     assert _step(run / "checkpoints" / "last.ckpt") == NODE_LOST_STEPS
 
 
+def _logs(folder: Path) -> str:
+    return "\n".join(
+        path.read_text(errors="replace")
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.suffix in (".log", ".out", ".err")
+    )
+
+
+def _assert_same_store(got: Path, expected: Path) -> None:
+    import numpy as np
+    import zarr
+
+    manifest = json.loads((got / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["frames_done"] == 12 and manifest["frames_skipped"] == 0
+    want, have = zarr.open_group(expected / "sequence.zarr", mode="r"), zarr.open_group(got / "sequence.zarr", mode="r")
+    assert sorted(have.array_keys()) == sorted(want.array_keys())
+    for name in want.array_keys():
+        assert np.array_equal(have[name][:], want[name][:], equal_nan=True), name
+    assert (got / "frames.csv").read_text() == (expected / "frames.csv").read_text()
+
+
 @pytest.mark.scenario("predict_shards")
 def test_two_predict_shards_on_slurm_one_preempted_give_one_process_store(scenarios):
     """Shard 0, sent SIGUSR2 after its first chunk, stores what it has, requeues and finishes in its next attempt;
     the two shards' store equals one process's, bit for bit, table included."""
-    import numpy as np
-    import zarr
-
     scenario = scenarios["predict_shards"].result()
-    sharded, one = scenario.folder / "sharded", scenario.folder / "one"
-    logs = "\n".join(
-        path.read_text(errors="replace")
-        for path in (scenario.folder / "logs").rglob("*")
-        if path.is_file() and path.suffix in (".log", ".out", ".err")
-    )
+    logs = _logs(scenario.folder / "logs")
     assert "SIGUSR2 received: no new frames" in logs, logs[-3000:]
     assert re.search(r"SLURM job \S+ requeued: the next attempt continues", logs), logs[-3000:]
     assert "Traceback" not in logs, logs[-3000:]
-    manifest = json.loads((sharded / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["frames_done"] == 12 and manifest["frames_skipped"] == 0
-    expected = zarr.open_group(one / "sequence.zarr", mode="r")
-    got = zarr.open_group(sharded / "sequence.zarr", mode="r")
-    assert sorted(got.array_keys()) == sorted(expected.array_keys())
-    for name in expected.array_keys():
-        assert np.array_equal(got[name][:], expected[name][:], equal_nan=True), name
-    assert (sharded / "frames.csv").read_text() == (one / "frames.csv").read_text()
+    _assert_same_store(scenario.folder / "sharded", scenario.folder / "one")
+
+
+@pytest.mark.scenario("predict_shards")
+def test_predict_over_two_nodes_spreads_the_frames_and_resumes_without_recomputing(scenarios):
+    """Each shard's job runs one rank per node (worker = shard x 2 + rank): the 4 workers' first plans cover the 12
+    frames once, on node1 and node2; shard 0's requeued attempt, again on both nodes, plans exactly the frames not
+    stored yet (one of its ranks may have none: an empty loader on one rank must not stop the other); and the frames
+    computed over every worker and attempt add up to 12: none computed twice."""
+    scenario = scenarios["predict_shards"].result()
+    pattern = (
+        r"worker (\d) of 4 \(shard (\d), rank (\d) on (\S+)\): (\d+) frames to do in \d+ chunks \(\d+ of the "
+        r"session's 12 done already\)"
+    )
+    computed = r"predict: worker \d of 4: (\d+) frames in"
+    first, later, computed_first, computed_later = [], [], [], []
+    for path in sorted((scenario.folder / "logs").rglob("predict.log")):  # one per job (shard), attempts appended
+        text = path.read_text()
+        plans = re.findall(pattern, text)
+        first, later = first + plans[:2], later + plans[2:]  # the first 2: attempt 1
+        attempt1, _, attempt2 = text.partition("requeued: the next attempt continues")
+        computed_first += [int(n) for n in re.findall(computed, attempt1)]
+        computed_later += [int(n) for n in re.findall(computed, attempt2)]
+    expected = [("0", "0", "0", "node1"), ("1", "0", "1", "node2"), ("2", "1", "0", "node1"), ("3", "1", "1", "node2")]
+    assert sorted(plan[:4] for plan in first) == expected, (first, later)
+    assert sum(int(plan[4]) for plan in first) == 12, first  # the shards' plans cover the recording once
+    assert sorted(plan[:4] for plan in later) == expected[:2], later  # shard 0 again, on both nodes
+    # the requeued attempt plans exactly what the first left, and computes it: over all, no frame twice
+    assert sum(int(plan[4]) for plan in later) == sum(computed_later) == 12 - sum(computed_first) > 0, later

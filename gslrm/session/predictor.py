@@ -178,6 +178,9 @@ class SequencePredictor(L.LightningModule):
         self.num_input_views = num_input_views
         self.config = config
         self.seconds = {"model": 0.0, "to_world": 0.0}  # where a frame's time goes (the bench's stage figures)
+        # A rank whose chunks are all stored (a resumed attempt, more ranks than chunks) has an empty loader. Lightning
+        # raises on that rank by default, and the other ranks then lose their peer in the next collective.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[FrameResult]:
         results = []
