@@ -234,23 +234,25 @@ def _predict_shards_scenario(cluster, scenario: Scenario, rodent_root) -> Scenar
         + [*common, f"predict.out={tmp_path / 'sharded'}", "predict.num_shards=2", "predict.shard=0,1"]
         + ["hydra.launcher.nodes=2", "trainer=ddp", "trainer.accelerator=cpu"],
         cwd=tmp_path,
-        env=env | {"GSLRM_TEST_SLOW_CHUNK_WRITE": "0.3"},
+        env=env | {"GSLRM_TEST_SLOW_CHUNK_WRITE": "1.0"},  # ~5 s a chunk: the signal lands before shard 0 ends
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    reference = subprocess.run(
+    reference = subprocess.Popen(  # meanwhile: the signal below must not wait for it
         [sys.executable, str(ROOT / "predict.py"), *common, f"predict.out={tmp_path / 'one'}"],
         cwd=tmp_path,
         env={k: v for k, v in env.items() if not k.startswith("SLURM_")},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
-    assert reference.returncode == 0, reference.stderr[-3000:]
     _wait_for_file("sharded/done/chunk_000000.json", tmp_path, timeout=240)
     names = cluster.run("squeue", "--noheader", f"--name={tmp_path.name}", "--format=%i", check=False).stdout.split()
     shard0 = next((job for job in names if job.endswith("_0")), min(names, default=None))
     assert shard0 is not None, f"no job of {tmp_path.name} running: {names}"
     cluster.run("scancel", "--signal=USR2", shard0)
+    output, _ = reference.communicate(timeout=300)
+    assert reference.returncode == 0, output[-3000:]
     _wait(sweep, tmp_path, timeout=400)
     scenario.facts.update(shard0=shard0)
     return scenario
