@@ -24,6 +24,9 @@ FORMATS = ("mammal", "anipose", "dannce")
 KINDS = (*FORMATS, "anipose_fisheye")  # the recordings: each format, and anipose through fisheye lenses
 
 
+# one xdist worker for the module: its module-scoped recording and imports (~20 s) are then made once, not per worker
+pytestmark = pytest.mark.xdist_group("import")
+
 # no split files, one worker, no check report: what most import tests pass besides their own options
 QUIET = ["--split", "", "--workers", "1", "--no-check"]
 
