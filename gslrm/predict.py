@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch.nn.functional as F
 from torch import Tensor
 
+from gslrm.data.resolution import resize_views
 from gslrm.model.gaussians import Gaussians
 from gslrm.model.gslrm import GSLRM, ModelOutput
 from gslrm.render import RenderConfig, RenderOutput, render
 
-__all__ = ["predict_gaussians", "predict_and_render", "renderer", "resize_views"]
+__all__ = ["predict_gaussians", "predict_and_render", "renderer"]
 
 
 def renderer(gaussians: Gaussians, batch: dict, settings: RenderConfig) -> Callable[[Tensor, Tensor], RenderOutput]:
@@ -25,17 +25,6 @@ def renderer(gaussians: Gaussians, batch: dict, settings: RenderConfig) -> Calla
         )
 
     return render_cameras
-
-
-def resize_views(image: Tensor, fxfycxcy: Tensor, width: int) -> tuple[Tensor, Tensor]:
-    """Views ``image`` [b, v, c, h, w] resized to ``width`` pixels across (smaller: each pixel the mean of the area it
-    covers; larger: bilinear), with their intrinsics: pixel centres sit at +0.5, so fx, fy, cx and cy all scale by
-    the same factor."""
-    height = round(image.shape[-2] * width / image.shape[-1])
-    factor = width / image.shape[-1]
-    mode = {"mode": "area"} if factor < 1 else {"mode": "bilinear", "align_corners": False}
-    resized = F.interpolate(image.flatten(0, 1), size=(height, width), **mode)
-    return resized.unflatten(0, image.shape[:2]), fxfycxcy * factor
 
 
 def predict_gaussians(

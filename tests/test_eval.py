@@ -289,7 +289,7 @@ def test_eval_on_two_cpu_processes_matches_one(tmp_path, rodent_root, trained):
 
 def test_resize_views_known_answer():
     """Smaller: each pixel the mean of the 2x2 block it covers; the intrinsics halve (pixel centres at +0.5)."""
-    from gslrm.predict import resize_views
+    from gslrm.data.resolution import resize_views
 
     image = torch.arange(16.0).reshape(1, 1, 1, 4, 4).expand(2, 3, 3, 4, 4)
     fxfycxcy = torch.tensor([10.0, 12.0, 2.0, 2.0]).expand(2, 3, 4)
@@ -302,7 +302,8 @@ def test_resize_views_known_answer():
 def test_eval_input_size_feeds_the_model_resized_inputs_and_scores_at_the_data_size():
     """eval.input_size: the model sees the inputs at its training size, the targets are rendered at the data's."""
     from gslrm.cameras import turntable_cameras
-    from gslrm.predict import predict_and_render, resize_views
+    from gslrm.data.resolution import resize_views
+    from gslrm.predict import predict_and_render
 
     model = GSLRM(ModelConfig(dim=32, depth=1, head_dim=16)).eval()
     c2w, k = turntable_cameras(6, 32, elevation_deg=20.0)

@@ -20,13 +20,14 @@ def make_module(**optim):
     return GSLRMModule(TINY, loss, OptimConfig(warmup_steps=2, **optim), num_input_views=4, val_lpips=False)
 
 
-def fit(module, rodent_root, steps):
+def fit(module, rodent_root, steps, **data_options):
     data = DataConfig(
         root=str(rodent_root),
         image_size=16,
         num_workers=0,
         batch_size=1,
         normalization=NormalizationConfig(up=[0, 0, 1]),
+        **data_options,
     )
     trainer = L.Trainer(
         accelerator="cpu",
@@ -147,3 +148,25 @@ def test_random_background_supervision_renders_and_targets_on_one_new_colour(rod
     assert seen["losses"][0].background[0].tolist() != background.tolist()  # a new colour every step
     message = composition_error("config", "loss.background=green")
     assert "loss.background=green" in message and "Invalid value 'green', expected one of [data, random]" in message
+
+
+def test_progressive_resolution_trains_each_step_at_its_scheduled_size(rodent_root):
+    """data.image_size_schedule [[0, 8], [2, 16]]: steps 0-1 see 8 px inputs and are supervised at 8 px (renders and
+    targets alike), steps 2-3 at the loader's 16 px; the logged metrics/image_size follows."""
+    module = make_module()
+    seen = {"inputs": [], "targets": [], "renders": []}
+    model_forward, loss_forward = module.model.forward, module.losses.forward
+
+    def model_spy(image, *args, **kwargs):
+        seen["inputs"].append(image.shape[-1])
+        return model_forward(image, *args, **kwargs)
+
+    def loss_spy(inputs, step):
+        seen["targets"].append(inputs.target.shape[-1])
+        seen["renders"].append(inputs.render.shape[-1])
+        return loss_forward(inputs, step)
+
+    module.model.forward, module.losses.forward = model_spy, loss_spy
+    trainer = fit(module, rodent_root, 4, image_size_schedule=[[0, 8], [2, 16]])
+    assert seen == {"inputs": [8, 8, 16, 16], "targets": [8, 8, 16, 16], "renders": [8, 8, 16, 16]}
+    assert float(trainer.callback_metrics["metrics/image_size"]) == 16.0

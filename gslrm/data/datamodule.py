@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from gslrm.data.dataset import DataConfig, ViewDataset, split_file
 from gslrm.data.format import DataFormatError
+from gslrm.data.resolution import ResolutionSchedule, resize_batch
 from gslrm.depth.priors import DepthPriors
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,23 @@ class ViewDataModule(L.LightningDataModule):
         self.test_split = test_split  # what trainer.test runs on (eval.py split=val|test)
         self.priors = priors
         self.datasets: dict[str, ViewDataset] = {}
+        self.resolution = ResolutionSchedule.parse(config.image_size_schedule, config.image_size)
+        self.training_size = config.image_size  # the size of the last training batch (logged when it changes)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Training batches get their depth priors and confidence here, on the training device (MiDaS runs in the
-        main process, on the GPU where there is one, not in the loader's workers): the loss terms read them."""
+        """Training batches are resized to the step's scheduled size (data.image_size_schedule), then get their
+        depth priors and confidence here, on the training device (MiDaS runs in the main process, on the GPU where
+        there is one, not in the loader's workers): the loss terms read them."""
         trainer = self.trainer  # None outside a fit
-        if self.priors is not None and trainer is not None and trainer.training and not is_empty(batch):
+        if trainer is None or not trainer.training or is_empty(batch):
+            return batch
+        if self.resolution:
+            size = self.resolution.size_at(trainer.global_step)
+            if size != self.training_size:
+                log.info("training at %d px from step %d (data.image_size_schedule)", size, trainer.global_step)
+                self.training_size = size
+            batch = resize_batch(batch, size)
+        if self.priors is not None:
             batch = self.priors.attach(batch)
         return batch
 

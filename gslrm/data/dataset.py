@@ -34,6 +34,7 @@ from gslrm.data.maps import (
     to_confidence,
     to_disparity,
 )
+from gslrm.data.resolution import ResolutionSchedule
 from gslrm.rig import NormalizationConfig, fit_rig_transform
 from gslrm.session.world import world_from_normalized
 
@@ -75,6 +76,8 @@ class DataConfig:
     val_list: str | None = None
     test_list: str | None = None
     image_size: int = 128
+    # progressive resolution: [[step, size], ...] trains at ``size`` from optimizer step ``step`` on (resolution.py)
+    image_size_schedule: list[list[int]] = field(default_factory=list)
     num_views: int = 6  # views per sample that the rig must have
     num_input_views: int = 4
     input_views: list[int] | None = None  # explicit input frame indices (default: the first num_input_views)
@@ -108,6 +111,7 @@ class DataConfig:
             self.confidence_maps = coerce(MapConfig, self.confidence_maps).resolved(
                 "data.confidence_maps", CONFIDENCE_KINDS
             )
+        ResolutionSchedule.parse(self.image_size_schedule, self.image_size)  # a bad entry fails at start-up
         if not 0 < self.num_input_views <= self.num_views:
             raise ValueError(f"data.num_input_views: must be in 1..num_views={self.num_views}")
 

@@ -226,6 +226,7 @@ class GSLRMModule(L.LightningModule):
                     "metrics/param_update_step": float(self.global_step),
                     "metrics/skipped_samples": self.skipped_samples.float(),
                     "metrics/trained_samples": self.trained_samples.float(),
+                    "metrics/image_size": float(batch["image"].shape[-1]),  # data.image_size_schedule's
                 },
                 batch_size=batch_size,
             )
