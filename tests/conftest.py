@@ -13,9 +13,30 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
+import fcntl  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """``name``'s folder, made by ``make(folder)`` once for the whole run: pytest-xdist's workers each hold their own
+    session fixtures, so the first worker makes it under a lock in the folder they share and the others wait for it
+    and read it (the fixtures below are read-only for the tests that use them)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if make() fails
+        if not (shared / f"{name}.done").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed half-way
+            folder.mkdir()
+            make(folder)
+            (shared / f"{name}.done").touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -23,16 +44,23 @@ def rodent_root(tmp_path_factory):
     """A small generated rodent dataset shared by the session (3 train + 1 val samples)."""
     from gslrm.data.rodent import ensure_dataset
 
-    return ensure_dataset(tmp_path_factory.mktemp("rodent") / "rodent", samples=4, val_samples=1, seed=3)
+    folder = made_once(
+        tmp_path_factory, "rodent", lambda folder: ensure_dataset(folder / "rodent", samples=4, val_samples=1, seed=3)
+    )
+    return folder / "rodent"
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, rodent_root):
     """train.py run directory: the tiny model trained 4 steps on rodent_root with the (offline) wandb logger,
     pictures every 2 passes (shared by the eval and refinement tests)."""
+    tmp_path = made_once(tmp_path_factory, "trained", lambda folder: _train_tiny(folder, rodent_root))
+    return next((tmp_path / "logs" / "train" / "runs").glob("*"))
+
+
+def _train_tiny(tmp_path, rodent_root) -> None:
     from cli import TRAINED_IMAGE_SIZE, run_script
 
-    tmp_path = tmp_path_factory.mktemp("trained")
     run_script(
         "train.py",
         tmp_path,
@@ -45,7 +73,6 @@ def trained_run(tmp_path_factory, rodent_root):
         "trainer.log_every_n_steps=1",
         "callbacks.visuals.turntable_views=4",
     )
-    return next((tmp_path / "logs" / "train" / "runs").glob("*"))
 
 
 def skip_or_fail(reason: str) -> None:

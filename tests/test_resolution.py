@@ -13,14 +13,17 @@ def test_schedule_sizes_known_answers():
     late = ResolutionSchedule.parse([[100, 16]], image_size=64)  # before its first step: the loader's size
     assert (late.size_at(99), late.size_at(100)) == (64, 16)
     assert not ResolutionSchedule.parse([], image_size=64) and late
+    # data.image_size=16 under the default [[0, 32], [2400, 64]]: sizes above the loader's are the loader's
+    capped = ResolutionSchedule.parse([[0, 32], [2400, 64]], image_size=16)
+    assert (capped.size_at(0), capped.size_at(2400)) == (16, 16)
 
 
 @pytest.mark.parametrize(
     "pairs, message",
     [
         ([[0, 32], [0, 64]], r"step 0 after step 0: steps must increase"),
-        ([[0, 128]], r"\[0, 128\]: expected a step >= 0 and a size in 8..data.image_size=64"),
-        ([[0, 4]], r"\[0, 4\]: expected a step >= 0 and a size in 8..data.image_size=64"),
+        ([[-1, 32]], r"\[-1, 32\]: expected a step >= 0 and a size of at least 8 pixels"),
+        ([[0, 4]], r"\[0, 4\]: expected a step >= 0 and a size of at least 8 pixels"),
         ([[0, 32, 1]], r"\[0, 32, 1\]: expected \[step, image size\], two integers"),
         ([32], r"32: expected \[step, image size\], two integers"),
     ],
