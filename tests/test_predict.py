@@ -383,6 +383,42 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_store(trained_run, se
     assert _table(out) == _table(reference)
 
 
+@pytest.mark.slow  # two DDP ranks: a predict.py process and the one Lightning starts for rank 1
+def test_a_ddp_rank_with_no_frame_waits_for_the_other(trained_run, session_root, tmp_path):
+    """One chunk over 2 DDP ranks (a resumed attempt's last chunk looks like this): rank 1's loader is empty. Lightning
+    raised on that rank by default and rank 0 then lost its peer; now rank 1 waits and the store equals one
+    process's."""
+    ckpt = _checkpoint(trained_run)
+    reference = tmp_path / "reference"
+    _predict(ckpt, session_root, reference, "frames=0:2")
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        str(ROOT / "predict.py"),
+        f"ckpt_path={ckpt}",
+        "data=mouse",
+        f"data.root={session_root}",
+        "data.image_size=16",
+        "data.num_workers=0",
+        f"predict.out={out}",
+        "predict.frames_per_chunk=3",
+        "predict.num_workers=0",
+        "frames=0:2",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+    ]
+    env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"))
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr + "".join(p.read_text() for p in (tmp_path / "logs").rglob("*.log"))
+    assert "worker 1 of 2 (shard 0, rank 1 on " in log and "0 frames to do in 0 chunks" in log, log[-3000:]
+    expected = _arrays(reference)
+    for name, array in _arrays(out).items():
+        assert np.array_equal(array, expected[name], equal_nan=True), name
+    assert _table(out) == _table(reference)
+
+
 def test_video_frame_known_answer_the_rig_centre_is_drawn_at_the_centre():
     """A black Gaussian at the rig centre (the normalized origin, in a world 400 mm away and scaled by 100) is drawn
     in the middle of the orbit view from every azimuth; nothing drawn: the background."""

@@ -49,6 +49,7 @@ CHECKPOINT_EVERY = 10
 # left at step 10 however fast this machine is, and the waits leave the cores to the other scenarios
 PREEMPTION_STEPS, TIME_LIMIT_STEPS, DDP_STEPS, NODE_LOST_STEPS = 60, 80, 40, 40
 LAYOUT_STEPS = 12
+PREDICT_FRAMES = 16  # the predict scenario's recording: 4 one-frame chunks for each of its 4 workers
 PACED = ["+callbacks.pace._target_=pacing.Pace", "+callbacks.pace.seconds=0.1"]
 
 
@@ -206,25 +207,28 @@ def _time_limit_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
 
 
 def _predict_shards_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
-    """``predict.py -m predict.shard=0,1 predict.num_shards=2 hydra.launcher.nodes=2 trainer=ddp`` over a 12-frame
-    recording in 2-frame chunks: 2 jobs of 2 ranks each, one rank per node, 4 workers (shard 0's: chunks 0, 4 and 1,
-    5), each chunk's write slowed (GSLRM_TEST_SLOW_CHUNK_WRITE); shard 0 sent SIGUSR2 once its first chunk is stored.
-    And one process without SLURM into another store, the reference."""
+    """``predict.py -m predict.shard=0,1 predict.num_shards=2 hydra.launcher.nodes=2 trainer=ddp`` over a 16-frame
+    recording in 1-frame chunks: 2 jobs of 2 ranks each, one rank per node, 4 workers of 4 frames (shard 0's: chunks
+    0, 4, 8, 12 and 2, 6, 10, 14), each chunk's write slowed to ~5 s (GSLRM_TEST_SLOW_CHUNK_WRITE); shard 0 sent
+    SIGUSR2 once chunk 0 is stored. By then worker 0 has been handed frames 1 and 2 (the loop fetches one ahead), and
+    the signal lands during frame 1's slow write, so frame 3 is never handed out: a frame is always left for the
+    requeued attempt. (With 2 frames a worker fewer, every frame could be handed out before the signal: it was, in
+    a loaded run.) And one process without SLURM into another store, the reference."""
     from test_inference import _five_input_checkpoint
 
     from gslrm.data.rodent import ensure_dataset
 
     tmp_path = scenario.folder
-    root = ensure_dataset(tmp_path / "rodent", samples=12, val_samples=2, seed=5)
+    root = ensure_dataset(tmp_path / "rodent", samples=PREDICT_FRAMES, val_samples=2, seed=5)
     ckpt = _five_input_checkpoint(tmp_path / "initial.ckpt", num_input_views=4)
     common = [
         f"ckpt_path={ckpt}",
         f"data.root={root}",
-        "data.generator.samples=12",
+        f"data.generator.samples={PREDICT_FRAMES}",
         "data.generator.val_samples=2",
         "data.generator.seed=5",
         "data.image_size=16",
-        "predict.frames_per_chunk=2",
+        "predict.frames_per_chunk=1",
         "predict.num_workers=0",
     ]
     env = _env(cluster, tmp_path)
@@ -593,7 +597,7 @@ def _assert_same_store(got: Path, expected: Path) -> None:
     import zarr
 
     manifest = json.loads((got / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["frames_done"] == 12 and manifest["frames_skipped"] == 0
+    assert manifest["complete"] and manifest["frames_done"] == PREDICT_FRAMES and manifest["frames_skipped"] == 0
     want, have = zarr.open_group(expected / "sequence.zarr", mode="r"), zarr.open_group(got / "sequence.zarr", mode="r")
     assert sorted(have.array_keys()) == sorted(want.array_keys())
     for name in want.array_keys():
@@ -615,14 +619,14 @@ def test_two_predict_shards_on_slurm_one_preempted_give_one_process_store(scenar
 
 @pytest.mark.scenario("predict_shards")
 def test_predict_over_two_nodes_spreads_the_frames_and_resumes_without_recomputing(scenarios):
-    """Each shard's job runs one rank per node (worker = shard x 2 + rank): the 4 workers' first plans cover the 12
+    """Each shard's job runs one rank per node (worker = shard x 2 + rank): the 4 workers' first plans cover the 16
     frames once, on node1 and node2; shard 0's requeued attempt, again on both nodes, plans exactly the frames not
     stored yet (one of its ranks may have none: an empty loader on one rank must not stop the other); and the frames
-    computed over every worker and attempt add up to 12: none computed twice."""
+    computed over every worker and attempt add up to 16: none computed twice."""
     scenario = scenarios["predict_shards"].result()
     pattern = (
         r"worker (\d) of 4 \(shard (\d), rank (\d) on (\S+)\): (\d+) frames to do in \d+ chunks \(\d+ of the "
-        r"session's 12 done already\)"
+        rf"session's {PREDICT_FRAMES} done already\)"
     )
     computed = r"predict: worker \d of 4: (\d+) frames in"
     first, later, computed_first, computed_later = [], [], [], []
@@ -635,7 +639,7 @@ def test_predict_over_two_nodes_spreads_the_frames_and_resumes_without_recomputi
         computed_later += [int(n) for n in re.findall(computed, attempt2)]
     expected = [("0", "0", "0", "node1"), ("1", "0", "1", "node2"), ("2", "1", "0", "node1"), ("3", "1", "1", "node2")]
     assert sorted(plan[:4] for plan in first) == expected, (first, later)
-    assert sum(int(plan[4]) for plan in first) == 12, first  # the shards' plans cover the recording once
+    assert sum(int(plan[4]) for plan in first) == PREDICT_FRAMES, first  # the shards' plans cover the recording once
     assert sorted(plan[:4] for plan in later) == expected[:2], later  # shard 0 again, on both nodes
     # the requeued attempt plans exactly what the first left, and computes it: over all, no frame twice
-    assert sum(int(plan[4]) for plan in later) == sum(computed_later) == 12 - sum(computed_first) > 0, later
+    assert sum(int(plan[4]) for plan in later) == sum(computed_later) == PREDICT_FRAMES - sum(computed_first) > 0, later
