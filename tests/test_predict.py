@@ -217,6 +217,31 @@ def _predict(ckpt, root, out, *overrides):
     return predict(cfg)
 
 
+def _predict_command(ckpt, root, out, *overrides) -> list[str]:
+    """``_predict``'s run as a ``predict.py`` process (the tests that kill it or run it on 2 DDP ranks)."""
+    return [
+        sys.executable,
+        str(ROOT / "predict.py"),
+        f"ckpt_path={ckpt}",
+        "data=mouse",
+        f"data.root={root}",
+        "data.image_size=16",
+        "data.num_workers=0",
+        f"predict.out={out}",
+        "predict.frames_per_chunk=3",
+        "predict.num_workers=0",
+        *overrides,
+    ]
+
+
+def _assert_same_store(got, expected) -> None:
+    """Every array bit for bit (NaN where NaN) and the same frame table."""
+    want = _arrays(expected)
+    for name, array in _arrays(got).items():
+        assert np.array_equal(array, want[name], equal_nan=True), name
+    assert _table(got) == _table(expected)
+
+
 def _truth(root):
     rows = np.loadtxt(root.parent / "ground_truth" / "animal.csv", delimiter=",", skiprows=1)
     return {int(row[0]): row[1:] for row in rows}
@@ -353,17 +378,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_store(trained_run, se
     reference = tmp_path / "reference"
     _predict(ckpt, session_root, reference, "predict.frames_per_chunk=2")
     out = tmp_path / "killed"
-    command = [
-        sys.executable,
-        str(ROOT / "predict.py"),
-        f"ckpt_path={ckpt}",
-        "data=mouse",
-        f"data.root={session_root}",
-        "data.image_size=16",
-        f"predict.out={out}",
-        "predict.frames_per_chunk=2",
-        "predict.num_workers=0",
-    ]
+    command = _predict_command(ckpt, session_root, out, "predict.frames_per_chunk=2")
     env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"), GSLRM_TEST_SLOW_CHUNK_WRITE="0.5")
     process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -377,10 +392,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_store(trained_run, se
     assert 0 < done < FRAMES // 2
     result = subprocess.run(command, env=dict(env, GSLRM_TEST_SLOW_CHUNK_WRITE="0"), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    expected = _arrays(reference)
-    for name, array in _arrays(out).items():
-        assert np.array_equal(array, expected[name], equal_nan=True), name
-    assert _table(out) == _table(reference)
+    _assert_same_store(out, reference)
 
 
 @pytest.mark.slow  # two DDP ranks: a predict.py process and the one Lightning starts for rank 1
@@ -392,31 +404,15 @@ def test_a_ddp_rank_with_no_frame_waits_for_the_other(trained_run, session_root,
     reference = tmp_path / "reference"
     _predict(ckpt, session_root, reference, "frames=0:2")
     out = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        str(ROOT / "predict.py"),
-        f"ckpt_path={ckpt}",
-        "data=mouse",
-        f"data.root={session_root}",
-        "data.image_size=16",
-        "data.num_workers=0",
-        f"predict.out={out}",
-        "predict.frames_per_chunk=3",
-        "predict.num_workers=0",
-        "frames=0:2",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-    ]
+    command = _predict_command(
+        ckpt, session_root, out, "frames=0:2", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"
+    )
     env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"))
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr + "".join(p.read_text() for p in (tmp_path / "logs").rglob("*.log"))
     assert "worker 1 of 2 (shard 0, rank 1 on " in log and "0 frames to do in 0 chunks" in log, log[-3000:]
-    expected = _arrays(reference)
-    for name, array in _arrays(out).items():
-        assert np.array_equal(array, expected[name], equal_nan=True), name
-    assert _table(out) == _table(reference)
+    _assert_same_store(out, reference)
 
 
 def test_video_frame_known_answer_the_rig_centre_is_drawn_at_the_centre():

@@ -210,8 +210,8 @@ def _predict_shards_scenario(cluster, scenario: Scenario, rodent_root) -> Scenar
     """``predict.py -m predict.shard=0,1 predict.num_shards=2 hydra.launcher.nodes=2 trainer=ddp`` over a 16-frame
     recording in 1-frame chunks: 2 jobs of 2 ranks each, one rank per node, 4 workers of 4 frames (shard 0's: chunks
     0, 4, 8, 12 and 2, 6, 10, 14), each chunk's write slowed to ~5 s (GSLRM_TEST_SLOW_CHUNK_WRITE); shard 0 sent
-    SIGUSR2 once chunk 0 is stored. By then worker 0 has been handed frames 1 and 2 (the loop fetches one ahead), and
-    the signal lands during frame 1's slow write, so frame 3 is never handed out: a frame is always left for the
+    SIGUSR2 once chunk 0 is stored. By then worker 0 has been handed frame 1 and at most frame 2 (the loop fetches
+    one ahead), and the signal lands during frame 1's slow write, so frame 3 is never handed out: a frame is always left for the
     requeued attempt. (With 2 frames a worker fewer, every frame could be handed out before the signal: it was, in
     a loaded run.) And one process without SLURM into another store, the reference."""
     from test_inference import _five_input_checkpoint
