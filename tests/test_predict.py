@@ -196,42 +196,32 @@ def session_root(tmp_path_factory):
     return root
 
 
+def _overrides(ckpt, root, out) -> list[str]:
+    """The tests' predict.py settings: the session's recording at 16 px into ``out``, 3-frame chunks."""
+    return [
+        f"ckpt_path={ckpt}",
+        "data=mouse",
+        f"data.root={root}",
+        "data.image_size=16",
+        "data.num_workers=0",
+        f"predict.out={out}",
+        "predict.frames_per_chunk=3",
+        "predict.num_workers=0",
+    ]
+
+
 def _predict(ckpt, root, out, *overrides):
     from conftest import compose
 
     from predict import predict
 
-    cfg = compose(
-        "predict",
-        f"ckpt_path={ckpt}",
-        "data=mouse",
-        f"data.root={root}",
-        "data.image_size=16",
-        "data.num_workers=0",
-        f"predict.out={out}",
-        "predict.frames_per_chunk=3",
-        "predict.num_workers=0",
-        f"paths.output_dir={out.parent / 'run'}",
-        *overrides,
-    )
+    cfg = compose("predict", *_overrides(ckpt, root, out), f"paths.output_dir={out.parent / 'run'}", *overrides)
     return predict(cfg)
 
 
 def _predict_command(ckpt, root, out, *overrides) -> list[str]:
     """``_predict``'s run as a ``predict.py`` process (the tests that kill it or run it on 2 DDP ranks)."""
-    return [
-        sys.executable,
-        str(ROOT / "predict.py"),
-        f"ckpt_path={ckpt}",
-        "data=mouse",
-        f"data.root={root}",
-        "data.image_size=16",
-        "data.num_workers=0",
-        f"predict.out={out}",
-        "predict.frames_per_chunk=3",
-        "predict.num_workers=0",
-        *overrides,
-    ]
+    return [sys.executable, str(ROOT / "predict.py"), *_overrides(ckpt, root, out), *overrides]
 
 
 def _assert_same_store(got, expected) -> None:
