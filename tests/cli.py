@@ -1,9 +1,10 @@
-"""Run train.py / eval.py as users do: a subprocess with Hydra overrides, logs under tmp_path/logs."""
+"""Run train.py / eval.py as users do: a process of its own (forked warm: tests/warm_python.py) with Hydra overrides,
+logs under tmp_path/logs."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+import warm_python
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED_IMAGE_SIZE = 16  # conftest.trained_run trains at this size
@@ -26,8 +27,8 @@ def run_script(script, tmp_path, rodent_root, *overrides, check=True, multirun=F
         os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"), WANDB_MODE="offline", WANDB_SILENT="true", **(env or {})
     )
     data = data_overrides(rodent_root) if rodent_root is not None else []
-    command = [sys.executable, str(ROOT / script), *(["-m"] if multirun else []), *data, *overrides]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    arguments = [str(ROOT / script), *(["-m"] if multirun else []), *data, *overrides]
+    result = warm_python.run(arguments, cwd=tmp_path, env=env, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"

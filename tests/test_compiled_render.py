@@ -4,13 +4,13 @@ library's build cache, build lock and typed call boundary."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import warm_python
+from cli import ROOT
 
 from gslrm.model.gaussians import Gaussians
 from gslrm.render import RenderConfig, render
@@ -146,7 +146,7 @@ def scalar_ext_dir(tmp_path_factory) -> Path:
     """A cache folder holding the scalar (one-lane) build, compiled once for the tests that need it."""
     folder = tmp_path_factory.mktemp("scalar_ext")
     env = {**os.environ, "GSLRM_EXT_DIR": str(folder), "GSLRM_SIMD": "scalar"}
-    done = subprocess.run([sys.executable, "-m", "gslrm.render.compiled"], env=env, capture_output=True, text=True)
+    done = warm_python.run(["-m", "gslrm.render.compiled"], cwd=os.getcwd(), env=env)
     assert done.returncode == 0 and list(folder.glob("*.so")), done.stdout + done.stderr
     return folder
 
@@ -163,13 +163,7 @@ def test_simd_compositing_equals_the_scalar_build(tmp_path, scalar_ext_dir):
         env.pop("GSLRM_SIMD", None)
         if simd:
             env["GSLRM_SIMD"] = simd
-        done = subprocess.run(
-            [sys.executable, "-c", SCALAR_SCRIPT, str(tmp_path / f"{name}.npz")],
-            env=env,
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parents[1],
-        )
+        done = warm_python.run(["-c", SCALAR_SCRIPT, str(tmp_path / f"{name}.npz")], env=env, cwd=ROOT)
         assert done.returncode == 0, done.stderr[-2000:]
         results[name] = np.load(tmp_path / f"{name}.npz")
     native, scalar = results["native"], results["scalar"]
@@ -197,10 +191,7 @@ def _python(script: str, *args: str, ext_dir: Path, simd: str | None = None, wai
     env.pop("GSLRM_SIMD", None)
     if simd:
         env["GSLRM_SIMD"] = simd
-    command = [sys.executable, "-c", script, *args]
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1]
-    )
+    process = warm_python.start(["-c", script, *args], env=env, cwd=ROOT)
     return process.communicate(timeout=300) if wait else process
 
 

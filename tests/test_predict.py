@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import warm_python
 from cli import ROOT
 
 # imported before the recording fixture runs MuJoCo: OSMesa's llvmpipe loads its LLVM, and triton's (imported by
@@ -380,7 +381,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_store(trained_run, se
     process.wait()
     done = len(list((out / "done").glob("chunk_*.json")))
     assert 0 < done < FRAMES // 2
-    result = subprocess.run(command, env=dict(env, GSLRM_TEST_SLOW_CHUNK_WRITE="0"), capture_output=True, text=True)
+    result = warm_python.run(command[1:], cwd=os.getcwd(), env=dict(env, GSLRM_TEST_SLOW_CHUNK_WRITE="0"))
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_same_store(out, reference)
 
@@ -398,7 +399,7 @@ def test_a_ddp_rank_with_no_frame_waits_for_the_other(trained_run, session_root,
         ckpt, session_root, out, "frames=0:2", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"
     )
     env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"))
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = warm_python.run(command[1:], cwd=os.getcwd(), env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr + "".join(p.read_text() for p in (tmp_path / "logs").rglob("*.log"))
     assert "worker 1 of 2 (shard 0, rank 1 on " in log and "0 frames to do in 0 chunks" in log, log[-3000:]

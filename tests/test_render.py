@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import warm_python
 
 from gslrm.cameras import turntable_cameras
 from gslrm.model.gaussians import SH_C0, Gaussians
@@ -254,8 +255,6 @@ def test_without_a_compiler_render_falls_back_to_torch_with_one_warning(tmp_path
     """No C++ compiler and nothing cached: `auto` renders with the torch path (same image) and warns once;
     `compiled` fails in one line with the reason."""
     import os
-    import subprocess
-    import sys
 
     script = """
 import logging, torch
@@ -274,9 +273,7 @@ except RuntimeError as error:
     print("ERROR", error)
 """
     env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "GSLRM_EXT_DIR": str(tmp_path / "ext")}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=Path(__file__).parents[1]
-    )
+    done = warm_python.run(["-c", script], env=env, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr
     assert "AVAILABLE False EQUAL True" in done.stdout
     assert done.stderr.count("compiled CPU rasterizer unavailable") == 1

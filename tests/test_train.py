@@ -3,11 +3,10 @@
 import csv
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+import warm_python
 from cli import ROOT, run_script
 
 
@@ -60,14 +59,7 @@ def test_missing_vgg_weights_is_one_clear_line(tmp_path, rodent_root):
 @pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_mouse_data_without_root_is_one_clear_line(tmp_path):
     env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "data=mouse"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = warm_python.run([str(ROOT / "train.py"), "data=mouse"], cwd=tmp_path, env=env, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "Missing mandatory value: data.root" in output and "Traceback" not in output
 

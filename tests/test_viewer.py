@@ -13,6 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
+import warm_python
 from cli import TRAINED_IMAGE_SIZE, data_overrides
 from conftest import skip_or_fail
 from gsplat.cuda._torch_impl import _quat_to_rotmat
@@ -279,14 +280,7 @@ def test_view_entry_point_serves_a_checkpoint_and_a_ply(tmp_path, rodent_root, t
     finally:
         viewer.stop()
 
-    bad = subprocess.run(
-        [sys.executable, "-m", "gslrm.view", f"ply={tmp_path / 'missing.ply'}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = warm_python.run(["-m", "gslrm.view", f"ply={tmp_path / 'missing.ply'}"], cwd=tmp_path, env=env, timeout=120)
     assert bad.returncode == 1 and "ply: " in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm_python
 
 from gslrm.weights import MissingWeightsError, destination, ensure, fetch, source, verify
 from gslrm.weights.download import WeightsChecksumError
@@ -156,9 +157,7 @@ def test_status_lists_every_network(mirror):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"corrupt copy")
     env = dict(os.environ)
-    done = subprocess.run(
-        [sys.executable, "-m", "gslrm.weights", "status"], capture_output=True, text=True, env=env, cwd=ROOT
-    )
+    done = warm_python.run(["-m", "gslrm.weights", "status"], env=env, cwd=ROOT)
     lines = {line.split()[0]: line for line in done.stdout.splitlines()}
     assert set(lines) == {"vgg19", "vgg16", "vgg19_mat", "midas_repo", "midas", "facelift"}
     assert (
@@ -175,12 +174,8 @@ def test_status_lists_every_network(mirror):
 @pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_fetch_command_with_a_cache_folder(mirror, tmp_path):
     cache = tmp_path / "cluster_cache"
-    done = subprocess.run(
-        [sys.executable, "-m", "gslrm.weights", "fetch", "vgg19", "vgg16", "--cache", str(cache)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        cwd=ROOT,
+    done = warm_python.run(
+        ["-m", "gslrm.weights", "fetch", "vgg19", "vgg16", "--cache", str(cache)], env=dict(os.environ), cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
     assert (cache / "torch" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth").is_file()
@@ -244,11 +239,11 @@ def test_facelift_from_a_populated_hub_cache_offline(tmp_path, monkeypatch):
         "print('PATH', p); print('KEYS', sorted(torch.load(p, weights_only=True)))"
     )
     env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    done = warm_python.run(["-c", code], env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert f"PATH {snapshot / 'ckpt_0000000000021125.pt'}" in done.stdout and "KEYS ['weight']" in done.stdout
     env["HF_HOME"] = str(tmp_path / "empty")  # not cached, offline: the one line
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    done = warm_python.run(["-c", code], env=env, cwd=ROOT)
     assert done.returncode != 0
     assert (
         "ckpt_0000000000021125.pt not found at" in done.stderr
