@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm_python
 from cli import ROOT, data_overrides
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
@@ -66,11 +67,10 @@ def _env(cluster, tmp_path) -> dict:
     )
 
 
-def _sweep(cluster, tmp_path, rodent_root, *overrides) -> subprocess.Popen:
+def _sweep(cluster, tmp_path, rodent_root, *overrides) -> warm_python.WarmProcess | subprocess.Popen:
     """``python train.py -m hydra/launcher=slurm ...`` in the background (it waits for its jobs); its SLURM jobs are
     named after ``tmp_path`` (``squeue --name``), so that concurrent scenarios find their own."""
     command = [
-        sys.executable,
         str(ROOT / "train.py"),
         "-m",
         *LAUNCHER,
@@ -79,11 +79,10 @@ def _sweep(cluster, tmp_path, rodent_root, *overrides) -> subprocess.Popen:
         *TRAINING,
         *overrides,
     ]
-    log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115 - closed by the process's end
-    return subprocess.Popen(command, cwd=tmp_path, env=_env(cluster, tmp_path), stdout=log, stderr=subprocess.STDOUT)
+    return warm_python.start(command, cwd=tmp_path, env=_env(cluster, tmp_path), output=tmp_path / "sweep.log")
 
 
-def _wait(process: subprocess.Popen, tmp_path: Path, timeout: float) -> None:
+def _wait(process: warm_python.WarmProcess | subprocess.Popen, tmp_path: Path, timeout: float) -> None:
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -232,31 +231,27 @@ def _predict_shards_scenario(cluster, scenario: Scenario, rodent_root) -> Scenar
         "predict.num_workers=0",
     ]
     env = _env(cluster, tmp_path)
-    log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115 - closed by the process's end
-    sweep = subprocess.Popen(
-        [sys.executable, str(ROOT / "predict.py"), "-m", *LAUNCHER, f"hydra.launcher.name={tmp_path.name}"]
+    sweep = warm_python.start(
+        [str(ROOT / "predict.py"), "-m", *LAUNCHER, f"hydra.launcher.name={tmp_path.name}"]
         + [*common, f"predict.out={tmp_path / 'sharded'}", "predict.num_shards=2", "predict.shard=0,1"]
         + ["hydra.launcher.nodes=2", "trainer=ddp", "trainer.accelerator=cpu"],
         cwd=tmp_path,
         env=env | {"GSLRM_TEST_SLOW_CHUNK_WRITE": "1.0"},  # ~5 s a chunk: the signal lands before shard 0 ends
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        output=tmp_path / "sweep.log",
     )
-    reference = subprocess.Popen(  # meanwhile: the signal below must not wait for it
-        [sys.executable, str(ROOT / "predict.py"), *common, f"predict.out={tmp_path / 'one'}"],
+    reference = warm_python.start(  # meanwhile: the signal below must not wait for it
+        [str(ROOT / "predict.py"), *common, f"predict.out={tmp_path / 'one'}"],
         cwd=tmp_path,
         env={k: v for k, v in env.items() if not k.startswith("SLURM_")},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        output=tmp_path / "reference.log",
     )
     _wait_for_file("sharded/done/chunk_000000.json", tmp_path, timeout=240)
     names = cluster.run("squeue", "--noheader", f"--name={tmp_path.name}", "--format=%i", check=False).stdout.split()
     shard0 = next((job for job in names if job.endswith("_0")), min(names, default=None))
     assert shard0 is not None, f"no job of {tmp_path.name} running: {names}"
     cluster.run("scancel", "--signal=USR2", shard0)
-    output, _ = reference.communicate(timeout=300)
-    assert reference.returncode == 0, output[-3000:]
+    reference.wait(timeout=300)
+    assert reference.returncode == 0, (tmp_path / "reference.log").read_text()[-3000:]
     _wait(sweep, tmp_path, timeout=400)
     scenario.facts.update(shard0=shard0)
     return scenario
@@ -335,14 +330,12 @@ def _ddp_layouts_scenario(cluster, scenario: Scenario, rodent_root) -> Scenario:
     training = _ddp_training(scenario, LAYOUT_STEPS)
     extension_cache = tmp_path / "ext"  # empty: the ranks of both nodes find no library and must build one
     env = _env(cluster, tmp_path) | {"GSLRM_EXT_DIR": str(extension_cache)}
-    log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115 - closed by the process's end
-    sweep = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), "-m", *LAUNCHER, f"hydra.launcher.name={tmp_path.name}"]
+    sweep = warm_python.start(
+        [str(ROOT / "train.py"), "-m", *LAUNCHER, f"hydra.launcher.name={tmp_path.name}"]
         + ["hydra.launcher.nodes=2", "trainer=ddp", *training, "logger=wandb"],
         cwd=tmp_path,
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        output=tmp_path / "sweep.log",
     )
     reference = tmp_path / "reference"
     reference.mkdir()

@@ -22,20 +22,23 @@ import runpy
 import subprocess
 import sys
 import tempfile
+import threading
 
 # third-party only: gslrm is what the runs test, so each run imports it itself
 PRELOAD = ["torch", "torchvision", "torchmetrics", "lightning", "hydra", "omegaconf", "scipy.signal", "einops"]
 COLD = os.environ.get("GSLRM_TEST_COLD") == "1"
 
 _context: multiprocessing.context.ForkServerContext | None = None
+_context_lock = threading.Lock()  # the SLURM scenarios start runs from several threads
 
 
 def _server() -> multiprocessing.context.ForkServerContext:
     global _context
-    if _context is None:
-        _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(PRELOAD)
-    return _context
+    with _context_lock:
+        if _context is None:
+            _context = multiprocessing.get_context("forkserver")
+            _context.set_forkserver_preload(PRELOAD)
+        return _context
 
 
 def _run_as_main(argv: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: str) -> None:
@@ -43,10 +46,13 @@ def _run_as_main(argv: list[str], cwd: str, env: dict[str, str], stdout: str, st
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    for fd, path in ((1, stdout), (2, stderr)):
-        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(target, fd)
-        os.close(target)
+    out = os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    err = out if stderr == stdout else os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    os.close(out)
+    if err != out:
+        os.close(err)
     try:
         if argv[0] == "-m":
             sys.argv = [argv[1], *argv[2:]]
@@ -67,18 +73,23 @@ def _run_as_main(argv: list[str], cwd: str, env: dict[str, str], stdout: str, st
 
 
 class WarmProcess:
-    """A started run: ``pid``, ``poll()``, ``kill()`` and ``communicate(timeout)`` as subprocess.Popen has them (text
-    output, read once it has ended)."""
+    """A started run: ``pid``, ``returncode``, ``poll()``, ``wait(timeout)``, ``kill()`` and ``communicate(timeout)``
+    as subprocess.Popen has them. Without ``output`` its stdout and stderr are read as text once it has ended; with
+    it, both go to that file (Popen's ``stdout=file, stderr=STDOUT``) and ``communicate`` gives ``(None, None)``."""
 
-    def __init__(self, argv: list[str], cwd, env: dict[str, str]):
+    def __init__(self, argv: list[str], cwd, env: dict[str, str], output=None):
         self.args = [sys.executable, *argv]
-        self._folder = tempfile.TemporaryDirectory(prefix="warm_python_")
-        self._out, self._err = (os.path.join(self._folder.name, name) for name in ("stdout", "stderr"))
-        for path in (self._out, self._err):  # there to read even if the child dies before it opens them
+        self._folder = None
+        if output is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="warm_python_")
+            streams = tuple(os.path.join(self._folder.name, name) for name in ("stdout", "stderr"))
+        else:
+            streams = (str(output), str(output))
+        for path in set(streams):  # there to read even if the child dies before it opens them
             open(path, "w").close()
-        self._process = _server().Process(
-            target=_run_as_main, args=(list(argv), str(cwd), dict(env), self._out, self._err)
-        )
+        self._streams = streams
+        arguments = (list(argv), str(cwd), dict(env), *streams)
+        self._process = _server().Process(target=_run_as_main, args=arguments)
         self._process.start()
         self.pid = self._process.pid
 
@@ -92,22 +103,33 @@ class WarmProcess:
     def kill(self) -> None:
         self._process.kill()
 
-    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+    def wait(self, timeout: float | None = None) -> int:
         self._process.join(timeout)
         if self._process.exitcode is None:
             raise subprocess.TimeoutExpired(self.args, timeout)
-        with open(self._out) as stdout, open(self._err) as stderr:
+        return self._process.exitcode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str | None, str | None]:
+        self.wait(timeout)
+        if self._folder is None:
+            return None, None
+        with open(self._streams[0]) as stdout, open(self._streams[1]) as stderr:
             output = stdout.read(), stderr.read()
         self._folder.cleanup()
         return output
 
 
-def start(argv: list[str], *, cwd, env: dict[str, str]) -> WarmProcess | subprocess.Popen:
-    """Like ``subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=PIPE, stderr=PIPE, text=True)``."""
+def start(argv: list[str], *, cwd, env: dict[str, str], output=None) -> WarmProcess | subprocess.Popen:
+    """Like ``subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=PIPE, stderr=PIPE, text=True)``, or
+    with ``output`` (a path) ``stdout=open(output, "w"), stderr=STDOUT``."""
     if COLD:
-        pipe = subprocess.PIPE
-        return subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=pipe, stderr=pipe, text=True)
-    return WarmProcess(argv, cwd, env)
+        command = [sys.executable, *argv]
+        if output is None:
+            pipe = subprocess.PIPE
+            return subprocess.Popen(command, cwd=cwd, env=env, stdout=pipe, stderr=pipe, text=True)
+        with open(output, "w") as log:
+            return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return WarmProcess(argv, cwd, env, output)
 
 
 def run(argv: list[str], *, cwd, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
