@@ -36,6 +36,8 @@ def test_random_view_selection_only_behind_flag(tiny_root):
     dataset = ViewDataset(config, "train")
     orders = {tuple(dataset[0]["index"][:2, 0].tolist()) for _ in range(20)}
     assert len(orders) > 1
+    validation = ViewDataset(config, "val")  # scored on the fixed inputs, as eval.py scores
+    assert {tuple(validation[0]["index"][:, 0].tolist()) for _ in range(5)} == {(0, 1, 2, 3, 4, 5)}
 
 
 def test_depth_is_cropped_and_scaled_with_the_rig(tiny_root):

@@ -183,7 +183,9 @@ class ViewDataset(Dataset):
             )
         if any(not 0 <= i < len(frames) for i in order):
             raise DataFormatError(f"{cameras_path}: frames: data.view_order {order} outside 0..{len(frames) - 1}")
-        if config.random_view_selection:
+        # training only: validation and eval keep the fixed inputs, so that a recipe's curve and eval.py's figures
+        # score the same views (with random val inputs the curve moved by 0.1 IoU with the draw)
+        if config.random_view_selection and self.split == "train":
             inputs = [int(i) for i in self.rng.choice(order, config.num_input_views, replace=False)]
         elif config.input_views is not None:
             inputs = list(config.input_views)
