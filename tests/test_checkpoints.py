@@ -4,12 +4,11 @@ fault injection (kill -9 at random moments, during checkpoint writes too) agains
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
+import warm_python
 from cli import ROOT, data_overrides, run_script
 
 from gslrm.lit.checkpoint_io import CheckpointSaveError, atomic_torch_save, unreadable_reason
@@ -108,16 +107,8 @@ def start_train(log_dir, rodent_root, *overrides, env=None, output=None):
     """train.py in the background; its output is piped, or written to ``output`` (a file: for a process that runs to
     its end unread, whose output would fill the pipe and stall it)."""
     env = dict(os.environ, GSLRM_LOG_DIR=str(log_dir), WANDB_MODE="offline", **(env or {}))
-    command = [sys.executable, str(ROOT / "train.py"), *data_overrides(rodent_root), *overrides]
-    return subprocess.Popen(
-        command,
-        cwd=log_dir.parent,
-        env=env,
-        stdout=subprocess.PIPE if output is None else open(output, "w"),  # noqa: SIM115 - the process owns it
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    command = [str(ROOT / "train.py"), *data_overrides(rodent_root), *overrides]
+    return warm_python.start(command, cwd=log_dir.parent, env=env, output=output, merge_stderr=True, new_session=True)
 
 
 def wait_for(condition, process, timeout=300.0):

@@ -7,7 +7,6 @@ import math
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -371,7 +370,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_store(trained_run, se
     out = tmp_path / "killed"
     command = _predict_command(ckpt, session_root, out, "predict.frames_per_chunk=2")
     env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"), GSLRM_TEST_SLOW_CHUNK_WRITE="0.5")
-    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    process = warm_python.start(command[1:], cwd=os.getcwd(), env=env, merge_stderr=True, new_session=True)
     deadline = time.monotonic() + 120
     while not list((out / "done").glob("chunk_*.json")) if out.exists() else True:
         assert process.poll() is None and time.monotonic() < deadline, "predict.py ended before the first chunk"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 import time
 import urllib.request
 
@@ -243,7 +241,6 @@ def test_view_entry_point_serves_a_checkpoint_and_a_ply(tmp_path, rodent_root, t
 
     port = free_port()
     command = [
-        sys.executable,
         "-m",
         "gslrm.view",
         f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
@@ -252,9 +249,7 @@ def test_view_entry_point_serves_a_checkpoint_and_a_ply(tmp_path, rodent_root, t
         f"data.image_size={TRAINED_IMAGE_SIZE}",
     ]
     env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"))
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    process = warm_python.start(command, cwd=tmp_path, env=env, merge_stderr=True)
     try:
         deadline, page = time.monotonic() + 120, None
         while page is None and time.monotonic() < deadline and process.poll() is None:
@@ -263,7 +258,7 @@ def test_view_entry_point_serves_a_checkpoint_and_a_ply(tmp_path, rodent_root, t
                     page = response.read().decode()
             except OSError:
                 time.sleep(0.5)
-        assert page is not None and "<html" in page.lower(), process.stdout.read() if process.poll() else ""
+        assert page is not None and "<html" in page.lower(), process.communicate()[0] if process.poll() else ""
     finally:
         process.terminate()
         process.wait(timeout=30)

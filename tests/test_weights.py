@@ -7,8 +7,6 @@ import http.server
 import io
 import json
 import os
-import subprocess
-import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -205,17 +203,7 @@ def test_only_local_rank_0_downloads_the_other_rank_waits(mirror):
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
     env = dict(os.environ)
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, "-c", DDP_SCRIPT, str(rank), port],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        for rank in (1, 0)
-    ]
+    ranks = [warm_python.start(["-c", DDP_SCRIPT, str(rank), port], env=env, cwd=ROOT) for rank in (1, 0)]
     outputs = [rank.communicate(timeout=180) for rank in ranks]
     assert all("RANK" in out for out, _ in outputs), outputs
     assert all(rank.returncode == 0 for rank in ranks), outputs

@@ -4,8 +4,9 @@ A cold Python spends about 8 CPU seconds importing torch, Lightning (which impor
 torch._dynamo) and Hydra before an entry point runs a line of its own; the suite starts some 40 of them. Here each run is
 a process forked from a server (multiprocessing's forkserver) that has imported those third-party packages once: it
 gets its own pid, working directory, environment, stdout/stderr and exit status, then runs the script as ``__main__``
-through runpy, so gslrm itself is imported fresh in every run. Tests that signal or kill the process, or time its
-start, keep real ``subprocess`` runs; so does every run under ``GSLRM_TEST_COLD=1``.
+through runpy, so gslrm itself is imported fresh in every run; signals (SIGTERM, kill -9 of its session) reach it
+as they reach any process. The processes it starts (DDP ranks, SLURM jobs) are cold. ``GSLRM_TEST_COLD=1`` runs
+every one of them as a plain ``subprocess``.
 
 The server imports nothing of gslrm and starts no Python thread; numpy's and scipy's OpenBLAS start native pools,
 which OpenBLAS rebuilds after a fork, as DataLoader's forked workers rely on. It is started once per pytest process,
@@ -19,6 +20,7 @@ import atexit
 import multiprocessing
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,8 +43,11 @@ def _server() -> multiprocessing.context.ForkServerContext:
         return _context
 
 
-def _run_as_main(argv: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: str) -> None:
-    """In the forked child: become ``python *argv`` run in ``cwd`` with ``env`` and stdio on the two files."""
+def _run_as_main(argv: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: str, new_session: bool) -> None:
+    """In the forked child: become ``python *argv`` run in ``cwd`` with ``env`` and stdio on the two files (one file
+    for both: stderr=STDOUT), in a session of its own if asked (Popen's ``start_new_session``, for ``os.killpg``)."""
+    if new_session:
+        os.setsid()
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
@@ -73,22 +78,26 @@ def _run_as_main(argv: list[str], cwd: str, env: dict[str, str], stdout: str, st
 
 
 class WarmProcess:
-    """A started run: ``pid``, ``returncode``, ``poll()``, ``wait(timeout)``, ``kill()`` and ``communicate(timeout)``
-    as subprocess.Popen has them. Without ``output`` its stdout and stderr are read as text once it has ended; with
-    it, both go to that file (Popen's ``stdout=file, stderr=STDOUT``) and ``communicate`` gives ``(None, None)``."""
+    """A started run: ``pid``, ``returncode``, ``poll()``, ``wait(timeout)``, ``send_signal()``, ``terminate()``,
+    ``kill()`` and ``communicate(timeout)`` as subprocess.Popen has them. Without ``output`` its stdout and stderr are
+    read as text once it has ended (``merge_stderr``: both in the first, as with ``stderr=STDOUT``); with ``output``
+    both go to that file and ``communicate`` gives ``(None, None)``."""
 
-    def __init__(self, argv: list[str], cwd, env: dict[str, str], output=None):
+    def __init__(self, argv: list[str], cwd, env: dict[str, str], output=None, merge_stderr=False, new_session=False):
         self.args = [sys.executable, *argv]
         self._folder = None
         if output is None:
             self._folder = tempfile.TemporaryDirectory(prefix="warm_python_")
             streams = tuple(os.path.join(self._folder.name, name) for name in ("stdout", "stderr"))
+            if merge_stderr:
+                streams = (streams[0], streams[0])
         else:
             streams = (str(output), str(output))
         for path in set(streams):  # there to read even if the child dies before it opens them
             open(path, "w").close()
         self._streams = streams
-        arguments = (list(argv), str(cwd), dict(env), *streams)
+        self._merged = streams[0] == streams[1]
+        arguments = (list(argv), str(cwd), dict(env), *streams, new_session)
         self._process = _server().Process(target=_run_as_main, args=arguments)
         self._process.start()
         self.pid = self._process.pid
@@ -100,8 +109,15 @@ class WarmProcess:
     def poll(self) -> int | None:
         return self._process.exitcode
 
+    def send_signal(self, number: int) -> None:
+        if self._process.exitcode is None:
+            os.kill(self.pid, number)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
     def kill(self) -> None:
-        self._process.kill()
+        self.send_signal(signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> int:
         self._process.join(timeout)
@@ -114,22 +130,26 @@ class WarmProcess:
         if self._folder is None:
             return None, None
         with open(self._streams[0]) as stdout, open(self._streams[1]) as stderr:
-            output = stdout.read(), stderr.read()
+            output = stdout.read(), None if self._merged else stderr.read()
         self._folder.cleanup()
         return output
 
 
-def start(argv: list[str], *, cwd, env: dict[str, str], output=None) -> WarmProcess | subprocess.Popen:
-    """Like ``subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=PIPE, stderr=PIPE, text=True)``, or
-    with ``output`` (a path) ``stdout=open(output, "w"), stderr=STDOUT``."""
+def start(
+    argv: list[str], *, cwd, env: dict[str, str], output=None, merge_stderr=False, new_session=False
+) -> WarmProcess | subprocess.Popen:
+    """Like ``subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=PIPE, stderr=PIPE, text=True,
+    start_new_session=new_session)``; ``merge_stderr``: ``stderr=STDOUT``; ``output`` (a path):
+    ``stdout=open(output, "w"), stderr=STDOUT``."""
     if COLD:
-        command = [sys.executable, *argv]
+        command, pipe = [sys.executable, *argv], subprocess.PIPE
+        options = {"cwd": cwd, "env": env, "start_new_session": new_session}
         if output is None:
-            pipe = subprocess.PIPE
-            return subprocess.Popen(command, cwd=cwd, env=env, stdout=pipe, stderr=pipe, text=True)
+            stderr = subprocess.STDOUT if merge_stderr else pipe
+            return subprocess.Popen(command, stdout=pipe, stderr=stderr, text=True, **options)
         with open(output, "w") as log:
-            return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return WarmProcess(argv, cwd, env, output)
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **options)
+    return WarmProcess(argv, cwd, env, output, merge_stderr, new_session)
 
 
 def run(argv: list[str], *, cwd, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
