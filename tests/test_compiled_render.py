@@ -146,7 +146,7 @@ def scalar_ext_dir(tmp_path_factory) -> Path:
     """A cache folder holding the scalar (one-lane) build, compiled once for the tests that need it."""
     folder = tmp_path_factory.mktemp("scalar_ext")
     env = {**os.environ, "GSLRM_EXT_DIR": str(folder), "GSLRM_SIMD": "scalar"}
-    done = warm_python.run(["-m", "gslrm.render.compiled"], cwd=os.getcwd(), env=env)
+    done = warm_python.run(["-m", "gslrm.render.compiled"], env=env)
     assert done.returncode == 0 and list(folder.glob("*.so")), done.stdout + done.stderr
     return folder
 

@@ -7,7 +7,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import time
 
 import numpy as np
@@ -219,9 +218,9 @@ def _predict(ckpt, root, out, *overrides):
     return predict(cfg)
 
 
-def _predict_command(ckpt, root, out, *overrides) -> list[str]:
-    """``_predict``'s run as a ``predict.py`` process (the tests that kill it or run it on 2 DDP ranks)."""
-    return [sys.executable, str(ROOT / "predict.py"), *_overrides(ckpt, root, out), *overrides]
+def _predict_arguments(ckpt, root, out, *overrides) -> list[str]:
+    """``_predict``'s run as ``python predict.py`` arguments (the tests that kill it or run it on 2 DDP ranks)."""
+    return [str(ROOT / "predict.py"), *_overrides(ckpt, root, out), *overrides]
 
 
 def _assert_same_store(got, expected) -> None:
@@ -368,9 +367,9 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_store(trained_run, se
     reference = tmp_path / "reference"
     _predict(ckpt, session_root, reference, "predict.frames_per_chunk=2")
     out = tmp_path / "killed"
-    command = _predict_command(ckpt, session_root, out, "predict.frames_per_chunk=2")
+    arguments = _predict_arguments(ckpt, session_root, out, "predict.frames_per_chunk=2")
     env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"), GSLRM_TEST_SLOW_CHUNK_WRITE="0.5")
-    process = warm_python.start(command[1:], cwd=os.getcwd(), env=env, merge_stderr=True, new_session=True)
+    process = warm_python.start(arguments, env=env, merge_stderr=True, new_session=True)
     deadline = time.monotonic() + 120
     while not list((out / "done").glob("chunk_*.json")) if out.exists() else True:
         assert process.poll() is None and time.monotonic() < deadline, "predict.py ended before the first chunk"
@@ -380,7 +379,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_store(trained_run, se
     process.wait()
     done = len(list((out / "done").glob("chunk_*.json")))
     assert 0 < done < FRAMES // 2
-    result = warm_python.run(command[1:], cwd=os.getcwd(), env=dict(env, GSLRM_TEST_SLOW_CHUNK_WRITE="0"))
+    result = warm_python.run(arguments, env=dict(env, GSLRM_TEST_SLOW_CHUNK_WRITE="0"))
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_same_store(out, reference)
 
@@ -394,11 +393,11 @@ def test_a_ddp_rank_with_no_frame_waits_for_the_other(trained_run, session_root,
     reference = tmp_path / "reference"
     _predict(ckpt, session_root, reference, "frames=0:2")
     out = tmp_path / "ddp"
-    command = _predict_command(
+    arguments = _predict_arguments(
         ckpt, session_root, out, "frames=0:2", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"
     )
     env = dict(os.environ, GSLRM_LOG_DIR=str(tmp_path / "logs"))
-    result = warm_python.run(command[1:], cwd=os.getcwd(), env=env, timeout=300)
+    result = warm_python.run(arguments, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr + "".join(p.read_text() for p in (tmp_path / "logs").rglob("*.log"))
     assert "worker 1 of 2 (shard 0, rank 1 on " in log and "0 frames to do in 0 chunks" in log, log[-3000:]

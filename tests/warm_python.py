@@ -97,7 +97,7 @@ class WarmProcess:
             open(path, "w").close()
         self._streams = streams
         self._merged = streams[0] == streams[1]
-        arguments = (list(argv), str(cwd), dict(env), *streams, new_session)
+        arguments = (list(argv), str(cwd or os.getcwd()), dict(env), *streams, new_session)
         self._process = _server().Process(target=_run_as_main, args=arguments)
         self._process.start()
         self.pid = self._process.pid
@@ -136,7 +136,7 @@ class WarmProcess:
 
 
 def start(
-    argv: list[str], *, cwd, env: dict[str, str], output=None, merge_stderr=False, new_session=False
+    argv: list[str], *, env: dict[str, str], cwd=None, output=None, merge_stderr=False, new_session=False
 ) -> WarmProcess | subprocess.Popen:
     """Like ``subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=PIPE, stderr=PIPE, text=True,
     start_new_session=new_session)``; ``merge_stderr``: ``stderr=STDOUT``; ``output`` (a path):
@@ -152,7 +152,7 @@ def start(
     return WarmProcess(argv, cwd, env, output, merge_stderr, new_session)
 
 
-def run(argv: list[str], *, cwd, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
+def run(argv: list[str], *, env: dict[str, str], cwd=None, timeout: float = 900) -> subprocess.CompletedProcess:
     """Like ``subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True,
     timeout=timeout)``: on a timeout the process is killed."""
     process = start(argv, cwd=cwd, env=env)
