@@ -1,8 +1,10 @@
 """train.py and predict.py on a real (one-node) SLURM cluster that the session starts (tests/slurm_cluster.py): a
 sweep through hydra/launcher=slurm, preemption and the time limit (checkpoint, requeue, resume), DDP over 2 SLURM
-tasks from a plain sbatch script, a failing sweep job, and predict.py's 2 shards (one preempted) into one store. Skipped only where the daemons cannot start (failed under CI=true).
+tasks from a plain sbatch script, a failing sweep job, and predict.py's 2 shards (one preempted) into one store.
+Skipped only where the daemons cannot start (failed under CI=true). The launchers the tests start fork warm
+(tests/warm_python.py); every SLURM job is a cold process, as on a cluster.
 
-The four scenarios are submitted together, as a lab's jobs share a cluster: the first test to run starts all of
+The seven scenarios are submitted together, as a lab's jobs share a cluster: the first test to run starts all of
 them (``scenarios``), each in a thread that submits, intervenes (a signal once the first checkpoint exists) and waits;
 each test then waits for its own scenario and checks it. They run on one xdist worker (``xdist_group``), the cluster
 having room for all of their jobs at once."""
@@ -210,9 +212,9 @@ def _predict_shards_scenario(cluster, scenario: Scenario, rodent_root) -> Scenar
     recording in 1-frame chunks: 2 jobs of 2 ranks each, one rank per node, 4 workers of 4 frames (shard 0's: chunks
     0, 4, 8, 12 and 2, 6, 10, 14), each chunk's write slowed to ~5 s (GSLRM_TEST_SLOW_CHUNK_WRITE); shard 0 sent
     SIGUSR2 once chunk 0 is stored. By then worker 0 has been handed frame 1 and at most frame 2 (the loop fetches
-    one ahead), and the signal lands during frame 1's slow write, so frame 3 is never handed out: a frame is always left for the
-    requeued attempt. (With 2 frames a worker fewer, every frame could be handed out before the signal: it was, in
-    a loaded run.) And one process without SLURM into another store, the reference."""
+    one ahead), and the signal lands during frame 1's slow write, so frame 3 is never handed out: a frame is always
+    left for the requeued attempt. (With 2 frames a worker fewer, every frame could be handed out before the signal:
+    it was, in a loaded run.) And one process without SLURM into another store, the reference."""
     from test_inference import _five_input_checkpoint
 
     from gslrm.data.rodent import ensure_dataset

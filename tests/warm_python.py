@@ -1,8 +1,8 @@
 """``python <script> args`` for the tests, without paying the interpreter's cold start each time.
 
-A cold Python spends about 8 CPU seconds importing torch, Lightning (which imports torchmetrics, torchvision's models and
-torch._dynamo) and Hydra before an entry point runs a line of its own; the suite starts some 40 of them. Here each run is
-a process forked from a server (multiprocessing's forkserver) that has imported those third-party packages once: it
+A cold Python spends about 8 CPU seconds importing torch, Lightning (which imports torchmetrics, torchvision's models
+and torch._dynamo) and Hydra before an entry point runs a line of its own; the suite starts some 40 of them. Here each
+run is a process forked from a server (multiprocessing's forkserver) that has imported those third-party packages once: it
 gets its own pid, working directory, environment, stdout/stderr and exit status, then runs the script as ``__main__``
 through runpy, so gslrm itself is imported fresh in every run; signals (SIGTERM, kill -9 of its session) reach it
 as they reach any process. The processes it starts (DDP ranks, SLURM jobs) are cold. ``GSLRM_TEST_COLD=1`` runs
