@@ -9,6 +9,7 @@ from pytorch_msssim import ssim as reference_ssim
 from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
 from gslrm.losses.l2 import L2Config, L2Loss, masked_mse
+from gslrm.losses.metric_depth import MetricDepthConfig, MetricDepthLoss, metric_depth_loss
 from gslrm.losses.metrics import mask_iou, per_image_masked_psnr, per_image_psnr
 from gslrm.losses.perceptual import PerceptualConfig, PerceptualLoss
 from gslrm.losses.pixelalign import PixelAlignConfig, PixelAlignLoss
@@ -95,6 +96,30 @@ def test_pointsdist_known_answer():
     inputs = make_inputs(torch.zeros(1, 1, 3, 1, 2), torch.zeros(1, 1, 3, 1, 2), None, means, ray_o, ray_d)
     expected = ((1 - (2 - 0.5 / math.sqrt(2))) ** 2 + (3 - (2 + 0.5 / math.sqrt(2))) ** 2) / 2
     assert abs(PointsDistLoss(PointsDistConfig())(inputs).item() - expected) < 1e-6
+
+
+def test_metric_depth_known_answer_and_its_errors():
+    # 4 pixels: truth 2 (error 0.5 -> 0.25), truth 4 (error 1 -> 0.25), background (mask 0), unknown depth (0):
+    # mean over the 2 valid pixels = 0.25; the rendered depth gets d(loss)/dd = sign / (d_gt * 2)
+    rendered = torch.tensor([2.5, 3.0, 9.0, 9.0]).view(1, 1, 1, 1, 4).requires_grad_()
+    truth = torch.tensor([2.0, 4.0, 5.0, 0.0]).view(1, 1, 1, 1, 4)
+    mask = torch.tensor([1.0, 0.8, 0.0, 1.0]).view(1, 1, 1, 1, 4)
+    loss = metric_depth_loss(rendered, truth, mask)
+    assert torch.isclose(loss, torch.tensor(0.25))
+    loss.backward()
+    assert torch.allclose(rendered.grad.flatten(), torch.tensor([0.25, -0.125, 0.0, 0.0]))
+    assert metric_depth_loss(rendered, torch.zeros_like(truth), mask).item() == 0.0  # no valid pixel: 0, not NaN
+
+    image = torch.zeros(1, 1, 3, 1, 4)
+    inputs = make_inputs(image, image, mask)
+    term = MetricDepthLoss(MetricDepthConfig(weight=1.0))
+    with pytest.raises(ValueError, match="rendered depth"):
+        term(inputs)
+    inputs.depth = rendered.detach()
+    with pytest.raises(KeyError, match="data.load_depth=true"):
+        term(inputs)
+    inputs.batch = {"depth": truth}
+    assert torch.isclose(term(inputs), torch.tensor(0.25))
 
 
 def test_perceptual_formula_with_random_vgg():

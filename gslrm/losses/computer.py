@@ -2,7 +2,8 @@
 
 total = w_l2 l2 + w_perceptual perceptual + w_lpips lpips + w_ssim ssim + w_alpha alpha + w_pixelalign pixelalign
         + w_pointsdist pointsdist + w_image image + w_depth depth + ramp(step) w_pseudo_depth pseudo_depth
-The last three are the confidence/depth pipeline (``loss=confidence``). Their depth priors and confidence maps are
+        + w_metric_depth metric_depth
+image, depth and pseudo_depth are the confidence/depth pipeline (``loss=confidence``). Their depth priors and confidence maps are
 data: the data module attaches them to the batch (``gslrm/depth/priors.py``) and the terms read them from there.
 Warmups (FaceLift's ``set_training_step``): before ``l2_warmup_steps`` the perceptual and LPIPS weights are 0;
 before ``pointsdist_warmup_steps`` l2 = perceptual = 0, pointsdist = 0.1 and ``clip_xyz`` is off.
@@ -27,6 +28,7 @@ from gslrm.losses.image import ImageConfig, ImageLoss
 from gslrm.losses.l2 import L2Config, L2Loss
 from gslrm.losses.lpips import LPIPSConfig, LPIPSLoss
 from gslrm.losses.metrics import mask_iou, opacity_iou, psnr_from_mse
+from gslrm.losses.metric_depth import MetricDepthConfig, MetricDepthLoss
 from gslrm.losses.perceptual import PerceptualConfig, PerceptualLoss
 from gslrm.losses.pixelalign import PixelAlignConfig, PixelAlignLoss
 from gslrm.losses.pointsdist import PointsDistConfig, PointsDistLoss
@@ -46,6 +48,7 @@ TERMS = {
     "image": (ImageConfig, ImageLoss),
     "depth": (DepthConfig, DepthLoss),
     "pseudo_depth": (PseudoDepthConfig, PseudoDepthLoss),
+    "metric_depth": (MetricDepthConfig, MetricDepthLoss),
 }
 NESTED = {"confidence": ConfidenceConfig, "midas": MidasConfig}
 POINTSDIST_WARMUP_WEIGHT = 0.1
@@ -65,6 +68,7 @@ class LossConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     pseudo_depth: PseudoDepthConfig = field(default_factory=PseudoDepthConfig)
+    metric_depth: MetricDepthConfig = field(default_factory=MetricDepthConfig)  # vs the data's z-depth (synthetic)
     confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)  # weights of the image term
     midas: MidasConfig = field(default_factory=MidasConfig)
     l2_warmup_steps: int = 0
