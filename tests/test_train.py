@@ -192,9 +192,16 @@ def test_ddp_inside_a_multirun_runs_each_job_once(tmp_path, rodent_root):
 
 @pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_rodent_depth_experiment_smoke(tmp_path, rodent_root):
-    """The confidence/depth pipeline through train.py (ground-truth depth prior, gradient confidence)."""
+    """The confidence/depth pipeline through train.py (ground-truth depth prior, gradient confidence), with the
+    metric depth term on the same depth maps."""
     result = run_train(
-        tmp_path, rodent_root, "experiment=rodent_depth", "debug=fdr", "logger=csv", "data.image_size=16"
+        tmp_path,
+        rodent_root,
+        "experiment=rodent_depth",
+        "loss.metric_depth.weight=0.5",
+        "debug=fdr",
+        "logger=csv",
+        "data.image_size=16",
     )
     assert "Traceback" not in result.stderr
 

@@ -3,8 +3,9 @@
 total = w_l2 l2 + w_perceptual perceptual + w_lpips lpips + w_ssim ssim + w_alpha alpha + w_pixelalign pixelalign
         + w_pointsdist pointsdist + w_image image + w_depth depth + ramp(step) w_pseudo_depth pseudo_depth
         + w_metric_depth metric_depth
-image, depth and pseudo_depth are the confidence/depth pipeline (``loss=confidence``). Their depth priors and confidence maps are
-data: the data module attaches them to the batch (``gslrm/depth/priors.py``) and the terms read them from there.
+image, depth and pseudo_depth are the confidence/depth pipeline (``loss=confidence``). Their depth priors and
+confidence maps are data: the data module attaches them to the batch (``gslrm/depth/priors.py``) and the terms read
+them from there. metric_depth compares with the data's own depth (``data.load_depth=true``, synthetic data).
 Warmups (FaceLift's ``set_training_step``): before ``l2_warmup_steps`` the perceptual and LPIPS weights are 0;
 before ``pointsdist_warmup_steps`` l2 = perceptual = 0, pointsdist = 0.1 and ``clip_xyz`` is off.
 Disabled terms (weight 0) are not computed and their networks are not built.
@@ -27,8 +28,8 @@ from gslrm.losses.depth import DepthConfig, DepthLoss
 from gslrm.losses.image import ImageConfig, ImageLoss
 from gslrm.losses.l2 import L2Config, L2Loss
 from gslrm.losses.lpips import LPIPSConfig, LPIPSLoss
-from gslrm.losses.metrics import mask_iou, opacity_iou, psnr_from_mse
 from gslrm.losses.metric_depth import MetricDepthConfig, MetricDepthLoss
+from gslrm.losses.metrics import mask_iou, opacity_iou, psnr_from_mse
 from gslrm.losses.perceptual import PerceptualConfig, PerceptualLoss
 from gslrm.losses.pixelalign import PixelAlignConfig, PixelAlignLoss
 from gslrm.losses.pointsdist import PointsDistConfig, PointsDistLoss
