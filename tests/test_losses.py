@@ -9,8 +9,8 @@ from pytorch_msssim import ssim as reference_ssim
 from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
 from gslrm.losses.l2 import L2Config, L2Loss, masked_mse
-from gslrm.losses.metric_depth import MetricDepthConfig, MetricDepthLoss, metric_depth_loss
-from gslrm.losses.metrics import mask_iou, per_image_masked_psnr, per_image_psnr
+from gslrm.losses.metric_depth import MetricDepthConfig, MetricDepthLoss
+from gslrm.losses.metrics import depth_abs_rel, mask_iou, per_image_masked_psnr, per_image_psnr
 from gslrm.losses.perceptual import PerceptualConfig, PerceptualLoss
 from gslrm.losses.pixelalign import PixelAlignConfig, PixelAlignLoss
 from gslrm.losses.pointsdist import PointsDistConfig, PointsDistLoss
@@ -104,11 +104,11 @@ def test_metric_depth_known_answer_and_its_errors():
     rendered = torch.tensor([2.5, 3.0, 9.0, 9.0]).view(1, 1, 1, 1, 4).requires_grad_()
     truth = torch.tensor([2.0, 4.0, 5.0, 0.0]).view(1, 1, 1, 1, 4)
     mask = torch.tensor([1.0, 0.8, 0.0, 1.0]).view(1, 1, 1, 1, 4)
-    loss = metric_depth_loss(rendered, truth, mask)
+    loss = depth_abs_rel(rendered, truth, mask)  # the term's formula, shared with validation
     assert torch.isclose(loss, torch.tensor(0.25))
     loss.backward()
     assert torch.allclose(rendered.grad.flatten(), torch.tensor([0.25, -0.125, 0.0, 0.0]))
-    assert metric_depth_loss(rendered, torch.zeros_like(truth), mask).item() == 0.0  # no valid pixel: 0, not NaN
+    assert depth_abs_rel(rendered, torch.zeros_like(truth), mask).item() == 0.0  # no valid pixel: 0, not NaN
 
     image = torch.zeros(1, 1, 3, 1, 4)
     inputs = make_inputs(image, image, mask)

@@ -14,21 +14,14 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from gslrm.losses.base import LossInputs, Term, TermConfig
+from gslrm.losses.metrics import depth_abs_rel
 
-__all__ = ["MetricDepthConfig", "MetricDepthLoss", "metric_depth_loss"]
+__all__ = ["MetricDepthConfig", "MetricDepthLoss"]
 
 
 @dataclass
 class MetricDepthConfig(TermConfig):
     """``loss.metric_depth``: off (weight 0) by default; it needs ``data.load_depth=true``."""
-
-
-def metric_depth_loss(rendered: Tensor, truth: Tensor, mask: Tensor) -> Tensor:
-    """Mean |d - d_gt| / d_gt over the pixels where the target is the animal (alpha > 0.5) and its depth is known
-    (d_gt > 0). Relative, so its weight does not depend on the scene's units; 0 when no pixel qualifies."""
-    valid = ((mask > 0.5) & (truth > 0)).to(rendered.dtype)
-    error = (rendered - truth).abs() / truth.clamp_min(1e-6)
-    return (error * valid).sum() / valid.sum().clamp_min(1.0)
 
 
 class MetricDepthLoss(Term):
@@ -39,5 +32,6 @@ class MetricDepthLoss(Term):
             raise ValueError("loss.metric_depth needs the rendered depth (LossInputs.depth)")
         if inputs.batch is None or "depth" not in inputs.batch:
             raise KeyError("loss.metric_depth: the batch has no depth: set data.load_depth=true")
-        truth = inputs.batch["depth"].to(inputs.depth)
-        return metric_depth_loss(inputs.depth, truth, inputs.mask.to(inputs.depth))
+        # validation's depth error (val/depth_abs_rel) as the loss, over the target's animal pixels instead of the
+        # render's: mean |d - d_gt| / d_gt, relative, so its weight does not depend on the scene's units
+        return depth_abs_rel(inputs.depth, inputs.batch["depth"].to(inputs.depth), inputs.mask)

@@ -1,4 +1,5 @@
-"""Image metrics shared by training diagnostics, validation and eval (no gradient)."""
+"""Image metrics shared by training diagnostics, validation and eval (no gradient, except depth_abs_rel: the
+metric_depth loss term is that metric)."""
 
 from __future__ import annotations
 
