@@ -143,3 +143,35 @@ def test_checkpoint_with_code_is_refused(tmp_path):
     torch.save({"model": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match="[Ww]eights only"):
         load_facelift_checkpoint(GSLRM(ModelConfig(**TINY)), tmp_path / "evil.pt")
+
+
+def test_pixel_mlp_decoder_starts_from_each_pixels_colour_and_learns_per_pixel():
+    """model.pixel_decoder=mlp: with its last layer at zero, every pixel's Gaussian has exactly that pixel's colour
+    (the colour prior), sits on its ray like FaceLift's, and gradients reach the transformer."""
+    torch.manual_seed(0)
+    model = GSLRM(ModelConfig(**TINY, pixel_decoder="mlp", pixel_decoder_hidden=8))
+    with torch.no_grad():
+        model.pixel_gaussian_decoder.pixel_mlp[-1].weight.zero_()
+        model.pixel_gaussian_decoder.pixel_mlp[-1].bias.zero_()
+    image, c2w, k = inputs(views=2)
+    out = model(image, c2w, k)
+    g = out.gaussians
+    assert g.means.shape == (2, 2 * 16 * 16 + 2, 3)
+    # pixels in FaceLift's (view, patch row, patch col, row, col) order: the first patch is view 0's top-left 8x8
+    first_patch = image[:, 0, :, :8, :8].flatten(2).transpose(1, 2)
+    assert torch.allclose(g.colors[:, 2 : 2 + 64], first_patch, atol=1e-6)
+    # zero raw channels elsewhere: FaceLift's activations at x = 0 (scale 0.1003, opacity sigmoid(-2), t = t0)
+    assert torch.allclose(g.scales[:, 2:], torch.full_like(g.scales[:, 2:], 0.10026), atol=1e-4)
+    assert torch.allclose(g.opacities[:, 2:], torch.full_like(g.opacities[:, 2:], 0.11920), atol=1e-4)
+    t = ((out.pixel_means - out.ray_o) * out.ray_d).sum(2)
+    assert torch.allclose(t, -(out.ray_o * out.ray_d).sum(2), atol=1e-5)
+
+    model.zero_grad()
+    model(image, c2w, k).gaussians.opacities.sum().backward()
+    assert model.transformer_layers[0].attn.to_qkv.weight.grad.abs().sum() > 0
+    # FaceLift checkpoints name a linear head: loading one into the mlp head is refused with the keys named
+    state = {f"model.{key}": value for key, value in GSLRM(ModelConfig(**TINY)).state_dict().items()}
+    with pytest.raises(ValueError, match="pixel_gaussian_decoder"):
+        load_facelift_checkpoint(model, "linear.ckpt", checkpoint={"state_dict": state})
+    with pytest.raises(ValueError, match="model.pixel_decoder"):
+        GSLRM(ModelConfig(**TINY, pixel_decoder="conv"))

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from gslrm.cameras import pixel_rays, posed_input
 from gslrm.model.gaussians import Gaussians, raw_channels, to_gs
+from gslrm.model.pixel_decoder import PixelMLPDecoder
 from gslrm.model.transformer import Transformer, init_weights
 
 __all__ = [
@@ -41,6 +42,10 @@ class ModelConfig:
     clip_xyz: bool = False  # FaceLift's flag never took effect (truthy inference dict): off is the faithful default
     gradient_checkpointing: bool = False
     init_from: str | None = None  # weights only (a FaceLift checkpoint or one of ours); ckpt_path resumes instead
+    # "linear": FaceLift's (LN + Linear(d -> p*p*14) per token); "mlp": gslrm.model.pixel_decoder (not FaceLift's,
+    # so FaceLift checkpoints need "linear")
+    pixel_decoder: str = "linear"
+    pixel_decoder_hidden: int = 32  # per-pixel features of pixel_decoder=mlp
 
 
 @dataclass
@@ -66,9 +71,14 @@ class GSLRM(nn.Module):
         self.input_layer_norm = nn.LayerNorm(dim, bias=False)
         self.transformer_layers = Transformer(dim, config.depth, config.head_dim, config.gradient_checkpointing)
         self.gaussian_upsampler = TokenDecoder(dim, self.raw_channels)
-        self.pixel_gaussian_decoder = nn.Sequential(
-            nn.LayerNorm(dim, bias=False), nn.Linear(dim, p * p * self.raw_channels, bias=False)
-        )
+        if config.pixel_decoder == "linear":
+            self.pixel_gaussian_decoder = nn.Sequential(
+                nn.LayerNorm(dim, bias=False), nn.Linear(dim, p * p * self.raw_channels, bias=False)
+            )
+        elif config.pixel_decoder == "mlp":
+            self.pixel_gaussian_decoder = PixelMLPDecoder(dim, p, self.raw_channels, config.pixel_decoder_hidden)
+        else:
+            raise ValueError(f"model.pixel_decoder: expected 'linear' or 'mlp', not {config.pixel_decoder!r}")
         self.apply(init_weights)
         nn.init.trunc_normal_(self.gaussian_position_embeddings, std=0.02)
 
@@ -93,11 +103,14 @@ class GSLRM(nn.Module):
         tokens = self.transformer_layers(self.input_layer_norm(tokens))
         num_tokens = config.num_token_gaussians
         token_raw = self.gaussian_upsampler(tokens[:, :num_tokens]).float()
-        pixel_raw = self.pixel_gaussian_decoder(tokens[:, num_tokens:]).float()
         p = config.patch_size
-        pixel_raw = rearrange(
-            pixel_raw, "b (v hp wp) (ph pw c) -> b v c (hp ph) (wp pw)", v=views, hp=height // p, ph=p, pw=p
-        )
+        if config.pixel_decoder == "mlp":
+            pixel_raw = self.pixel_gaussian_decoder(tokens[:, num_tokens:], posed).float()
+        else:
+            pixel_raw = self.pixel_gaussian_decoder(tokens[:, num_tokens:]).float()
+            pixel_raw = rearrange(
+                pixel_raw, "b (v hp wp) (ph pw c) -> b v c (hp ph) (wp pw)", v=views, hp=height // p, ph=p, pw=p
+            )
         # hard pixel alignment: the mean of the 3 xyz channels becomes a distance along the unit ray
         t0 = -(ray_o * ray_d).sum(dim=2, keepdim=True)
         weight = torch.sigmoid(pixel_raw[:, :, :3].mean(dim=2, keepdim=True))
