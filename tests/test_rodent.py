@@ -132,6 +132,32 @@ def test_orbit_views_of_val_samples_are_exact_by_reprojection(rodent_root):
     assert hit_rate(1.0) < 0.97
 
 
+def test_rig_jitter_moves_each_train_samples_cameras_and_keeps_them_exact(tmp_path, rodent_root):
+    """rig_jitter: every train sample gets its own rig, written exactly as rendered (reprojection); the val sample
+    keeps the fixed rig; the poses are the unjittered dataset's; a rig_jitter = 0 manifest is the one from before."""
+    from gslrm.data.rodent import RIG, RodentConfig, ensure_dataset, manifest, rig_cameras
+
+    root = ensure_dataset(tmp_path / "jittered", samples=3, val_samples=1, seed=3, rig_jitter=1.0)
+    fixed = rig_cameras()[0]
+    positions = []
+    for name in ["sample_000000", "sample_000001"]:
+        strict, near, errors, total = reprojection_stats(root / name)
+        assert total > 10000 and near >= 0.99 and strict >= 0.95 and np.quantile(errors, 0.2) < 1e-3
+        c2w = np.stack([frame.c2w for frame in read_cameras(root / name / "opencv_cameras.json")])
+        moved = np.linalg.norm(c2w[:, :3, 3] - fixed[:, :3, 3], axis=1)
+        # at most +-10 % of distance and +-8 deg on the sphere: under 0.1 d + 2 d sin(5.66 deg) = 0.3 d
+        distances = np.array([camera[0] for camera in RIG])
+        assert (moved > 1e-3).all() and (moved < 0.3 * distances).all()
+        positions.append(c2w[:, :3, 3])
+    assert not np.allclose(positions[0], positions[1])
+    val = np.stack([frame.c2w for frame in read_cameras(root / "sample_000002" / "opencv_cameras.json")])
+    assert np.allclose(val, fixed, atol=1e-6)
+    poses = json.loads((root / "poses.json").read_text())
+    unjittered = json.loads((rodent_root / "poses.json").read_text())  # seed 3 too, 4 samples
+    assert poses["sample_000000"] == unjittered["sample_000000"]
+    assert "rig_jitter" not in manifest(RodentConfig())["config"]
+
+
 def test_reprojection_check_has_teeth(rodent_root):
     """The depth-agreement check fails when every target camera is panned by 1 degree."""
     _, _, errors, _ = reprojection_stats(rodent_root / "sample_000000", rotate_deg=1.0)

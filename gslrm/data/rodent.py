@@ -64,6 +64,10 @@ class RodentConfig:
     seed: int = 0
     joint_spread: float = 0.7  # fraction of each joint's range sampled (centred)
     offset: float = 0.1  # max body offset from the rig centre, units
+    # per-sample rig jitter of the train samples (val samples keep the fixed rig, so eval stays comparable): at 1.0
+    # each camera moves by up to +-10 % in distance, +-8 deg in elevation and azimuth, +-0.05 units of aim and +-3 deg
+    # of roll, drawn anew for every sample (rig_jitter_cameras); 0 is the fixed rig of every sample
+    rig_jitter: float = 0.0
 
 
 RODENT_EXTRA = "pip install -e '.[rodent]' (make install does)"
@@ -112,6 +116,12 @@ def _intrinsics(count: int, width: int, height: int) -> np.ndarray:
     return np.tile([focal, focal, width / 2.0, height / 2.0], (count, 1))
 
 
+def _rig_aims() -> list[tuple[np.ndarray, float]]:
+    """Each rig camera's aim point (units) and roll (rad): the rig centre and 0, with a fixed jitter (seed 1234)."""
+    jitter = np.random.default_rng(1234)
+    return [(RIG_CENTER + jitter.uniform(-0.04, 0.04, 3), math.radians(jitter.uniform(-3.0, 3.0))) for _ in RIG]
+
+
 def rig_cameras(width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray, np.ndarray]:
     """The fixed rig: OpenCV ``c2w [6,4,4]`` (units, Z-up) and ``fxfycxcy [6,4]`` of ``width x height`` images
     (the real rig's 288x256 by default; same field of view at any size).
@@ -119,13 +129,34 @@ def rig_cameras(width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray, n
     Aim points and rolls carry a small fixed jitter (seed 1234), as hand-mounted cameras do, so the optical axes
     do not meet in one point (the normalization reports their RMS residual).
     """
-    jitter = np.random.default_rng(1234)
-    c2ws = []
-    for distance, elevation, azimuth in RIG:
-        target = RIG_CENTER + jitter.uniform(-0.04, 0.04, 3)
-        roll = math.radians(jitter.uniform(-3.0, 3.0))
-        c2ws.append(_look_at(_on_sphere(distance, elevation, azimuth), target, roll))
+    c2ws = [
+        _look_at(_on_sphere(distance, elevation, azimuth), target, roll)
+        for (distance, elevation, azimuth), (target, roll) in zip(RIG, _rig_aims(), strict=True)
+    ]
     return np.stack(c2ws), _intrinsics(len(RIG), width, height)
+
+
+RIG_JITTER = {"distance": 0.10, "angle_deg": 8.0, "aim": 0.05, "roll_deg": 3.0}  # at rig_jitter = 1.0
+
+
+def rig_jitter_cameras(rng: np.random.Generator, scale: float) -> np.ndarray:
+    """The rig with every camera moved at random (``RIG_JITTER`` times ``scale``): OpenCV ``c2w [6,4,4]``.
+
+    A model trained on one fixed rig can learn its six viewpoints instead of reading the cameras; a lab's rig is
+    moved and recalibrated between sessions, and no two labs' rigs are the same. Intrinsics stay the rig's.
+    """
+    c2ws = []
+    for (distance, elevation, azimuth), (target, roll) in zip(RIG, _rig_aims(), strict=True):
+        u = rng.uniform(-1.0, 1.0, 7) * scale
+        position = _on_sphere(
+            distance * (1.0 + RIG_JITTER["distance"] * u[0]),
+            elevation + RIG_JITTER["angle_deg"] * u[1],
+            azimuth + RIG_JITTER["angle_deg"] * u[2],
+        )
+        c2ws.append(
+            _look_at(position, target + RIG_JITTER["aim"] * u[3:6], roll + math.radians(RIG_JITTER["roll_deg"] * u[6]))
+        )
+    return np.stack(c2ws)
 
 
 def orbit_cameras(width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray, np.ndarray]:
@@ -205,6 +236,17 @@ class RodentScene:
         mujoco.mj_forward(model, data)  # kinematics alone leaves the cameras (mj_camlight) at the origin
         model.skin_rgba[0, :3] = np.clip(coat, 0.0, 1.0)
 
+    def move_rig(self, c2w: np.ndarray) -> None:
+        """Put the 6 rig cameras (``cam_XXX``) at OpenCV ``c2w [6,4,4]`` (units) for the next renders."""
+        mujoco, model = self.mujoco, self.model
+        for index, camera in enumerate(c2w):
+            camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, f"cam_{index:03d}")
+            model.cam_pos[camera_id] = camera[:3, 3] * BODY_LENGTH_M
+            # MuJoCo's camera frame: x right, y up, looking down -z (OpenCV's y and z flipped)
+            rotation = camera[:3, :3] * np.array([1.0, -1.0, -1.0])
+            mujoco.mju_mat2Quat(model.cam_quat[camera_id], rotation.flatten())
+        mujoco.mj_forward(model, self.data)
+
     def centre_of_mass_m(self) -> np.ndarray:
         """The whole animal's centre of mass in MuJoCo's world (metres): the torso is the root of every body."""
         torso = self.mujoco.mj_name2id(self.model, self.mujoco.mjtObj.mjOBJ_BODY, "torso")
@@ -247,9 +289,10 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     out.mkdir(parents=True, exist_ok=True)
     scene = RodentScene()
-    c2w, intrinsics = rig_cameras()
+    fixed_c2w, intrinsics = rig_cameras()
     orbit_c2w, orbit_intrinsics = orbit_cameras()
     rng = np.random.default_rng(config.seed)
+    rig_rng = np.random.default_rng([config.seed, 1])  # its own stream: the same poses with and without jitter
     names, poses = [], {}
     try:
         for sample in tqdm(range(config.samples), desc="rendering rodent samples", disable=not progress):
@@ -257,6 +300,11 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
             sample_dir = out / name
             (sample_dir / "images").mkdir(parents=True, exist_ok=True)
             (sample_dir / "depth").mkdir(exist_ok=True)
+            is_val = sample >= config.samples - config.val_samples
+            c2w = fixed_c2w
+            if config.rig_jitter:
+                c2w = fixed_c2w if is_val else rig_jitter_cameras(rig_rng, config.rig_jitter)
+                scene.move_rig(c2w)
             poses[name] = scene.pose(rng, config)
             frames = []
             for camera in range(len(RIG)):
@@ -267,7 +315,7 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
                     Frame(f"images/cam_{camera:03d}.png", WIDTH, HEIGHT, intrinsics[camera], np.linalg.inv(c2w[camera]))
                 )
             write_cameras(sample_dir / "opencv_cameras.json", frames, name)
-            if sample >= config.samples - config.val_samples:  # held out: never inputs, never supervised
+            if is_val:  # held out: never inputs, never supervised
                 write_orbit(scene, sample_dir / ORBIT_DIR, orbit_c2w, orbit_intrinsics, name)
             names.append(name)
     finally:
@@ -298,7 +346,8 @@ def manifest(config: RodentConfig) -> dict:
     return {
         "generator": "gslrm.data.rodent",
         "version": GENERATOR_VERSION,
-        "config": asdict(config),
+        # a dataset written before rig_jitter existed is the rig_jitter = 0 one: its cache stays valid
+        "config": {key: value for key, value in asdict(config).items() if key != "rig_jitter" or value},
         "body_length_m": BODY_LENGTH_M,
         "image": [WIDTH, HEIGHT],
         "fovy_deg": FOVY_DEG,
@@ -350,10 +399,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=RodentConfig.samples)
     parser.add_argument("--val-samples", type=int, default=RodentConfig.val_samples)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rig-jitter", type=float, default=0.0, help="per-sample camera jitter of train samples")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     val = min(args.val_samples, max(args.samples - 1, 0))
-    ensure_dataset(args.out, samples=args.samples, val_samples=val, seed=args.seed)
+    ensure_dataset(args.out, samples=args.samples, val_samples=val, seed=args.seed, rig_jitter=args.rig_jitter)
     print(f"wrote {args.samples} samples to {args.out}")
 
 
