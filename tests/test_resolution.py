@@ -55,3 +55,16 @@ def test_a_batch_made_smaller_known_answer():
     assert torch.equal(small["depth_prior"][0, 0, 0], block_means)
     assert small["c2w"] is batch["c2w"] and batch["image"].shape[-1] == 4  # the loader's batch is not changed
     assert resize_batch(batch, 4) is batch
+
+
+def test_the_long_recipe_is_the_default_model_for_longer():
+    """experiment=rodent_long: 4000 steps at 32 px, then 3600 at 64 px, and the default run's model and loss, so its
+    last.ckpt can initialise the default model (model.init_from)."""
+    from conftest import compose
+
+    default, long = compose("config"), compose("config", "experiment=rodent_long")
+    pairs = [list(pair) for pair in long.data.image_size_schedule]
+    schedule = ResolutionSchedule.parse(pairs, long.data.image_size)
+    assert [schedule.size_at(step) for step in (0, 3999, 4000, 7599)] == [32, 32, 64, 64]
+    assert long.trainer.max_steps == 7600 and default.trainer.max_steps == 3300
+    assert long.model == default.model and long.loss == default.loss and long.optim == default.optim
