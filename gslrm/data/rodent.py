@@ -301,9 +301,9 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
             (sample_dir / "images").mkdir(parents=True, exist_ok=True)
             (sample_dir / "depth").mkdir(exist_ok=True)
             is_val = sample >= config.samples - config.val_samples
-            c2w = fixed_c2w
-            if config.rig_jitter:
-                c2w = fixed_c2w if is_val else rig_jitter_cameras(rig_rng, config.rig_jitter)
+            jittered = config.rig_jitter and not is_val
+            c2w = rig_jitter_cameras(rig_rng, config.rig_jitter) if jittered else fixed_c2w
+            if config.rig_jitter:  # the scene's cameras follow (back to the fixed rig for val samples)
                 scene.move_rig(c2w)
             poses[name] = scene.pose(rng, config)
             frames = []

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from gslrm.cameras import pixel_rays, posed_input
 from gslrm.model.gaussians import Gaussians, raw_channels, to_gs
-from gslrm.model.pixel_decoder import PixelMLPDecoder
+from gslrm.model.pixel_decoder import LinearPixelDecoder, PixelMLPDecoder
 from gslrm.model.transformer import Transformer, init_weights
 
 __all__ = [
@@ -72,9 +72,7 @@ class GSLRM(nn.Module):
         self.transformer_layers = Transformer(dim, config.depth, config.head_dim, config.gradient_checkpointing)
         self.gaussian_upsampler = TokenDecoder(dim, self.raw_channels)
         if config.pixel_decoder == "linear":
-            self.pixel_gaussian_decoder = nn.Sequential(
-                nn.LayerNorm(dim, bias=False), nn.Linear(dim, p * p * self.raw_channels, bias=False)
-            )
+            self.pixel_gaussian_decoder = LinearPixelDecoder(dim, p, self.raw_channels)
         elif config.pixel_decoder == "mlp":
             self.pixel_gaussian_decoder = PixelMLPDecoder(dim, p, self.raw_channels, config.pixel_decoder_hidden)
         else:
@@ -103,14 +101,8 @@ class GSLRM(nn.Module):
         tokens = self.transformer_layers(self.input_layer_norm(tokens))
         num_tokens = config.num_token_gaussians
         token_raw = self.gaussian_upsampler(tokens[:, :num_tokens]).float()
+        pixel_raw = self.pixel_gaussian_decoder(tokens[:, num_tokens:], posed).float()  # b v c h w
         p = config.patch_size
-        if config.pixel_decoder == "mlp":
-            pixel_raw = self.pixel_gaussian_decoder(tokens[:, num_tokens:], posed).float()
-        else:
-            pixel_raw = self.pixel_gaussian_decoder(tokens[:, num_tokens:]).float()
-            pixel_raw = rearrange(
-                pixel_raw, "b (v hp wp) (ph pw c) -> b v c (hp ph) (wp pw)", v=views, hp=height // p, ph=p, pw=p
-            )
         # hard pixel alignment: the mean of the 3 xyz channels becomes a distance along the unit ray
         t0 = -(ray_o * ray_d).sum(dim=2, keepdim=True)
         weight = torch.sigmoid(pixel_raw[:, :, :3].mean(dim=2, keepdim=True))

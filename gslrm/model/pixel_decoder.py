@@ -1,4 +1,6 @@
-"""The per-pixel Gaussian decoder that is not FaceLift's (``model.pixel_decoder=mlp``).
+"""The pixel-aligned Gaussians' heads: FaceLift's linear one (``model.pixel_decoder=linear``, the default) and a
+per-pixel one that is not FaceLift's (``model.pixel_decoder=mlp``). Both map (tokens, posed input) to raw channels in
+image layout, so the model calls either the same way.
 
 FaceLift decodes the Gaussians of a patch's p*p pixels from its token through one linear layer (LN + Linear(d ->
 p*p*14)): every pixel's 14 numbers are a linear read-out of the same 128-dim token, so a 1-pixel-wide tail inside a
@@ -22,9 +24,30 @@ from torch import Tensor, nn
 
 from gslrm.model.gaussians import SH_C0
 
-__all__ = ["PixelMLPDecoder", "POSED_CHANNELS"]
+__all__ = ["LinearPixelDecoder", "PixelMLPDecoder", "POSED_CHANNELS"]
 
 POSED_CHANNELS = 9  # [rgb*2-1, ray direction, nearest point]: gslrm.cameras.posed_input
+
+
+class LinearPixelDecoder(nn.Sequential):
+    """FaceLift's head: LN + Linear(d -> p*p*c) per token (a Sequential, so its keys are FaceLift's
+    ``pixel_gaussian_decoder.0/1.weight``)."""
+
+    def __init__(self, dim: int, patch_size: int, channels: int) -> None:
+        super().__init__(nn.LayerNorm(dim, bias=False), nn.Linear(dim, patch_size * patch_size * channels, bias=False))
+        self.patch_size = patch_size
+
+    def forward(self, tokens: Float[Tensor, "b n d"], posed: Float[Tensor, "b v 9 h w"]) -> Float[Tensor, "b v c h w"]:
+        p = self.patch_size
+        views, height = posed.shape[1], posed.shape[-2]
+        return rearrange(
+            super().forward(tokens),
+            "b (v hp wp) (ph pw c) -> b v c (hp ph) (wp pw)",
+            v=views,
+            hp=height // p,
+            ph=p,
+            pw=p,
+        )
 
 
 class PixelMLPDecoder(nn.Module):
