@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
 .DEFAULT_GOAL := help
-.PHONY: help install sysdeps gpu-setup train test test-fast test-gpu lint format bench data-check clean
+.PHONY: help install sysdeps gpu-setup gpu-check train test test-fast test-gpu lint format bench data-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ gpu-setup: install ## build gsplat's CUDA kernels once (minutes, needs nvcc) and
 test-gpu: gpu-setup ## the GPU suite (pytest -m gpu): gsplat parity, bf16, deferred, FaceLift size, entry points on CUDA
 	MUJOCO_GL=$${GPU_MUJOCO_GL:-egl} PYOPENGL_PLATFORM=$${GPU_MUJOCO_GL:-egl} $(PY) -m pytest -q -m gpu -s $(ARGS); \
 	  status=$$?; [ $$status -eq 5 ] && echo "no GPU test collected" || exit $$status
+
+gpu-check: install ## one call on a GPU machine: gpu-setup, test-gpu, 300 bf16 steps, the GPU bench; logs in gpu-check/
+	MUJOCO_GL=$${GPU_MUJOCO_GL:-egl} $(PY) -m gslrm.bench.gpu_check --out gpu-check $(ARGS)
 
 test-fast: install ## the test suite without the slow end-to-end tests
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(ARGS)

@@ -132,12 +132,22 @@ def one_line_errors(*also: type[BaseException]):
 
 
 def reason(error: BaseException) -> str:
-    """An error's one line for a person: its first line, or for a failed Hydra instantiation (which wraps the
-    cause) its last."""
+    """An error's one line for a person: its first line, or for a failed Hydra instantiation its cause's, with the
+    config key (Hydra's own last line is the key alone: 'full_key: trainer' said nothing of a missing GPU)."""
     from hydra.errors import InstantiationException
 
-    lines = str(error).splitlines() or [type(error).__name__]
-    return lines[-1] if isinstance(error, InstantiationException) else lines[0]
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    if not isinstance(error, InstantiationException):
+        return _headline(lines)
+    key = next((line for line in lines if line.startswith("full_key:")), None)
+    said = [line for line in lines if not line.startswith("full_key:")] or lines
+    cause = reason(error.__cause__) if error.__cause__ is not None else _headline(said)
+    return f"{cause} ({key})" if key else cause
+
+
+def _headline(lines: list[str]) -> str:
+    """The first line, and the next where the first only announces it ("Error loading 'x.Y':")."""
+    return f"{lines[0]} {lines[1]}" if len(lines) > 1 and lines[0].endswith(":") else lines[0]
 
 
 # what a collective says when another rank vanished mid-step (its process or its whole node killed): gloo's TCP pair,

@@ -39,14 +39,19 @@ def made_once(tmp_path_factory, name: str, make) -> Path:
     return folder
 
 
+TEST_RODENT = dict(samples=4, val_samples=1, seed=3)  # tests/cli.py's data_overrides name the same
+
+
 @pytest.fixture(scope="session")
 def rodent_root(tmp_path_factory):
-    """A small generated rodent dataset shared by the session (3 train + 1 val samples)."""
+    """A small generated rodent dataset shared by the session (3 train + 1 val samples). ``GSLRM_TEST_RODENT``: the
+    same dataset generated elsewhere (a GPU node without MuJoCo; its manifest is checked, read-only)."""
     from gslrm.data.rodent import ensure_dataset
 
-    folder = made_once(
-        tmp_path_factory, "rodent", lambda folder: ensure_dataset(folder / "rodent", samples=4, val_samples=1, seed=3)
-    )
+    prepared = os.environ.get("GSLRM_TEST_RODENT")
+    if prepared:
+        return ensure_dataset(Path(prepared), **TEST_RODENT)
+    folder = made_once(tmp_path_factory, "rodent", lambda folder: ensure_dataset(folder / "rodent", **TEST_RODENT))
     return folder / "rodent"
 
 

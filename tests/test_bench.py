@@ -22,11 +22,15 @@ def test_run_job_runs_each_job_in_a_fresh_process_and_names_a_failure():
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_runs_its_code_on_cpu(monkeypatch):
+def test_gpu_benchmark_runs_its_code_on_cpu(monkeypatch, tmp_path):
     """`--device cuda`'s jobs with the quick shapes on CPU: every section filled, MFU and the loader ratio derived
     from the measured numbers. In this process (run_job's spawn: the test above): the jobs' code is under test."""
     monkeypatch.setattr(timing, "run_job", lambda job, *args: job(*args))
-    results = bench_gpu.run("cpu", quick=True)
+    reported = []
+    results = bench_gpu.run("cpu", quick=True, rodent_root=str(tmp_path / "rodent"), progress=reported.append)
+    assert (tmp_path / "rodent" / "manifest.json").is_file()  # the dataset is made where it was asked for
+    # after each job (the training, rasterizer and memory jobs, 2 loaders, 2 predict runs), the results so far
+    assert len(reported) == 1 + 1 + 2 + 2 + 2 and all(r is results for r in reported)
     step = results["training"]["tiny_32"]
     assert step["seconds"] > 0 and step["steps_per_second"] == pytest.approx(1 / step["seconds"])
     assert step["mfu"] == pytest.approx(step["flops"] / step["seconds"] / results["matmul_peak"]["flops_per_second"])
@@ -81,3 +85,55 @@ def test_cpu_benchmark_quick_run_fills_every_section(monkeypatch):
 def test_cuda_benchmark_without_cuda_says_so():
     with pytest.raises(SystemExit, match="no CUDA device here"):
         main(["--device", "cuda"])
+
+
+def test_gpu_check_stops_a_stage_at_its_limit_with_its_children(tmp_path):
+    import os
+    import sys
+    import time
+
+    from gslrm.bench.gpu_check import run_stage
+
+    child = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(child)!r}, 'w').write(str(p.pid)); print('started', flush=True); time.sleep(60)"
+    )
+    outcome = run_stage([sys.executable, "-c", script], tmp_path / "stage.log", 3.0, dict(os.environ))
+    assert outcome["timed_out"] and outcome["returncode"] != 0 and 3.0 <= outcome["seconds"] < 20
+    assert (tmp_path / "stage.log").read_text() == "started\n"
+    pid = int(child.read_text())
+    for _ in range(50):  # the grandchild got SIGKILL with its group; it is gone once its parent (init) reaps it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the stage's child {pid} outlived the stage's limit")
+
+
+def test_gpu_check_refuses_unknown_stages_and_limits(tmp_path):
+    from gslrm.bench.gpu_check import main as gpu_check
+
+    with pytest.raises(SystemExit, match="--stages: unknown tset"):
+        gpu_check(["--out", str(tmp_path), "--stages", "setup,tset"])
+    with pytest.raises(SystemExit, match="--limits: 'tests' is not STAGE=SECONDS"):
+        gpu_check(["--out", str(tmp_path), "--limits", "tests"])
+
+
+@pytest.mark.slow  # starts Python processes
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without CUDA reports")
+def test_gpu_check_without_cuda_reports_each_stage(tmp_path):
+    import json
+
+    from gslrm.bench.gpu_check import main as gpu_check
+
+    out = tmp_path / "out"
+    code = gpu_check(["--out", str(out), "--stages", "setup,bench", "--rodent-root", str(tmp_path / "none")])
+    summary = json.loads((out / "summary.json").read_text())["stages"]
+    assert code == 1 and list(summary) == ["setup", "bench"]
+    assert summary["setup"]["returncode"] == 0 and "no GPU here: nothing to build" in (out / "setup.log").read_text()
+    assert summary["bench"]["returncode"] == 1 and not summary["bench"]["timed_out"]
+    assert "no CUDA device here" in (out / "bench.log").read_text()

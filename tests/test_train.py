@@ -23,6 +23,29 @@ def metrics(run_dir):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.parametrize(
+    "target, said",
+    [
+        # the cause's line and the key: Hydra's own last line ('full_key: trainer') was what train.py used to print
+        ({"_target_": "builtins.int", "x": 3}, "'x' is an invalid keyword argument for int() (full_key: trainer)"),
+        (
+            {"_target_": "nope.Nope"},
+            "Error loading 'nope.Nope': ModuleNotFoundError(\"No module named 'nope'\") (full_key: trainer)",
+        ),
+    ],
+)
+def test_a_failed_instantiation_is_said_by_its_cause_and_key(target, said):
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from gslrm.runs import reason
+
+    with pytest.raises(InstantiationException) as caught:
+        instantiate(OmegaConf.create({"trainer": target}).trainer)
+    assert reason(caught.value) == said
+
+
 @pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_fast_dev_run_through_train_py(tmp_path, rodent_root):
     result = run_train(tmp_path, rodent_root, "debug=fdr", "loss=l2", "logger=csv")

@@ -25,11 +25,23 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="the checkpoint predict.py's figures use (e.g. make train's last.ckpt); default: initial weights",
     )
+    parser.add_argument(
+        "--rodent-root",
+        default=None,
+        help="--device cuda: the loader's and predict.py's rodent dataset (48 samples, val 4, seed 0), generated "
+        "there if missing; default: generated in a scratch folder (needs the rodent extra)",
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda":
         from gslrm.bench import gpu
 
-        results = gpu.run("cuda", quick=args.quick, predict_ckpt=args.predict_ckpt)
+        def progress(results: dict) -> None:  # a run stopped at its time limit keeps what it measured
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=1))
+
+        results = gpu.run(
+            "cuda", quick=args.quick, predict_ckpt=args.predict_ckpt, rodent_root=args.rodent_root, progress=progress
+        )
         print(gpu.table(results))
     else:
         from gslrm.bench import cpu

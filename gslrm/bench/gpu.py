@@ -16,6 +16,7 @@ the same code with small shapes: that is how the CPU test suite keeps it working
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from gslrm.bench import timing
 from gslrm.bench.timing import MODEL_SIZES, job_matmul, model_flops, random_gaussians, timed
@@ -121,7 +122,16 @@ def job_loader(root: str, resolution: int, workers: int, batches: int) -> dict:
     return {"samples_per_second": count / (time.perf_counter() - first), "workers": workers}
 
 
-def run(device: str = "cuda", quick: bool = False, predict_ckpt: str | None = None) -> dict:
+def run(
+    device: str = "cuda",
+    quick: bool = False,
+    predict_ckpt: str | None = None,
+    rodent_root: str | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> dict:
+    """Every section, side by side. ``rodent_root``: where the loader's and predict.py's rodent data is (generated
+    there if it is not: a GPU node without MuJoCo gets it generated elsewhere), else a scratch folder. ``progress``
+    gets the results so far after each job, so a run stopped at its time limit keeps what it measured."""
     import tempfile
     from pathlib import Path
 
@@ -146,12 +156,14 @@ def run(device: str = "cuda", quick: bool = False, predict_ckpt: str | None = No
     cuda = device == "cuda"  # the bf16 peak a GPU trains at; the CPU quick run: fp32, small
     peak = timing.run_job(job_matmul, device, 8192 if cuda else 1024, "bfloat16" if cuda else "float32")
     results["matmul_peak"] = peak
+    report = progress or (lambda _: None)
     shapes = [("tiny", 32)] if quick else [("tiny", 256), ("small", 256), ("base", 512)]
     for size, resolution in shapes:
         measured = timing.run_job(job_train_step, size, resolution, 2, device, False, repeats)
         measured["steps_per_second"] = 1.0 / measured["seconds"]
         measured["mfu"] = measured["flops"] / measured["seconds"] / peak["flops_per_second"]
         results["training"][f"{size}_{resolution}"] = measured
+        report(results)
     counts = [2000] if quick else [16_000, 65_536, 262_144, 1_048_576]
     for resolution in [32] if quick else [128, 256, 512]:
         for gaussians in counts:
@@ -159,6 +171,7 @@ def run(device: str = "cuda", quick: bool = False, predict_ckpt: str | None = No
                 "gaussians": gaussians,
                 "resolution": resolution,
             } | timing.run_job(job_gsplat, gaussians, resolution, device, repeats)
+            report(results)
     grid = [(2, 32)] if quick else [(v, r) for r in (256, 512) for v in (2, 4, 6)]
     for views, resolution in grid:
         for deferred in (False, True):
@@ -166,24 +179,34 @@ def run(device: str = "cuda", quick: bool = False, predict_ckpt: str | None = No
             results["memory"][key] = {"views": views} | timing.run_job(
                 job_train_step, "tiny" if quick else "small", resolution, 1, device, deferred, 1, min(views, 4), views
             )
+            report(results)
     consumer = results["training"]["tiny_32" if quick else "base_512"]
     consumption = consumer["batch"] / consumer["seconds"]
+    results["loader"]["consumption_samples_per_second"] = consumption
     with tempfile.TemporaryDirectory() as scratch:
         samples = 12 if quick else 48
-        root = ensure_dataset(Path(scratch) / "rodent", samples=samples, val_samples=4, seed=0)
+        folder = Path(rodent_root) if rodent_root else Path(scratch) / "rodent"
+        root = ensure_dataset(folder, samples=samples, val_samples=4, seed=0)
         generated = (f"data.generator.samples={samples}", "data.generator.val_samples=4", "data.generator.seed=0")
         for workers in (0, 2) if quick else (4, 8):
             measured = job_loader(str(root), consumer["resolution"], workers, batches=10 if quick else 60)
             measured["ratio_to_consumption"] = measured["samples_per_second"] / consumption
             results["loader"][f"workers{workers}"] = measured
+            report(results)
         from gslrm.bench.sequence import job_predict
 
         # predict.py at the default 64 px: batch 1 (every sharding gives the same bits) and batch 16
         results["predict"] = job_predict(str(root), device, predict_ckpt, data_overrides=generated)
+        report(results)
         results["predict_batch16"] = job_predict(
             str(root), device, predict_ckpt, batch_size=16, data_overrides=generated
         )
-    results["loader"]["consumption_samples_per_second"] = consumption
+        report(results)
+        if not quick:  # FaceLift's size: model=base at 512 px (its initial weights: the speed is a trained one's)
+            results["predict_base_512"] = job_predict(
+                str(root), device, None, image_size=512, frames=16, data_overrides=generated, model="base"
+            )
+            report(results)
     return results
 
 
@@ -217,7 +240,7 @@ def table(results: dict) -> str:
         )
     from gslrm.bench.sequence import table_lines
 
-    for key in ("predict", "predict_batch16"):
+    for key in ("predict", "predict_batch16", "predict_base_512"):
         if key in results:
             lines += table_lines(results[key])
     consumption = results["loader"]["consumption_samples_per_second"]

@@ -25,15 +25,17 @@ SESSION_CAMERAS = 6
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def initial_checkpoint(path: Path, image_size: int) -> Path:
-    """The default training config's model (``python train.py``) at its initial weights, saved as a checkpoint."""
+def initial_checkpoint(path: Path, image_size: int, model: str | None = None) -> Path:
+    """The default training config's model (``python train.py``, or ``model=<model>``) at its initial weights, saved
+    as a checkpoint."""
     import torch
 
     from gslrm.config import build
     from gslrm.lit.module import GSLRMModule
     from gslrm.schemas import compose
 
-    cfg = compose("config", [f"data.image_size={image_size}", "loss.perceptual.weight=0"])
+    choice = [f"model={model}"] if model else []
+    cfg = compose("config", [f"data.image_size={image_size}", "loss.perceptual.weight=0", *choice])
     module = GSLRMModule(
         model=build(cfg.model),
         loss=build(cfg.loss),
@@ -56,10 +58,12 @@ def job_predict(
     ply: bool = False,
     num_workers: int = 2,
     data_overrides: tuple[str, ...] = (),
+    model: str | None = None,
 ) -> dict:
     """predict.py over ``root`` (``split=all``, or its first ``frames``) into a scratch store. ``data_overrides``:
     the generator settings ``root`` was made with (``data.generator.samples=...``), or predict.py, finding another
-    dataset's manifest there, generates the default one in its place."""
+    dataset's manifest there, generates the default one in its place. ``model``: a model config (``base``) whose
+    initial weights stand in when no ``ckpt`` is given."""
     import sys
 
     import torch
@@ -71,7 +75,7 @@ def job_predict(
     from predict import predict
 
     with tempfile.TemporaryDirectory() as scratch:
-        checkpoint = ckpt or str(initial_checkpoint(Path(scratch) / "initial.ckpt", image_size))
+        checkpoint = ckpt or str(initial_checkpoint(Path(scratch) / "initial.ckpt", image_size, model))
         out = Path(scratch) / "store"
         cfg = compose(
             "predict",
@@ -106,8 +110,9 @@ def job_predict(
     stages["reading"] = max(loop - sum(stages.values()), 0.0)
     kept = float(counts[counts >= 0].mean()) if (counts >= 0).any() else 0.0
     fps = done / loop
+    initial = f"model={model}'s" if model else "the default model's"
     return {
-        "checkpoint": ckpt or "initial weights (the default model's; pass --predict-ckpt for a trained one)",
+        "checkpoint": ckpt or f"initial weights ({initial}; pass --predict-ckpt for a trained one)",
         "device": device,
         "threads": torch.get_num_threads(),
         "image_size": image_size,
