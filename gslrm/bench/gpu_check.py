@@ -66,7 +66,19 @@ def stage_commands(out: Path, rodent_root: str, python: str = sys.executable) ->
     bench = ["--device", "cuda", "--json", str(out / "gpu.json"), "--rodent-root", rodent_root]
     return {
         "setup": [python, "-m", "gslrm.render.gsplat_kernels"],
-        "tests": [python, "-m", "pytest", "-q", "-m", "gpu", "-s", "-p", "no:cacheprovider", *gpu_tests],
+        "tests": [
+            python,
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "gpu",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            "--durations=15",
+            *gpu_tests,
+        ],
         "train": [python, str(ROOT / "train.py"), *train_overrides(rodent_root)],
         "bench": [python, "-m", "gslrm.bench", *bench],
     }
