@@ -157,6 +157,7 @@ def test_facelift_size_trains_5_steps_and_reports_peak_memory(tmp_path, rodent_r
         "data.batch_size=1",
         "render.deferred=true",
         "trainer.max_steps=5",
+        "trainer.log_every_n_steps=1",  # 5 steps: the default interval (10) logged none (seen on the first GPU run)
         "val_every=5",
         "validate_before_training=false",
         "trainer.limit_val_batches=1",
