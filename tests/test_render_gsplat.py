@@ -69,6 +69,67 @@ def test_the_gsplat_call_renders_what_the_cpu_path_renders(monkeypatch, sh_degre
         assert (ours - theirs).abs().max() <= 2e-4 * ours.abs().max(), f"d/d{name}"
 
 
+def test_intersection_counts_are_the_tile_lists_gsplat_sorts(monkeypatch):
+    """Per (scene, view): the pairs our count predicts = the length of the tile lists gsplat's own intersection
+    (its PyTorch reference, here) builds from the same projection."""
+    from gsplat.cuda import _torch_impl as reference
+
+    from gslrm.cameras import intrinsics_matrix
+    from gslrm.render import GSPLAT_TILE_SIZE, _gsplat_intersections
+
+    scene, c2w, k = scene_and_cameras(0)
+    viewmats, ks = torch.linalg.inv(c2w), intrinsics_matrix(k)
+    with gsplat_on_cpu(monkeypatch):
+        counts = _gsplat_intersections(scene, viewmats, ks, SIZE, SIZE)
+        import gsplat.rendering
+
+        radii, means2d, depths = gsplat.rendering.fully_fused_projection(
+            scene.means, None, scene.quats, scene.scales, viewmats, ks, SIZE, SIZE
+        )[:3]
+    tiles = -(-SIZE // GSPLAT_TILE_SIZE)
+    per_gaussian = reference._isect_tiles(means2d, radii, depths, GSPLAT_TILE_SIZE, tiles, tiles)[0]
+    assert counts.dtype == torch.int64 and counts.shape == (2, 3)
+    assert torch.equal(counts, per_gaussian.sum(dim=-1).to(torch.int64))
+    assert counts.min() > 0
+
+
+def test_views_are_grouped_under_the_intersection_limit():
+    from gslrm.render import _view_groups
+
+    assert _view_groups([3, 3, 3], 10) == [slice(0, 3)]
+    assert _view_groups([4, 4, 4, 4], 8) == [slice(0, 2), slice(2, 4)]
+    assert _view_groups([9, 2, 12, 1], 10) == [slice(0, 1), slice(1, 2), slice(2, 3), slice(3, 4)]
+
+
+def test_a_call_over_the_intersection_limit_is_split_and_renders_the_same(monkeypatch):
+    """gsplat fails inside a kernel past 2^31 (Gaussian, tile) pairs a call (seen on an H200): over the limit the call
+    is split by scene and view, with the same images and gradients as one call. In float64: in float32 one scene
+    drawn alone differs from it drawn in a batch by roundoff (2e-6), the references' batched sums."""
+    import gsplat
+
+    scene, c2w, k = scene_and_cameras(1)
+    scene, c2w, k = scene.map(lambda t: t.double()), c2w.double(), k.double()
+    backgrounds = BACKGROUNDS[:, None].expand(-1, 3, -1).double()
+    with gsplat_on_cpu(monkeypatch):
+        whole, whole_grads = with_grads(scene, lambda s: _render_gsplat(s, c2w, k, SIZE, SIZE, backgrounds))
+        calls = []
+        real = gsplat.rasterization
+        monkeypatch.setattr(gsplat, "rasterization", lambda **kw: calls.append(kw["viewmats"].shape[:2]) or real(**kw))
+        from gslrm.cameras import intrinsics_matrix
+        from gslrm.render import _gsplat_intersections
+
+        counts = _gsplat_intersections(scene, torch.linalg.inv(c2w), intrinsics_matrix(k), SIZE, SIZE)
+        limit = int(counts[0, :2].sum())  # scene 0's first two views fit; no scene fits whole
+        assert limit < counts[0].sum() and limit < counts[1].sum()
+        monkeypatch.setattr(gslrm.render, "GSPLAT_MAX_INTERSECTIONS", limit)
+        split, split_grads = with_grads(scene, lambda s: _render_gsplat(s, c2w, k, SIZE, SIZE, backgrounds))
+    assert len(calls) >= 4 and all(scenes == 1 for scenes, _ in calls) and sum(v for _, v in calls) == 2 * 3
+    assert calls[0] == (1, 2)  # views grouped up to the limit, not one call each
+    assert (split - whole).abs().max() <= 1e-12
+    for name, a, b in zip(LEAVES, whole_grads, split_grads, strict=True):
+        assert (a - b).abs().max() <= 1e-12 * a.abs().max(), name
+
+
 def test_deferred_rendering_through_the_gsplat_call_equals_the_plain_call(monkeypatch):
     """On CUDA the deferred backward re-renders one (scene, view) at a time through gsplat: slicing a batch's
     cameras, intrinsics and backgrounds that way must give the plain call's gradients. In float64: in float32 the

@@ -1,7 +1,7 @@
 """One ``render()`` entry: RGB, expected z-depth and alpha of a batch of Gaussians seen by a batch of cameras.
 
 The backend follows the device: ``gsplat.rasterization`` on CUDA (batched over scenes x views in one call,
-``render_mode="RGB+ED"``); on CPU the compiled projection and rasterizer (``compiled_projection.py``, ``compiled.py``:
+``render_mode="RGB+ED"``, split where the call would pass gsplat's int32 limit on tile intersections); on CPU the compiled projection and rasterizer (``compiled_projection.py``, ``compiled.py``:
 C++ built on first use) or, where it cannot be built or ``cpu_backend="torch"``, gsplat's PyTorch projection
 (``projection.py``) and the tiled PyTorch rasterizer (``tiles.py``), the readable references.
 All use FaceLift's near 0.01 / far 100, eps2d 0.3, and blend over the background (white by default). ``deferred=True`` renders without a graph and
@@ -58,21 +58,91 @@ def _backgrounds(background: Tensor | None, batch: int, views: int, device, dtyp
     return background[:, None, :].expand(batch, views, 3)
 
 
-def _render_gsplat(gaussians: Gaussians, c2w, fxfycxcy, width, height, background) -> Tensor:
-    from gsplat import rasterization
+# gsplat 1.5 indexes its depth-sorted list of (Gaussian, 16 px tile) pairs with int32 offsets: a call with more
+# than 2^31 - 1 pairs breaks inside its kernels. Seen on an H200: model=base at 512 px, 4 + 6 views, batch 4, initial
+# weights stopped with "CUDA error: operation not supported on global/shared address space"; counted on CPU with the
+# kernel's opacity-aware radii, that call has about 2.3e9 pairs (92 tiles per Gaussian and view), batch 2 (which ran)
+# 1.15e9. Calls over the limit are split by scene, then by view.
+GSPLAT_MAX_INTERSECTIONS = 2**31 - 1
+GSPLAT_TILE_SIZE = 16  # rasterization()'s default
 
+
+def _gsplat_intersections(gaussians: Gaussians, viewmats, ks, width: int, height: int) -> Tensor:
+    """[b, v] int64: the (Gaussian, tile) pairs each view of each scene gives gsplat's sort, from its own projection's
+    radii counted over its 16 px tiles as its tile intersection counts them (clamped at the image)."""
+    from gsplat import rendering  # the projection rasterization() calls (the CPU tests swap it there)
+
+    with torch.no_grad():
+        radii, means2d = rendering.fully_fused_projection(
+            gaussians.means,
+            None,
+            gaussians.quats,
+            gaussians.scales,
+            viewmats,
+            ks,
+            width,
+            height,
+            eps2d=EPS2D,
+            near_plane=NEAR_PLANE,
+            far_plane=FAR_PLANE,
+            opacities=gaussians.opacities,
+        )[:2]
+        tiles = means2d.new_tensor([-(-width // GSPLAT_TILE_SIZE), -(-height // GSPLAT_TILE_SIZE)])
+        low = torch.minimum(torch.floor((means2d - radii) / GSPLAT_TILE_SIZE).clamp(min=0), tiles)
+        high = torch.minimum(torch.ceil((means2d + radii) / GSPLAT_TILE_SIZE).clamp(min=0), tiles)
+        per_gaussian = (high - low).to(torch.int64).prod(dim=-1) * (radii > 0).all(dim=-1)
+        return per_gaussian.sum(dim=-1)
+
+
+def _view_groups(counts: list[int], limit: int) -> list[slice]:
+    """Consecutive views whose counts add up to at most ``limit`` (a view over it alone: nothing smaller to split)."""
+    groups, start, total = [], 0, 0
+    for view, count in enumerate(counts):
+        if view > start and total + count > limit:
+            groups.append(slice(start, view))
+            start, total = view, 0
+        total += count
+    return groups + [slice(start, len(counts))]
+
+
+def _render_gsplat(gaussians: Gaussians, c2w, fxfycxcy, width, height, background) -> Tensor:
     from gslrm.cameras import intrinsics_matrix
     from gslrm.render.gsplat_kernels import ensure_kernels
 
     ensure_kernels()  # once per process: built under a lock (concurrent first builds break), or a one-line error
+    viewmats, ks = torch.linalg.inv(c2w), intrinsics_matrix(fxfycxcy)
+    batch, views = c2w.shape[:2]
+    tiles = -(-width // GSPLAT_TILE_SIZE) * -(-height // GSPLAT_TILE_SIZE)
+    if batch * views * gaussians.means.shape[1] * tiles <= GSPLAT_MAX_INTERSECTIONS:  # cannot reach it: no count
+        return _rasterize_gsplat(gaussians, viewmats, ks, width, height, background)
+    counts = _gsplat_intersections(gaussians, viewmats, ks, width, height)
+    if counts.sum().item() <= GSPLAT_MAX_INTERSECTIONS:
+        return _rasterize_gsplat(gaussians, viewmats, ks, width, height, background)
+    scenes, calls = [], 0
+    for b in range(batch):
+        scene = gaussians.map(lambda t, b=b: t[b : b + 1])
+        groups = _view_groups(counts[b].tolist(), GSPLAT_MAX_INTERSECTIONS)
+        parts = [
+            _rasterize_gsplat(scene, viewmats[b : b + 1, g], ks[b : b + 1, g], width, height, background[b : b + 1, g])
+            for g in groups
+        ]
+        scenes.append(torch.cat(parts, dim=1))
+        calls += len(groups)
+    log.debug("gsplat: %d (Gaussian, tile) pairs, rendered in %d calls", counts.sum().item(), calls)
+    return torch.cat(scenes, dim=0)
+
+
+def _rasterize_gsplat(gaussians: Gaussians, viewmats, ks, width, height, background) -> Tensor:
+    from gsplat import rasterization
+
     colors, alphas, _ = rasterization(
         means=gaussians.means,
         quats=gaussians.quats,
         scales=gaussians.scales,
         opacities=gaussians.opacities,
         colors=gaussians.features,
-        viewmats=torch.linalg.inv(c2w),
-        Ks=intrinsics_matrix(fxfycxcy),
+        viewmats=viewmats,
+        Ks=ks,
         width=width,
         height=height,
         near_plane=NEAR_PLANE,
@@ -82,6 +152,7 @@ def _render_gsplat(gaussians: Gaussians, c2w, fxfycxcy, width, height, backgroun
         backgrounds=background,
         render_mode="RGB+ED",
         packed=False,
+        tile_size=GSPLAT_TILE_SIZE,
     )  # [b, v, h, w, 4], [b, v, h, w, 1]
     return torch.cat([colors, alphas], dim=-1)
 
