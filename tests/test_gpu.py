@@ -96,6 +96,43 @@ def test_deferred_rendering_on_cuda_equals_the_plain_path():
         assert ((a - b).norm() / a.norm().clamp_min(1e-12)).item() <= 1e-3, name
 
 
+def test_intersection_counts_and_the_split_call_on_cuda(monkeypatch):
+    """The count that splits a call past gsplat's int32 limit is what gsplat's CUDA intersection sorts (its meta), and
+    the split call draws what one call does (written after the H200 run that found the limit: not yet run on a GPU)."""
+    from gsplat import rasterization
+
+    import gslrm.render
+    from gslrm.cameras import intrinsics_matrix
+    from gslrm.render import EPS2D, FAR_PLANE, NEAR_PLANE, _gsplat_intersections, _render_gsplat
+
+    scene = random_scene(3000, seed=4).map(lambda t: t.cuda())
+    c2w, k = (t.cuda() for t in cameras(2, 3, 96))
+    viewmats, ks = torch.linalg.inv(c2w), intrinsics_matrix(k)
+    counts = _gsplat_intersections(scene, viewmats, ks, 96, 96)
+    *_, meta = rasterization(
+        scene.means,
+        scene.quats,
+        scene.scales,
+        scene.opacities,
+        scene.features,
+        viewmats,
+        ks,
+        96,
+        96,
+        near_plane=NEAR_PLANE,
+        far_plane=FAR_PLANE,
+        eps2d=EPS2D,
+        sh_degree=0,
+        packed=False,
+    )
+    assert counts.sum().item() == meta["flatten_ids"].numel() > 0
+    background = torch.ones(2, 3, 3, device="cuda")
+    whole = _render_gsplat(scene, c2w, k, 96, 96, background)
+    monkeypatch.setattr(gslrm.render, "GSPLAT_MAX_INTERSECTIONS", int(counts[0, :2].sum()))
+    split = _render_gsplat(scene, c2w, k, 96, 96, background)
+    assert (split - whole).abs().max() <= 1e-5
+
+
 def test_bf16_forward_is_close_to_fp32():
     """bf16 autocast against fp32 on the same weights: relative error of the Gaussians' means and colours <= 5e-2."""
     torch.manual_seed(0)

@@ -88,8 +88,9 @@ def _gsplat_intersections(gaussians: Gaussians, viewmats, ks, width: int, height
             opacities=gaussians.opacities,
         )[:2]
         tiles = means2d.new_tensor([-(-width // GSPLAT_TILE_SIZE), -(-height // GSPLAT_TILE_SIZE)])
-        low = torch.minimum(torch.floor((means2d - radii) / GSPLAT_TILE_SIZE).clamp(min=0), tiles)
-        high = torch.minimum(torch.ceil((means2d + radii) / GSPLAT_TILE_SIZE).clamp(min=0), tiles)
+        centre, radius = means2d / GSPLAT_TILE_SIZE, radii / GSPLAT_TILE_SIZE  # in tiles, rounded as gsplat rounds
+        low = torch.minimum(torch.floor(centre - radius).clamp(min=0), tiles)
+        high = torch.minimum(torch.ceil(centre + radius).clamp(min=0), tiles)
         per_gaussian = (high - low).to(torch.int64).prod(dim=-1) * (radii > 0).all(dim=-1)
         return per_gaussian.sum(dim=-1)
 
