@@ -119,8 +119,9 @@ def test_gpu_check_refuses_unknown_stages_and_limits(tmp_path):
 
     with pytest.raises(SystemExit, match="--stages: unknown tset"):
         gpu_check(["--out", str(tmp_path), "--stages", "setup,tset"])
-    with pytest.raises(SystemExit, match="--limits: 'tests' is not STAGE=SECONDS"):
-        gpu_check(["--out", str(tmp_path), "--limits", "tests"])
+    for bad in ("tests", "tests=soon", "tset=60", "bench=0"):
+        with pytest.raises(SystemExit, match=f"--limits: '{bad}' is not STAGE=SECONDS"):
+            gpu_check(["--out", str(tmp_path), "--limits", bad])
 
 
 @pytest.mark.slow  # starts Python processes

@@ -2,8 +2,9 @@
 
 - ``training``: steps/s and MFU of whole training steps (model forward + rendering every view + MSE + backward +
   AdamW) for ``tiny``, ``small`` and ``base`` (FaceLift's size: 512^2, 4 input and 6 rendered views, gradient
-  checkpointing; ``base_nockpt`` without it), batch 2, bf16 autocast. MFU = the transformer's forward+backward FLOPs per second (recomputation by
-  checkpointing not counted) / the bf16 matmul FLOP/s of a large ``torch.matmul`` measured in the same run.
+  checkpointing; ``base_nockpt`` without it), batch 2, bf16 autocast. MFU = the transformer's forward+backward FLOPs
+  per second (recomputation by checkpointing not counted) / the bf16 matmul FLOP/s of a large ``torch.matmul``
+  measured in the same run.
 - ``rasterizer``: gsplat forward + backward against resolution and Gaussian count.
 - ``memory``: peak memory of a ``small`` training step against views x resolution, plain and deferred rendering.
 - ``loader``: samples/s of the rodent loader at 512^2 with ``num_workers`` 4 and 8, against what ``base`` consumes

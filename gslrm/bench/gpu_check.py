@@ -104,9 +104,12 @@ def _limits(text: str) -> dict[str, float]:
     limits = dict(DEFAULT_LIMITS)
     for item in filter(None, text.split(",")):
         name, _, value = item.partition("=")
-        if name not in STAGES or not value:
+        try:
+            limits[name] = float(value) if name in STAGES else float("nan")
+        except ValueError:
+            limits[name] = float("nan")
+        if not limits[name] > 0:
             raise SystemExit(f"--limits: '{item}' is not STAGE=SECONDS with STAGE one of {', '.join(STAGES)}")
-        limits[name] = float(value)
     return limits
 
 
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stages", default=",".join(STAGES), help=f"comma-separated, in order (default: all of {STAGES})"
     )
-    parser.add_argument("--limits", default="", help="STAGE=SECONDS,... per-stage time limits (default: %(default)s)")
+    defaults = ",".join(f"{name}={limit}" for name, limit in DEFAULT_LIMITS.items())
+    parser.add_argument("--limits", default="", help=f"STAGE=SECONDS,... per-stage time limits (default: {defaults})")
     parser.add_argument("--rodent-root", default=None, help="the bench's and train's dataset (default: DATA_DIR)")
     parser.add_argument("--test-rodent", default=None, help="the test suite's dataset (GSLRM_TEST_RODENT)")
     parser.add_argument("--runs", type=Path, default=None, help="train.py's run folders (default: OUT/runs)")
