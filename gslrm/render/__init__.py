@@ -2,10 +2,11 @@
 
 The backend follows the device: ``gsplat.rasterization`` on CUDA (batched over scenes x views in one call,
 ``render_mode="RGB+ED"``, split where the call would pass gsplat's int32 limit on tile intersections); on CPU the
-compiled projection and rasterizer (``compiled_projection.py``, ``compiled.py``: C++ built on first use) or, where it cannot be built or ``cpu_backend="torch"``, gsplat's PyTorch projection
-(``projection.py``) and the tiled PyTorch rasterizer (``tiles.py``), the readable references.
-All use FaceLift's near 0.01 / far 100, eps2d 0.3, and blend over the background (white by default). ``deferred=True`` renders without a graph and
-re-renders one view at a time in the backward pass (FaceLift's deferred backpropagation, ``deferred.py``).
+compiled projection and rasterizer (``compiled_projection.py``, ``compiled.py``: C++ built on first use) or, where it
+cannot be built or ``cpu_backend="torch"``, gsplat's PyTorch projection (``projection.py``) and the tiled PyTorch
+rasterizer (``tiles.py``), the readable references. All use FaceLift's near 0.01 / far 100, eps2d 0.3, and blend over
+the background (white by default). ``deferred=True`` renders without a graph and re-renders one view at a time in
+the backward pass (FaceLift's deferred backpropagation, ``deferred.py``).
 """
 
 from __future__ import annotations
