@@ -61,9 +61,9 @@ def _backgrounds(background: Tensor | None, batch: int, views: int, device, dtyp
 
 # gsplat 1.5 indexes its depth-sorted list of (Gaussian, 16 px tile) pairs with int32 offsets: a call with more
 # than 2^31 - 1 pairs breaks inside its kernels. Seen on an H200: model=base at 512 px, 4 + 6 views, batch 4, initial
-# weights stopped with "CUDA error: operation not supported on global/shared address space"; counted on CPU with the
-# kernel's opacity-aware radii, that call has about 2.3e9 pairs (92 tiles per Gaussian and view), batch 2 (which ran)
-# 1.15e9. Calls over the limit are split by scene, then by view.
+# weights stopped with "CUDA error: operation not supported on global/shared address space"; estimated on CPU with
+# the kernel's opacity-aware radii, that call has about 2.3e9 pairs (92 tiles per Gaussian and view), batch 2 (which
+# ran) 1.15e9. Calls over the limit are split by scene, then by view.
 GSPLAT_MAX_INTERSECTIONS = 2**31 - 1
 GSPLAT_TILE_SIZE = 16  # rasterization()'s default
 
