@@ -10,13 +10,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAINED_IMAGE_SIZE = 16  # conftest.trained_run trains at this size
 
 
+TEST_RODENT = dict(samples=4, val_samples=1, seed=3)  # conftest.rodent_root: 3 train + 1 val samples
+
+
 def data_overrides(rodent_root) -> list[str]:
     """The session's small rodent dataset (conftest.rodent_root), loaded in-process."""
     return [
         f"data.root={rodent_root}",
-        "data.generator.samples=4",
-        "data.generator.val_samples=1",
-        "data.generator.seed=3",
+        *(f"data.generator.{key}={value}" for key, value in TEST_RODENT.items()),
         "data.num_workers=0",
         "data.batch_size=1",
     ]

@@ -39,13 +39,12 @@ def made_once(tmp_path_factory, name: str, make) -> Path:
     return folder
 
 
-TEST_RODENT = dict(samples=4, val_samples=1, seed=3)  # tests/cli.py's data_overrides name the same
-
-
 @pytest.fixture(scope="session")
 def rodent_root(tmp_path_factory):
     """A small generated rodent dataset shared by the session (3 train + 1 val samples). ``GSLRM_TEST_RODENT``: the
     same dataset generated elsewhere (a GPU node without MuJoCo; its manifest is checked, read-only)."""
+    from cli import TEST_RODENT
+
     from gslrm.data.rodent import ensure_dataset
 
     prepared = os.environ.get("GSLRM_TEST_RODENT")

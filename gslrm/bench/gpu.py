@@ -29,6 +29,12 @@ BASE = dict(dim=1024, depth=24, head_dim=64)
 # forward costs a third more compute that MFU does not count
 SIZES = MODEL_SIZES | {"base": BASE | dict(gradient_checkpointing=True), "base_nockpt": BASE}
 MFU_TARGET, LOADER_TARGET = 0.35, 1.5
+BENCH_RODENT = dict(samples=48, val_samples=4, seed=0)  # the loader's and predict.py's data (gpu_check's train too)
+
+
+def generator_overrides(rodent: dict) -> tuple[str, ...]:
+    """The ``data.generator.*`` overrides that name a generated dataset (else train/predict regenerate the default)."""
+    return tuple(f"data.generator.{key}={value}" for key, value in rodent.items())
 
 
 def _cameras(batch: int, views: int, resolution: int, device: str):
@@ -188,10 +194,10 @@ def run(
     consumption = consumer["batch"] / consumer["seconds"]
     results["loader"]["consumption_samples_per_second"] = consumption
     with tempfile.TemporaryDirectory() as scratch:
-        samples = 12 if quick else 48
+        rodent = BENCH_RODENT | (dict(samples=12) if quick else {})
         folder = Path(rodent_root) if rodent_root else Path(scratch) / "rodent"
-        root = ensure_dataset(folder, samples=samples, val_samples=4, seed=0)
-        generated = (f"data.generator.samples={samples}", "data.generator.val_samples=4", "data.generator.seed=0")
+        root = ensure_dataset(folder, **rodent)
+        generated = generator_overrides(rodent)
         for workers in (0, 2) if quick else (4, 8):
             measured = job_loader(str(root), consumer["resolution"], workers, batches=10 if quick else 60)
             measured["ratio_to_consumption"] = measured["samples_per_second"] / consumption

@@ -28,12 +28,13 @@ import sys
 import time
 from pathlib import Path
 
+from gslrm.bench.gpu import BENCH_RODENT, generator_overrides
+
 __all__ = ["STAGES", "stage_commands", "run_stage", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("setup", "tests", "train", "bench")
 DEFAULT_LIMITS = {"setup": 900, "tests": 900, "train": 600, "bench": 900}  # seconds; a first gsplat build is minutes
-BENCH_RODENT = ("data.generator.samples=48", "data.generator.val_samples=4", "data.generator.seed=0")
 
 
 def train_overrides(rodent_root: str, steps: int = 300) -> list[str]:
@@ -49,7 +50,7 @@ def train_overrides(rodent_root: str, steps: int = 300) -> list[str]:
         "loss.perceptual.weight=0",
         "logger=csv",
         f"data.root={rodent_root}",
-        *BENCH_RODENT,
+        *generator_overrides(BENCH_RODENT),
         "data.image_size=128",
         "data.image_size_schedule=[]",
         "data.batch_size=8",
@@ -105,11 +106,12 @@ def _limits(text: str) -> dict[str, float]:
     for item in filter(None, text.split(",")):
         name, _, value = item.partition("=")
         try:
-            limits[name] = float(value) if name in STAGES else float("nan")
+            seconds = float(value)
         except ValueError:
-            limits[name] = float("nan")
-        if not limits[name] > 0:
+            seconds = 0.0
+        if name not in STAGES or not seconds > 0:
             raise SystemExit(f"--limits: '{item}' is not STAGE=SECONDS with STAGE one of {', '.join(STAGES)}")
+        limits[name] = seconds
     return limits
 
 
