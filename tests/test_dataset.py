@@ -54,6 +54,57 @@ def test_depth_is_cropped_and_scaled_with_the_rig(tiny_root):
     assert set(np.unique(sample["depth"].numpy()).round(5)) == {0.0, 4.0}  # 2.0 x (5.4 / 2.7)
 
 
+def test_supervision_views_are_appended_as_targets_of_train_samples_only(tiny_root):
+    """data.supervision_views: that many views drawn anew from <sample>/supervision/ follow the rig's six, normalized
+    by the rig's transform (a supervision frame placed where rig frame i is lands exactly where it does), with their
+    depth; validation never gets them."""
+    import pytest
+    from conftest import write_sample
+
+    from gslrm.data.format import DataFormatError
+
+    for index in range(4):
+        write_sample(tiny_root / f"s{index}", "supervision", distance=3.5 if index == 0 else 2.7)
+    write_sample(tiny_root, "s0", distance=3.5)  # the rig and its supervision views both need rescaling
+    for folder in (tiny_root / "s0", tiny_root / "s0" / "supervision"):
+        (folder / "depth").mkdir(exist_ok=True)
+        for view in range(6):
+            depth = np.zeros((32, 36), np.float32)
+            depth[8:24, 10:26] = 3.5
+            np.save(folder / "depth" / f"cam_{view:03d}.npy", depth)
+    config = DataConfig(root=str(tiny_root), image_size=16, supervision_views=2, load_depth=True)
+    dataset = ViewDataset(config, "train")
+    sample = dataset[0]
+    assert sample["image"].shape == (8, 4, 16, 16) and sample["c2w"].shape == (8, 4, 4)
+    assert sample["fxfycxcy"].shape == (8, 4) and sample["depth"].shape == (8, 1, 16, 16)
+    frames = [-1 - int(i) for i in sample["index"][6:, 0]]
+    assert sample["index"][:6, 0].tolist() == [0, 1, 2, 3, 4, 5] and len(set(frames)) == 2
+    assert (sample["index"][:, 1] == 0).all()
+    assert all("/s0/supervision/images/cam_" in name for name in sample["names"][6:])
+    for slot, frame in zip((6, 7), frames, strict=True):
+        assert torch.allclose(sample["c2w"][slot], sample["c2w"][frame], atol=1e-6)
+        assert torch.equal(sample["fxfycxcy"][slot], sample["fxfycxcy"][frame])
+        assert torch.equal(sample["image"][slot, 3], sample["image"][frame, 3])
+    assert np.allclose(np.unique(sample["depth"][6:].numpy()), [0.0, 2.7])  # 3.5 x (2.7 / 3.5)
+    assert len({tuple(dataset[0]["index"][6:, 0].tolist()) for _ in range(20)}) > 1  # drawn anew
+    without_depth = DataConfig(root=str(tiny_root), image_size=16, supervision_views=2)
+    assert ViewDataset(without_depth, "val")[0]["image"].shape[0] == 6
+
+    (tiny_root / "s1" / "supervision" / "opencv_cameras.json").unlink()
+    with pytest.raises(
+        DataFormatError, match=r"s1/supervision/opencv_cameras.json: file not found \(data.supervision_views=2\)"
+    ):
+        ViewDataset(without_depth, "train")[1]
+    few = DataConfig(root=str(tiny_root), image_size=16, supervision_views=7)
+    with pytest.raises(
+        DataFormatError,
+        match=r"s2/supervision/opencv_cameras.json: frames: 6 views, fewer than data.supervision_views=7",
+    ):
+        ViewDataset(few, "train")[2]
+    with pytest.raises(ValueError, match="data.supervision_views: must be >= 0"):
+        DataConfig(supervision_views=-1)
+
+
 def test_datamodule_batches(tiny_root):
     config = DataConfig(root=str(tiny_root), image_size=16, batch_size=2, num_workers=0)
     datamodule = ViewDataModule(config)

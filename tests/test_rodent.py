@@ -97,13 +97,9 @@ def test_calibration_is_exact_by_reprojection(rodent_root, sample_name):
     assert np.quantile(errors, 0.2) < 1e-3, np.quantile(errors, 0.2)
 
 
-def test_orbit_views_of_val_samples_are_exact_by_reprojection(rodent_root):
-    """Held-out orbit views (val samples only): rig-view surface points, back-projected with their depth, land on
-    every orbit view's silhouette; a 1 degree pan of the orbit cameras does not."""
-    assert not (rodent_root / "sample_000000" / "orbit").exists()  # train samples have none
-    sample = rodent_root / "sample_000003"
-    orbit = read_cameras(sample / "orbit" / "opencv_cameras.json")
-    assert len(orbit) == 16 and {(f.width, f.height) for f in orbit} == {(288, 256)}
+def silhouette_hit_rate(sample, folder, pan_deg=0.0):
+    """Rig-view surface points of ``sample``, back-projected with their depth, that land on the silhouettes of the
+    views in ``sample/folder`` (its cameras panned by ``pan_deg``)."""
     points = []
     for frame in read_cameras(sample / "opencv_cameras.json"):
         depth = load_view(sample, frame)[1]
@@ -113,23 +109,71 @@ def test_orbit_views_of_val_samples_are_exact_by_reprojection(rodent_root):
         camera_points = np.stack([(cols + 0.5 - cx) / fx * z, (rows + 0.5 - cy) / fy * z, z], -1)
         points.append(camera_points @ frame.c2w[:3, :3].T + frame.c2w[:3, 3])
     world = np.concatenate(points)
+    angle = np.radians(pan_deg)
+    pan = np.array([[np.cos(angle), 0, -np.sin(angle)], [0, 1, 0], [np.sin(angle), 0, np.cos(angle)]])
+    hits = total = 0
+    for frame in read_cameras(sample / folder / "opencv_cameras.json"):
+        silhouette = dilate((np.asarray(Image.open(sample / folder / frame.file_path)) < 255).any(-1))
+        cam = world @ (pan @ frame.w2c[:3, :3]).T + pan @ frame.w2c[:3, 3]
+        fx, fy, cx, cy = frame.fxfycxcy
+        u, v = fx * cam[:, 0] / cam[:, 2] + cx, fy * cam[:, 1] / cam[:, 2] + cy
+        inside = (u >= 0) & (u < frame.width) & (v >= 0) & (v < frame.height)
+        hits += int(silhouette[v[inside].astype(int), u[inside].astype(int)].sum())
+        total += int(inside.sum())
+    return hits / total
 
-    def hit_rate(pan_deg):
-        angle = np.radians(pan_deg)
-        pan = np.array([[np.cos(angle), 0, -np.sin(angle)], [0, 1, 0], [np.sin(angle), 0, np.cos(angle)]])
-        hits = total = 0
-        for frame in orbit:
-            silhouette = dilate((np.asarray(Image.open(sample / "orbit" / frame.file_path)) < 255).any(-1))
-            cam = world @ (pan @ frame.w2c[:3, :3]).T + pan @ frame.w2c[:3, 3]
-            fx, fy, cx, cy = frame.fxfycxcy
-            u, v = fx * cam[:, 0] / cam[:, 2] + cx, fy * cam[:, 1] / cam[:, 2] + cy
-            inside = (u >= 0) & (u < frame.width) & (v >= 0) & (v < frame.height)
-            hits += int(silhouette[v[inside].astype(int), u[inside].astype(int)].sum())
-            total += int(inside.sum())
-        return hits / total
 
-    assert hit_rate(0.0) >= 0.99
-    assert hit_rate(1.0) < 0.97
+def test_orbit_views_of_val_samples_are_exact_by_reprojection(rodent_root):
+    """Held-out orbit views (val samples only): rig-view surface points, back-projected with their depth, land on
+    every orbit view's silhouette; a 1 degree pan of the orbit cameras does not."""
+    assert not (rodent_root / "sample_000000" / "orbit").exists()  # train samples have none
+    sample = rodent_root / "sample_000003"
+    orbit = read_cameras(sample / "orbit" / "opencv_cameras.json")
+    assert len(orbit) == 16 and {(f.width, f.height) for f in orbit} == {(288, 256)}
+    assert silhouette_hit_rate(sample, "orbit") >= 0.99
+    assert silhouette_hit_rate(sample, "orbit", pan_deg=1.0) < 0.97
+
+
+def test_supervision_views_of_train_samples_are_exact_whole_and_random(tmp_path, rodent_root):
+    """supervision_views: every train sample gets that many views from random viewpoints in the rig's band of
+    distances and elevations, exact by reprojection (silhouettes and depth), with the whole animal in frame; val
+    samples get none; the poses are those of the dataset without them, whose manifest is the one from before."""
+    from gslrm.data.rodent import (
+        RIG_CENTER,
+        SUPERVISION_DISTANCE,
+        SUPERVISION_ELEVATION_DEG,
+        RodentConfig,
+        ensure_dataset,
+        manifest,
+    )
+
+    root = ensure_dataset(tmp_path / "supervised", samples=3, val_samples=1, seed=3, supervision_views=4)
+    positions = []
+    for name in ["sample_000000", "sample_000001"]:
+        sample = root / name
+        frames = read_cameras(sample / "supervision" / "opencv_cameras.json")
+        assert len(frames) == 4 and {(f.width, f.height) for f in frames} == {(288, 256)}
+        assert silhouette_hit_rate(sample, "supervision") >= 0.99
+        assert silhouette_hit_rate(sample, "supervision", pan_deg=1.0) < 0.97
+        for frame in frames:
+            image = np.asarray(Image.open(sample / "supervision" / frame.file_path))
+            depth = np.load(sample / "supervision" / "depth" / frame.file_path.split("/")[-1].replace(".png", ".npy"))
+            foreground = depth > 0
+            assert (image[~foreground] == 255).all() and foreground.mean() > 0.01
+            border = np.concatenate([foreground[0], foreground[-1], foreground[:, 0], foreground[:, -1]])
+            assert not border.any()  # the whole animal is in frame
+            offset = frame.c2w[:3, 3] - RIG_CENTER  # on a sphere about the rig centre (only the aim is jittered)
+            distance = np.linalg.norm(offset)
+            elevation = np.degrees(np.arcsin(offset[2] / distance))
+            assert SUPERVISION_DISTANCE[0] - 1e-6 <= distance <= SUPERVISION_DISTANCE[1] + 1e-6
+            assert SUPERVISION_ELEVATION_DEG[0] - 1e-6 <= elevation <= SUPERVISION_ELEVATION_DEG[1] + 1e-6
+            positions.append(frame.c2w[:3, 3])
+    assert len({tuple(p.round(6)) for p in positions}) == 8
+    assert not (root / "sample_000002" / "supervision").exists()
+    poses = json.loads((root / "poses.json").read_text())
+    without = json.loads((rodent_root / "poses.json").read_text())  # seed 3 too, 4 samples
+    assert poses["sample_000000"] == without["sample_000000"]
+    assert "supervision_views" not in manifest(RodentConfig())["config"]
 
 
 def test_rig_jitter_moves_each_train_samples_cameras_and_keeps_them_exact(tmp_path, rodent_root):

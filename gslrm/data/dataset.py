@@ -15,7 +15,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gslrm.config import coerce
-from gslrm.data.format import CAMERAS_FILE, ORBIT_DIR, DataFormatError, Frame, read_cameras, read_split
+from gslrm.data.format import (
+    CAMERAS_FILE,
+    ORBIT_DIR,
+    SUPERVISION_DIR,
+    DataFormatError,
+    Frame,
+    read_cameras,
+    read_split,
+)
 from gslrm.data.images import (
     crop_resize,
     crop_resize_depth,
@@ -91,6 +99,9 @@ class DataConfig:
     load_depth: bool = False  # also return depth [V,1,H,W] from <sample>/depth/<image stem>.npy
     # also return <sample>/orbit/'s held-out views as orbit_*; null: when the split's first sample has them
     load_orbit: bool | None = False
+    # training only: this many views drawn at random (anew each time) from <sample>/supervision/, appended as targets
+    # after the rig's views (never inputs); the rodent generator writes them with generator.supervision_views
+    supervision_views: int = 0
     depth_maps: MapConfig | None = None  # precomputed depth priors -> depth_prior [V,1,H,W] (disparity)
     confidence_maps: MapConfig | None = None  # precomputed confidence/uncertainty -> confidence [V,1,H,W]
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
@@ -114,6 +125,10 @@ class DataConfig:
         ResolutionSchedule.parse(self.image_size_schedule, self.image_size)  # a bad entry fails at start-up
         if not 0 < self.num_input_views <= self.num_views:
             raise ValueError(f"data.num_input_views: must be in 1..num_views={self.num_views}")
+        if self.supervision_views < 0:
+            raise ValueError(f"data.supervision_views: must be >= 0, not {self.supervision_views}")
+        if self.supervision_views and (self.depth_maps is not None or self.confidence_maps is not None):
+            raise ValueError("data.supervision_views: not with data.depth_maps or data.confidence_maps (no maps there)")
 
     @property
     def background_rgb(self) -> np.ndarray:
@@ -136,6 +151,12 @@ class ViewBatch(TypedDict, total=False):
     orbit_c2w: Float[Tensor, "o 4 4"]
     orbit_fxfycxcy: Float[Tensor, "o 4"]
     world_from_normalized: Float[Tensor, "4 4"]  # float64, back to the rig's frame (only with with_world_frame)
+
+
+def append_views(batch: ViewBatch, views: dict) -> None:
+    """Views (``load_views``' keys, ``index`` and ``names``) appended to ``batch``'s after its own, as targets."""
+    for key, value in views.items():
+        batch[key] = batch[key] + value if key == "names" else torch.cat([batch[key], value])
 
 
 def split_file(config: DataConfig, split: str) -> Path:
@@ -248,6 +269,8 @@ class ViewDataset(Dataset):
         for key, arrays in maps.items():
             batch[key] = torch.from_numpy(np.stack(arrays))[:, None]
         batch["names"] = [f"{sample_dir}/{frames[i].file_path}" for i in selected]
+        if config.supervision_views and self.split == "train":
+            append_views(batch, self.load_supervision(sample_dir, index, transform))
         if self.with_world_frame:
             batch["world_from_normalized"] = torch.from_numpy(world_from_normalized(transform))
         if self.with_orbit:
@@ -267,26 +290,62 @@ class ViewDataset(Dataset):
         return rgba
 
     def load_orbit(self, sample_dir: Path, transform) -> dict:
-        """The held-out views of ``sample_dir/orbit/``, in the frame the rig's transform normalizes to, cropped as
-        the rig views are (around the animal with one zoom for the orbit, or the square window)."""
-        config = self.config
+        """The held-out views of ``sample_dir/orbit/`` as ``orbit_*``."""
         cameras_path = sample_dir / ORBIT_DIR / CAMERAS_FILE
+        views = self.load_views(cameras_path, list(range(len(read_cameras(cameras_path)))), transform, depth=False)
+        return {f"orbit_{key}": value for key, value in views.items()}
+
+    def load_supervision(self, sample_dir: Path, index: int, transform) -> dict:
+        """``data.supervision_views`` views drawn at random from ``sample_dir/supervision/`` (the batch's keys)."""
+        count = self.config.supervision_views
+        cameras_path = sample_dir / SUPERVISION_DIR / CAMERAS_FILE
+        if not cameras_path.is_file():
+            raise DataFormatError(f"{cameras_path}: file not found (data.supervision_views={count})")
         frames = read_cameras(cameras_path)
-        raw_images = [self.read_image(cameras_path, frames, i) for i in range(len(frames))]
+        if len(frames) < count:
+            raise DataFormatError(
+                f"{cameras_path}: frames: {len(frames)} views, fewer than data.supervision_views={count}"
+            )
+        chosen = sorted(int(i) for i in self.rng.choice(len(frames), count, replace=False))
+        views = self.load_views(cameras_path, chosen, transform, depth=self.config.load_depth)
+        # (frame, sample) as the rig's views, with frames counted -1, -2, ...: not frames of opencv_cameras.json
+        views["index"] = torch.tensor([[-1 - i, index] for i in chosen], dtype=torch.long)
+        views["names"] = [f"{cameras_path.parent}/{frames[i].file_path}" for i in chosen]
+        return views
+
+    def load_views(self, cameras_path: Path, chosen: list[int], transform, depth: bool) -> dict:
+        """Frames ``chosen`` of ``cameras_path`` (views beside the rig's: the orbit, supervision views) in the frame
+        the rig's transform normalizes to, cropped as the rig views are (around the animal with one zoom for them,
+        or the square window): ``image``, ``c2w``, ``fxfycxcy`` (and ``depth``)."""
+        config = self.config
+        frames = read_cameras(cameras_path)
+        raw_images = [self.read_image(cameras_path, frames, i) for i in chosen]
         if config.recenter:
             windows = foreground_window([image[..., 3] for image in raw_images], config.recenter_margin)
         else:
-            windows = [square_window(f.width, f.height, config.square) for f in frames]
-        c2w, intrinsics = transform.apply(np.stack([f.c2w for f in frames]), np.stack([f.fxfycxcy for f in frames]))
+            windows = [square_window(frames[i].width, frames[i].height, config.square) for i in chosen]
+        c2w, intrinsics = transform.apply(
+            np.stack([frames[i].c2w for i in chosen]), np.stack([frames[i].fxfycxcy for i in chosen])
+        )
         cropped = [
             crop_resize(image, k, window, config.image_size, config.background_rgb)
             for image, k, window in zip(raw_images, intrinsics, windows, strict=True)
         ]
-        return {
-            "orbit_image": torch.from_numpy(np.stack([image for image, _ in cropped])),
-            "orbit_c2w": torch.from_numpy(c2w).float(),
-            "orbit_fxfycxcy": torch.from_numpy(np.stack([k for _, k in cropped])).float(),
+        views = {
+            "image": torch.from_numpy(np.stack([image for image, _ in cropped])),
+            "c2w": torch.from_numpy(c2w).float(),
+            "fxfycxcy": torch.from_numpy(np.stack([k for _, k in cropped])).float(),
         }
+        if depth:
+            depths = []
+            for i, window in zip(chosen, windows, strict=True):
+                depth_path = cameras_path.parent / "depth" / (Path(frames[i].file_path).stem + ".npy")
+                if not depth_path.is_file():
+                    raise DataFormatError(f"{depth_path}: depth: file not found (data.load_depth=true)")
+                raw = np.load(depth_path).astype(np.float32)
+                depths.append(crop_resize_depth(raw, window, config.image_size) * transform.depth_scale())
+            views["depth"] = torch.from_numpy(np.stack(depths))[:, None]
+        return views
 
     def read_maps(self, sample_dir: Path, image_file: str, shape: tuple[int, int]) -> dict:
         """Precomputed maps of one image at its raw size: {batch key: (array, resize mode)}."""

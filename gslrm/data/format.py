@@ -6,6 +6,7 @@ ROOT/<sample>/opencv_cameras.json               {"id": ..., "frames": [{w, h, fx
 ROOT/<sample>/images/cam_000.png ...            RGB (auto-masked) or RGBA, any bit depth
 ROOT/<sample>/depth/cam_000.npy                 optional z-depth in raw calibration units, 0 = no depth
 ROOT/<sample>/orbit/opencv_cameras.json         optional held-out views (eval only), images under orbit/
+ROOT/<sample>/supervision/opencv_cameras.json   optional extra training targets (data.supervision_views)
 ```
 
 Every problem is reported as a :class:`DataFormatError` whose message names the file and the field.
@@ -20,10 +21,21 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataFormatError", "Frame", "CAMERAS_FILE", "ORBIT_DIR", "read_cameras", "write_cameras", "read_split"]
+__all__ = [
+    "DataFormatError",
+    "Frame",
+    "CAMERAS_FILE",
+    "ORBIT_DIR",
+    "SUPERVISION_DIR",
+    "read_cameras",
+    "write_cameras",
+    "read_split",
+]
 
 CAMERAS_FILE = "opencv_cameras.json"
 ORBIT_DIR = "orbit"  # held-out views of a sample, never inputs or supervised: <sample>/orbit/opencv_cameras.json
+# views from other viewpoints, supervised in training (never inputs): <sample>/supervision/opencv_cameras.json
+SUPERVISION_DIR = "supervision"
 FRAME_KEYS = ("w", "h", "fx", "fy", "cx", "cy", "w2c", "file_path")
 
 

@@ -12,6 +12,11 @@ Every val sample also gets held-out orbit views (``orbit/opencv_cameras.json``, 
 8 azimuths between the rig's cameras at 2 elevations, around the rig centre at the rig's mean distance. They are
 never inputs and never supervised; eval.py renders the predicted Gaussians into them (``*_orbit`` metrics) to
 measure the 3D away from the rig's six viewpoints.
+
+With ``supervision_views`` = K, every train sample also gets K views from random viewpoints around the animal
+(``supervision/opencv_cameras.json``, images and depth under ``supervision/``): never inputs, supervised only where
+``data.supervision_views`` draws them, as GS-LRM supervises renders from random views of each Objaverse object. The
+rig's own cameras stay the inputs; the val samples never get them.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gslrm.data.format import ORBIT_DIR, Frame, write_cameras
+from gslrm.data.format import ORBIT_DIR, SUPERVISION_DIR, Frame, write_cameras
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,11 @@ RIG = (
 ORBIT_AZIMUTHS_DEG = tuple(22.5 + 45.0 * k for k in range(8))
 ORBIT_ELEVATIONS_DEG = (15.0, 45.0)
 ORBIT_DISTANCE = 2.7  # units: about the rig's mean camera distance (2.66)
+# supervision views of train samples: anywhere in the rig's range of distances and elevations (uniform in azimuth
+# and in sin(elevation), i.e. uniform on that band of the sphere), aimed near the rig centre
+SUPERVISION_DISTANCE = (2.0, 3.4)
+SUPERVISION_ELEVATION_DEG = (-30.0, 78.0)
+SUPERVISION_AIM = 0.1  # units of aim jitter around the rig centre
 # body colours (RGB in [0,1]): white, black and agouti/brown tones
 COATS = ((0.86, 0.85, 0.82), (0.13, 0.12, 0.11), (0.42, 0.32, 0.22), (0.58, 0.47, 0.34), (0.5, 0.5, 0.52))
 
@@ -68,6 +78,9 @@ class RodentConfig:
     # each camera moves by up to +-10 % in distance, +-8 deg in elevation and azimuth, +-0.05 units of aim and +-3 deg
     # of roll, drawn anew for every sample (rig_jitter_cameras); 0 is the fixed rig of every sample
     rig_jitter: float = 0.0
+    # views from random viewpoints rendered for every train sample (supervision_cameras): supervision targets that
+    # data.supervision_views draws from; 0: none
+    supervision_views: int = 0
 
 
 RODENT_EXTRA = "pip install -e '.[rodent]' (make install does)"
@@ -136,6 +149,21 @@ def rig_cameras(width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray, n
     return np.stack(c2ws), _intrinsics(len(RIG), width, height)
 
 
+def supervision_cameras(rng: np.random.Generator, count: int) -> np.ndarray:
+    """``count`` random viewpoints (OpenCV ``c2w [count,4,4]``, units, the rig's intrinsics): uniform over the band
+    of the sphere between ``SUPERVISION_ELEVATION_DEG`` at a distance in ``SUPERVISION_DISTANCE``, each aimed within
+    ``SUPERVISION_AIM`` of the rig centre."""
+    low, high = (math.sin(math.radians(e)) for e in SUPERVISION_ELEVATION_DEG)
+    c2ws = []
+    for _ in range(count):
+        elevation = math.degrees(math.asin(rng.uniform(low, high)))
+        azimuth = rng.uniform(0.0, 360.0)
+        distance = rng.uniform(*SUPERVISION_DISTANCE)
+        target = RIG_CENTER + rng.uniform(-SUPERVISION_AIM, SUPERVISION_AIM, 3)
+        c2ws.append(_look_at(_on_sphere(distance, elevation, azimuth), target))
+    return np.stack(c2ws).reshape(count, 4, 4)
+
+
 RIG_JITTER = {"distance": 0.10, "angle_deg": 8.0, "aim": 0.05, "roll_deg": 3.0}  # at rig_jitter = 1.0
 
 
@@ -172,8 +200,11 @@ def orbit_cameras(width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray,
 class RodentScene:
     """The MuJoCo model (rodent with a free root, white sky, rig cameras) and an offscreen renderer."""
 
-    def __init__(self, width: int = WIDTH, height: int = HEIGHT, supersample: int = 1) -> None:
-        """``supersample`` > 1 adds a second renderer at that many times the size (``render(..., fine=True)``)."""
+    def __init__(
+        self, width: int = WIDTH, height: int = HEIGHT, supersample: int = 1, supervision_views: int = 0
+    ) -> None:
+        """``supersample`` > 1 adds a second renderer at that many times the size (``render(..., fine=True)``);
+        ``supervision_views`` cameras ``sup_XXX`` are added for :meth:`move_cameras` to place."""
         import mujoco
 
         self.mujoco = mujoco
@@ -188,7 +219,8 @@ class RodentScene:
             width=8,
             height=8,
         )
-        for prefix, (c2w, _) in (("cam", rig_cameras()), ("orbit", orbit_cameras())):
+        placeholders = np.repeat(rig_cameras()[0][:1], supervision_views, axis=0)
+        for prefix, c2w in (("cam", rig_cameras()[0]), ("orbit", orbit_cameras()[0]), ("sup", placeholders)):
             for index, camera in enumerate(c2w):
                 added = spec.worldbody.add_camera(
                     name=f"{prefix}_{index:03d}", pos=camera[:3, 3] * BODY_LENGTH_M, fovy=FOVY_DEG
@@ -236,11 +268,12 @@ class RodentScene:
         mujoco.mj_forward(model, data)  # kinematics alone leaves the cameras (mj_camlight) at the origin
         model.skin_rgba[0, :3] = np.clip(coat, 0.0, 1.0)
 
-    def move_rig(self, c2w: np.ndarray) -> None:
-        """Put the 6 rig cameras (``cam_XXX``) at OpenCV ``c2w [6,4,4]`` (units) for the next renders."""
+    def move_cameras(self, c2w: np.ndarray, prefix: str = "cam", start: int = 0) -> None:
+        """Put the cameras ``<prefix>_<start>``... (the rig's: ``cam``) at OpenCV ``c2w [n,4,4]`` (units) for the
+        next renders."""
         mujoco, model = self.mujoco, self.model
-        for index, camera in enumerate(c2w):
-            camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, f"cam_{index:03d}")
+        for index, camera in enumerate(c2w, start=start):
+            camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, f"{prefix}_{index:03d}")
             model.cam_pos[camera_id] = camera[:3, 3] * BODY_LENGTH_M
             # MuJoCo's camera frame: x right, y up, looking down -z (OpenCV's y and z flipped)
             rotation = camera[:3, :3] * np.array([1.0, -1.0, -1.0])
@@ -288,11 +321,12 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
 
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     out.mkdir(parents=True, exist_ok=True)
-    scene = RodentScene()
+    scene = RodentScene(supervision_views=config.supervision_views)
     fixed_c2w, intrinsics = rig_cameras()
-    orbit_c2w, orbit_intrinsics = orbit_cameras()
+    orbit_c2w, _ = orbit_cameras()
     rng = np.random.default_rng(config.seed)
     rig_rng = np.random.default_rng([config.seed, 1])  # its own stream: the same poses with and without jitter
+    supervision_rng = np.random.default_rng([config.seed, 2])  # and the same poses and rigs with and without these
     names, poses = [], {}
     try:
         for sample in tqdm(range(config.samples), desc="rendering rodent samples", disable=not progress):
@@ -304,7 +338,7 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
             jittered = config.rig_jitter and not is_val
             c2w = rig_jitter_cameras(rig_rng, config.rig_jitter) if jittered else fixed_c2w
             if config.rig_jitter:  # the scene's cameras follow (back to the fixed rig for val samples)
-                scene.move_rig(c2w)
+                scene.move_cameras(c2w)
             poses[name] = scene.pose(rng, config)
             frames = []
             for camera in range(len(RIG)):
@@ -316,7 +350,11 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
                 )
             write_cameras(sample_dir / "opencv_cameras.json", frames, name)
             if is_val:  # held out: never inputs, never supervised
-                write_orbit(scene, sample_dir / ORBIT_DIR, orbit_c2w, orbit_intrinsics, name)
+                orbit = [(c2w, *scene.render(f"orbit_{i:03d}")) for i, c2w in enumerate(orbit_c2w)]
+                write_views(sample_dir / ORBIT_DIR, "orbit", orbit, name)
+            elif config.supervision_views:
+                supervision = render_supervision_views(scene, supervision_rng, config.supervision_views)
+                write_views(sample_dir / SUPERVISION_DIR, "sup", supervision, name)
             names.append(name)
     finally:
         scene.close()
@@ -327,27 +365,56 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
     (out / "manifest.json").write_text(json.dumps(manifest(config), indent=1))
 
 
-def write_orbit(scene: RodentScene, folder: Path, c2w: np.ndarray, intrinsics: np.ndarray, sample_id: str) -> None:
-    """The posed scene from every orbit camera: ``folder/images/orbit_XXX.png`` and ``folder/opencv_cameras.json``."""
+SUPERVISION_TRIES = 20  # draws of a supervision camera until the whole animal is in its frame
+
+
+def render_supervision_views(
+    scene: RodentScene, rng: np.random.Generator, count: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``count`` views ``(c2w, rgb, depth)`` of the posed scene from :func:`supervision_cameras`. A camera that cuts
+    the animal off at the frame's edge is drawn again: its crop would pad the missing part with background, a
+    wrong target (after ``SUPERVISION_TRIES`` draws the last one is kept)."""
+    views = []
+    for index in range(count):
+        for _ in range(SUPERVISION_TRIES):
+            c2w = supervision_cameras(rng, 1)
+            scene.move_cameras(c2w, prefix="sup", start=index)
+            rgb, depth = scene.render(f"sup_{index:03d}")
+            foreground = depth > 0
+            if not (foreground[0].any() or foreground[-1].any() or foreground[:, 0].any() or foreground[:, -1].any()):
+                break
+        views.append((c2w[0], rgb, depth))
+    return views
+
+
+def write_views(
+    folder: Path, prefix: str, views: list[tuple[np.ndarray, np.ndarray, np.ndarray]], sample_id: str
+) -> None:
+    """Views ``(c2w, rgb, depth)`` as ``folder/images/<prefix>_XXX.png``, ``folder/depth/<prefix>_XXX.npy`` and
+    ``folder/opencv_cameras.json`` (the generator's intrinsics)."""
     from PIL import Image
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "depth").mkdir(exist_ok=True)
+    intrinsics = _intrinsics(len(views), WIDTH, HEIGHT)
     frames = []
-    for index in range(len(c2w)):
-        rgb, _ = scene.render(f"orbit_{index:03d}")
-        Image.fromarray(rgb).save(folder / "images" / f"orbit_{index:03d}.png")
-        frames.append(
-            Frame(f"images/orbit_{index:03d}.png", WIDTH, HEIGHT, intrinsics[index], np.linalg.inv(c2w[index]))
-        )
+    for index, (c2w, rgb, depth) in enumerate(views):
+        name = f"{prefix}_{index:03d}"
+        Image.fromarray(rgb).save(folder / "images" / f"{name}.png")
+        np.save(folder / "depth" / f"{name}.npy", depth)
+        frames.append(Frame(f"images/{name}.png", WIDTH, HEIGHT, intrinsics[index], np.linalg.inv(c2w)))
     write_cameras(folder / "opencv_cameras.json", frames, sample_id)
+
+
+OPTIONAL_KEYS = ("rig_jitter", "supervision_views")
 
 
 def manifest(config: RodentConfig) -> dict:
     return {
         "generator": "gslrm.data.rodent",
         "version": GENERATOR_VERSION,
-        # a dataset written before rig_jitter existed is the rig_jitter = 0 one: its cache stays valid
-        "config": {key: value for key, value in asdict(config).items() if key != "rig_jitter" or value},
+        # a dataset written before rig_jitter / supervision_views existed is the one with 0: its cache stays valid
+        "config": {key: value for key, value in asdict(config).items() if key not in OPTIONAL_KEYS or value},
         "body_length_m": BODY_LENGTH_M,
         "image": [WIDTH, HEIGHT],
         "fovy_deg": FOVY_DEG,
@@ -400,10 +467,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-samples", type=int, default=RodentConfig.val_samples)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rig-jitter", type=float, default=0.0, help="per-sample camera jitter of train samples")
+    parser.add_argument(
+        "--supervision-views", type=int, default=0, help="views from random viewpoints per train sample"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     val = min(args.val_samples, max(args.samples - 1, 0))
-    ensure_dataset(args.out, samples=args.samples, val_samples=val, seed=args.seed, rig_jitter=args.rig_jitter)
+    ensure_dataset(
+        args.out,
+        samples=args.samples,
+        val_samples=val,
+        seed=args.seed,
+        rig_jitter=args.rig_jitter,
+        supervision_views=args.supervision_views,
+    )
     print(f"wrote {args.samples} samples to {args.out}")
 
 
