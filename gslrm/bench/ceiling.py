@@ -1,0 +1,144 @@
+"""How far a checkpoint's opacity IoU is from what exact depth would give: its Gaussians scored as they are, with
+every foreground pixel's Gaussian moved onto the true surface along its ray, and the true surface alone splatted
+(pixel-sized, opaque or with the input's alpha). Issue 31 asks for novel-view opacity IoU 0.65 at 64 px; this says
+how much of the gap is depth and how much is what pixel-aligned splats from the input views can draw at that size.
+
+    python -m gslrm.bench.ceiling CKPT --data-root DIR [--samples 8]
+
+DIR is a generated rodent dataset (it has per-view z-depth); the checkpoint's own data settings are those of
+``conf/data/rodent.yaml``. Needs no GPU (the CPU rasterizer, gsplat's semantics).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from gslrm.data.dataset import ViewDataset
+from gslrm.model.gaussians import Gaussians
+from gslrm.model.gslrm import GSLRM, ModelOutput
+from gslrm.render import RenderConfig, render
+
+__all__ = ["VARIANTS", "Scores", "variants", "score", "main"]
+
+# the splats of the true surface: isotropic, this fraction of a pixel's footprint at their depth (smaller leaves
+# holes in closer views, larger grows the silhouette; 0.3 scored best of 0.2-1.5 on the default's val samples)
+FOOTPRINT = 0.3
+VARIANTS = {
+    "model": "the checkpoint's Gaussians",
+    "model_true_depth": "the same, each foreground pixel's Gaussian moved to the true surface on its ray",
+    "surface_opaque": "the true surface only: one opaque pixel-sized splat per foreground input pixel",
+    "surface_alpha": "the same with the input pixel's alpha as opacity (soft edges)",
+}
+
+
+@dataclass
+class Scores:
+    iou_novel: float  # per-sample mean, as eval.py's opacity_iou_novel
+    iou_input: float
+    precision_novel: float  # pooled over the samples' novel pixels
+    recall_novel: float
+
+
+def variants(output: ModelOutput, batch: dict, num_inputs: int, patch_size: int) -> dict[str, Gaussians]:
+    """``VARIANTS``' Gaussians of one sample (batch dim 1) from the model's ``output`` and the batch's depth."""
+    gaussians = output.gaussians
+    tokens = gaussians.means.shape[1] - output.pixel_means[0].numel() // 3
+    flat = lambda t: rearrange(t, "b v c (hp ph) (wp pw) -> b (v hp wp ph pw) c", ph=patch_size, pw=patch_size)  # noqa: E731
+    c2w, fxfycxcy = batch["c2w"][:, :num_inputs], batch["fxfycxcy"][:, :num_inputs]
+    z = batch["depth"][:, :num_inputs]
+    forward = c2w[:, :, :3, 2][..., None, None]
+    distance = z / (output.ray_d * forward).sum(dim=2, keepdim=True)  # z-depth -> distance along the unit ray
+    surface = output.ray_o + distance * output.ray_d
+    pad = lambda t: torch.cat([t.new_zeros(t.shape[0], tokens, *t.shape[2:]), t], dim=1)  # noqa: E731
+    foreground = pad(flat((z > 0).float()))[..., 0] > 0.5
+    means = torch.where(foreground[..., None], pad(flat(surface)), gaussians.means)
+    footprint = pad(flat(distance / fxfycxcy[..., 0, None, None, None] * FOOTPRINT)).expand(-1, -1, 3)
+    opaque = foreground.float()
+    alpha = pad(flat(batch["image"][:, :num_inputs, 3:4]))[..., 0] * opaque
+    surface_splats = lambda opacity: Gaussians(means, gaussians.features, footprint, gaussians.quats, opacity)  # noqa: E731
+    return {
+        "model": gaussians,
+        "model_true_depth": Gaussians(
+            means, gaussians.features, gaussians.scales, gaussians.quats, gaussians.opacities
+        ),
+        "surface_opaque": surface_splats(opaque),
+        "surface_alpha": surface_splats(alpha),
+    }
+
+
+def _iou(alpha: Tensor, mask: Tensor) -> Tensor:
+    """Per view: rendered alpha > 0.5 against the mask (eval.py's opacity IoU)."""
+    predicted = alpha > 0.5
+    return (predicted & mask).sum((-1, -2)) / (predicted | mask).sum((-1, -2)).clamp_min(1)
+
+
+@torch.no_grad()
+def score(model: GSLRM, dataset: ViewDataset, render_config: RenderConfig, samples: int) -> dict[str, Scores]:
+    num_inputs = dataset.config.num_input_views
+    ious = defaultdict(lambda: {"novel": [], "input": []})
+    counts = defaultdict(lambda: torch.zeros(3))  # true positives, false positives, false negatives (novel)
+    for index in range(min(samples, len(dataset))):
+        batch = {k: v[None] if isinstance(v, Tensor) else v for k, v in dataset[index].items()}
+        if "depth" not in batch:
+            raise ValueError("the dataset has no depth (data.load_depth): the true surface needs it")
+        image, size = batch["image"], batch["image"].shape[-1]
+        output = model(image[:, :num_inputs, :3], batch["c2w"][:, :num_inputs], batch["fxfycxcy"][:, :num_inputs])
+        mask = image[0, :, 3] > 0.5
+        for name, gaussians in variants(output, batch, num_inputs, model.config.patch_size).items():
+            alpha = render(gaussians, batch["c2w"], batch["fxfycxcy"], size, size, settings=render_config).alpha
+            alpha = alpha[0, :, 0]
+            iou = _iou(alpha, mask)
+            ious[name]["input"].append(iou[:num_inputs].mean())
+            ious[name]["novel"].append(iou[num_inputs:].mean())
+            novel, truth = alpha[num_inputs:] > 0.5, mask[num_inputs:]
+            counts[name] += torch.tensor(
+                [(novel & truth).sum(), (novel & ~truth).sum(), (~novel & truth).sum()], dtype=torch.float32
+            )
+    mean = lambda values: float(torch.stack(values).mean())  # noqa: E731
+    return {
+        name: Scores(
+            iou_novel=mean(ious[name]["novel"]),
+            iou_input=mean(ious[name]["input"]),
+            precision_novel=float(counts[name][0] / counts[name][:2].sum().clamp_min(1)),
+            recall_novel=float(counts[name][0] / (counts[name][0] + counts[name][2]).clamp_min(1)),
+        )
+        for name in VARIANTS
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data-root", required=True, help="a generated rodent dataset (with depth)")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--samples", type=int, default=8)
+    args = parser.parse_args(argv)
+    from gslrm.config import build
+    from gslrm.inference import load_model
+    from gslrm.schemas import compose
+
+    cfg = compose("config", [f"data.root={args.data_root}", "data.generate=false", "data.load_depth=true"])
+    model, render_config, num_inputs = load_model(args.checkpoint, None)
+    data_config = build(cfg.data)
+    if num_inputs is not None:
+        data_config.num_input_views = num_inputs
+    dataset = ViewDataset(data_config, args.split)
+    results = score(model, dataset, render_config or RenderConfig(), args.samples)
+    print(
+        f"{'variant':18} {'novel IoU':>9} {'input IoU':>9} {'precision':>9} {'recall':>9}  (novel views, {args.samples} samples)"
+    )
+    for name, scores in results.items():
+        print(
+            f"{name:18} {scores.iou_novel:9.3f} {scores.iou_input:9.3f} {scores.precision_novel:9.3f} "
+            f"{scores.recall_novel:9.3f}  {VARIANTS[name]}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""python -m gslrm.bench.ceiling: the checkpoint's Gaussians against the true surface (rodent depth)."""
+
+import pytest
+import torch
+
+from gslrm.bench.ceiling import VARIANTS, score, variants
+from gslrm.data.dataset import DataConfig, ViewDataset
+from gslrm.model.gslrm import GSLRM, ModelConfig
+from gslrm.render import RenderConfig
+from gslrm.rig import NormalizationConfig
+
+TINY = dict(dim=32, depth=1, head_dim=16, patch_size=4)
+
+
+def val_dataset(rodent_root, load_depth=True):
+    config = DataConfig(
+        root=str(rodent_root),
+        image_size=32,
+        recenter=True,
+        load_depth=load_depth,
+        normalization=NormalizationConfig(up=(0.0, 0.0, 1.0)),
+    )
+    return ViewDataset(config, "val")
+
+
+def test_true_depth_puts_foreground_gaussians_on_the_surface_and_leaves_the_rest(rodent_root):
+    """Known answer: a foreground pixel's moved Gaussian, seen from its own camera, sits at that pixel's z-depth;
+    the token Gaussians and the background pixels' keep the model's means."""
+    torch.manual_seed(0)
+    model = GSLRM(ModelConfig(**TINY)).eval()
+    sample = {k: v[None] if isinstance(v, torch.Tensor) else v for k, v in val_dataset(rodent_root)[0].items()}
+    with torch.no_grad():
+        output = model(sample["image"][:, :4, :3], sample["c2w"][:, :4], sample["fxfycxcy"][:, :4])
+    moved = variants(output, sample, 4, patch_size=4)
+    assert set(moved) == set(VARIANTS)
+    means, original = moved["model_true_depth"].means[0], output.gaussians.means[0]
+    assert torch.equal(means[:2], original[:2])  # the free token Gaussians
+    # pixel Gaussians of view 0 in the decoder's (patch row, patch col, row, col) order, back to image layout
+    pixels = means[2 : 2 + 32 * 32].reshape(8, 8, 4, 4, 3).permute(0, 2, 1, 3, 4).reshape(32, 32, 3)
+    kept = original[2 : 2 + 32 * 32].reshape(8, 8, 4, 4, 3).permute(0, 2, 1, 3, 4).reshape(32, 32, 3)
+    depth = sample["depth"][0, 0, 0]
+    foreground = depth > 0
+    assert 20 < int(foreground.sum()) < 32 * 32 - 20
+    w2c = torch.linalg.inv(sample["c2w"][0, 0])
+    z = pixels @ w2c[:3, :3].T + w2c[:3, 3]
+    assert torch.allclose(z[foreground][:, 2], depth[foreground], rtol=1e-4)
+    assert torch.equal(pixels[~foreground], kept[~foreground])
+    # the surface splats: opaque exactly on the foreground, off elsewhere and for the tokens
+    opacity = moved["surface_opaque"].opacities[0]
+    assert opacity[:2].sum() == 0 and opacity.sum() == int((sample["depth"][0, :4] > 0).sum())
+
+
+def test_scores_the_true_surface_whatever_the_model(rodent_root):
+    """The surface variants do not depend on the network: two random models score them the same; the true surface
+    covers its own input views' silhouettes (recall), unlike an untrained model's fog."""
+    dataset = val_dataset(rodent_root)
+    results = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        results.append(score(GSLRM(ModelConfig(**TINY)).eval(), dataset, RenderConfig(), samples=1))
+    for name in ("surface_opaque", "surface_alpha"):
+        assert results[0][name] == results[1][name]
+    surface = results[0]["surface_opaque"]
+    assert surface.recall_novel > 0.9 and surface.iou_input > 0.5 and surface.iou_novel > 0.3
+    assert 0.0 <= results[0]["model"].iou_novel < surface.iou_novel
+
+
+def test_needs_depth(rodent_root):
+    with pytest.raises(ValueError, match="has no depth"):
+        score(GSLRM(ModelConfig(**TINY)).eval(), val_dataset(rodent_root, load_depth=False), RenderConfig(), 1)
