@@ -114,3 +114,16 @@ def test_datamodule_batches(tiny_root):
     assert batch["index"].shape == (2, 6, 2) and batch["bg_color"].shape == (2, 3)
     assert batch["num_skipped"].item() == 0
     assert len(datamodule.val_dataloader()) == 1
+
+
+def test_supervision_views_beyond_the_generated_ones_stop_at_start(tmp_path):
+    """data.supervision_views asks for more than the rodent generator is set to render: one line before anything
+    is generated, naming both keys."""
+    import pytest
+
+    from gslrm.data.format import DataFormatError
+
+    config = DataConfig(root=str(tmp_path / "rodent"), generate=True, generator={"samples": 2}, supervision_views=2)
+    with pytest.raises(DataFormatError, match=r"data.supervision_views=2: the generated dataset has 0 .*generator"):
+        ViewDataModule(config).prepare_data()
+    assert not (tmp_path / "rodent").exists()

@@ -20,6 +20,7 @@ from einops import rearrange
 from torch import Tensor
 
 from gslrm.data.dataset import ViewDataset
+from gslrm.losses.metrics import opacity_iou
 from gslrm.model.gaussians import Gaussians
 from gslrm.model.gslrm import GSLRM, ModelOutput
 from gslrm.render import RenderConfig, render
@@ -39,7 +40,7 @@ VARIANTS = {
 
 @dataclass
 class Scores:
-    iou_novel: float  # per-sample mean, as eval.py's opacity_iou_novel
+    iou_novel: float  # eval.py's opacity_iou_novel: over each sample's novel views, averaged over the samples
     iou_input: float
     precision_novel: float  # pooled over the samples' novel pixels
     recall_novel: float
@@ -72,12 +73,6 @@ def variants(output: ModelOutput, batch: dict, num_inputs: int, patch_size: int)
     }
 
 
-def _iou(alpha: Tensor, mask: Tensor) -> Tensor:
-    """Per view: rendered alpha > 0.5 against the mask (eval.py's opacity IoU)."""
-    predicted = alpha > 0.5
-    return (predicted & mask).sum((-1, -2)) / (predicted | mask).sum((-1, -2)).clamp_min(1)
-
-
 @torch.no_grad()
 def score(model: GSLRM, dataset: ViewDataset, render_config: RenderConfig, samples: int) -> dict[str, Scores]:
     num_inputs = dataset.config.num_input_views
@@ -89,16 +84,15 @@ def score(model: GSLRM, dataset: ViewDataset, render_config: RenderConfig, sampl
             raise ValueError("the dataset has no depth (data.load_depth): the true surface needs it")
         image, size = batch["image"], batch["image"].shape[-1]
         output = model(image[:, :num_inputs, :3], batch["c2w"][:, :num_inputs], batch["fxfycxcy"][:, :num_inputs])
-        mask = image[0, :, 3] > 0.5
+        truth = image[0, :, 3]
         for name, gaussians in variants(output, batch, num_inputs, model.config.patch_size).items():
             alpha = render(gaussians, batch["c2w"], batch["fxfycxcy"], size, size, settings=render_config).alpha
             alpha = alpha[0, :, 0]
-            iou = _iou(alpha, mask)
-            ious[name]["input"].append(iou[:num_inputs].mean())
-            ious[name]["novel"].append(iou[num_inputs:].mean())
-            novel, truth = alpha[num_inputs:] > 0.5, mask[num_inputs:]
+            ious[name]["input"].append(opacity_iou(alpha[:num_inputs], truth[:num_inputs]))
+            ious[name]["novel"].append(opacity_iou(alpha[num_inputs:], truth[num_inputs:]))
+            drawn, animal = alpha[num_inputs:] > 0.5, truth[num_inputs:] > 0.5
             counts[name] += torch.tensor(
-                [(novel & truth).sum(), (novel & ~truth).sum(), (~novel & truth).sum()], dtype=torch.float32
+                [(drawn & animal).sum(), (drawn & ~animal).sum(), (~drawn & animal).sum()], dtype=torch.float32
             )
     mean = lambda values: float(torch.stack(values).mean())  # noqa: E731
     return {

@@ -84,6 +84,12 @@ class ViewDataModule(L.LightningDataModule):
 
             if self.config.root is None:
                 raise DataFormatError("data.root: not set for the generated rodent dataset")
+            rendered = int(self.config.generator.get("supervision_views", 0))
+            if self.config.supervision_views > rendered:
+                raise DataFormatError(
+                    f"data.supervision_views={self.config.supervision_views}: the generated dataset has {rendered} "
+                    "per train sample; set data.generator.supervision_views (and a data.root of its own)"
+                )
             ensure_dataset(Path(self.config.root), **self.config.generator)
 
     def dataset(self, split: str) -> ViewDataset:
