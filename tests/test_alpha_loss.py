@@ -27,6 +27,8 @@ TARGET = torch.tensor([0.0, 1.0, 1.0, 0.0]).view(1, 1, 1, 2, 2)
         ("l2", (0.0 + 0.25 + 0.01 + 0.04) / 4),  # 0.075
         # -log(1 - 1e-4) [0 clamped to 1e-4, target 0] - log 0.5 - log 0.9 - log 0.8, over 4 pixels = 0.2554378
         ("bce", (-math.log(1 - 1e-4) - math.log(0.5) - math.log(0.9) - math.log(0.8)) / 4),
+        # intersection 0.5 + 0.9 = 1.4, union 0 + 1 + 1 + 0.2 = 2.2: 1 - 1.4 / 2.2 = 0.363636
+        ("iou", 1.0 - 1.4 / 2.2),
     ],
 )
 def test_alpha_loss_known_answers(kind, expected):
@@ -39,10 +41,22 @@ def test_alpha_loss_known_answers(kind, expected):
     assert alpha_loss(TARGET, TARGET, kind).item() == pytest.approx(perfect, abs=1e-7)  # fp32
 
 
+def test_iou_kind_weighs_each_view_alike_and_an_empty_view_is_zero():
+    """Per view, then the mean: a view whose animal and render are both empty adds 0 (not 0/0); a small view's
+    silhouette counts as much as a large one's."""
+    empty = torch.zeros(1, 1, 1, 2, 2)
+    both = torch.cat([RENDERED, empty], dim=1), torch.cat([TARGET, empty], dim=1)  # two views
+    assert alpha_loss(*both, "iou").item() == pytest.approx((1.0 - 1.4 / 2.2 + 0.0) / 2, rel=1e-6)
+    large_rendered, large_target = RENDERED.repeat(1, 1, 1, 4, 4), TARGET.repeat(1, 1, 1, 4, 4)  # 16x the pixels
+    assert alpha_loss(large_rendered, large_target, "iou").item() == pytest.approx(1.0 - 1.4 / 2.2, rel=1e-6)
+
+
 def test_alpha_kind_typo_and_missing_alpha_are_named():
     message = composition_error("config", "loss.alpha.kind=mse")
-    assert "loss.alpha.kind=mse" in message and "Invalid value 'mse', expected one of [l1, l2, bce]" in message
-    with pytest.raises(ValueError, match=r"^loss\.alpha\.kind: Invalid value 'mse', expected one of \[l1, l2, bce\]$"):
+    assert "loss.alpha.kind=mse" in message and "Invalid value 'mse', expected one of [l1, l2, bce, iou]" in message
+    with pytest.raises(
+        ValueError, match=r"^loss\.alpha\.kind: Invalid value 'mse', expected one of \[l1, l2, bce, iou\]$"
+    ):
         LossConfig(alpha={"weight": 1.0, "kind": "mse"})  # a config from code or a checkpoint is checked as YAML is
     inputs = make_inputs(torch.zeros(1, 1, 3, 2, 2), torch.zeros(1, 1, 3, 2, 2), mask=TARGET)
     with pytest.raises(ValueError, match="rendered alpha"):
@@ -89,7 +103,7 @@ def coverage_scene(dtype):
 LEAVES = ("means", "features", "scales", "quats", "opacities")
 
 
-@pytest.mark.parametrize("kind", ["l1", "l2", "bce"])
+@pytest.mark.parametrize("kind", ["l1", "l2", "bce", "iou"])
 def test_alpha_loss_gradient_through_the_renderer_matches_finite_differences(kind):
     scene, c2w, k, target = coverage_scene(torch.float64)
     logits = torch.logit(scene.opacities).clone().requires_grad_(True)

@@ -11,6 +11,9 @@ Kinds (means over every pixel of every supervised view; ``a`` rendered alpha, ``
     l2:  (a - m)^2
     bce: -(m log a + (1 - m) log(1 - a)), with a clamped to [1e-4, 1 - 1e-4] (an empty pixel's a = 0 exactly, and
          the rasterizer stops at transmittance 1e-4, so 1 - a >= 1e-4 anyway)
+    iou: 1 - sum(a m) / sum(a + m - a m) per view (the soft Jaccard loss), averaged over the views; 0 for a view
+         where both are empty. The per-pixel kinds weigh a view's silhouette by its share of the image; this one
+         weighs every view's silhouette alike and measures its errors against its size, as opacity IoU does
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class AlphaKind(StrEnum):
     l1 = "l1"
     l2 = "l2"
     bce = "bce"
+    iou = "iou"
 
 
 BCE_EPS = 1e-4
@@ -50,6 +54,12 @@ def alpha_loss(rendered: Tensor, target: Tensor, kind: str) -> Tensor:
     if kind == "bce":
         a = rendered.clamp(BCE_EPS, 1.0 - BCE_EPS)
         return -(target * torch.log(a) + (1.0 - target) * torch.log1p(-a)).mean()
+    if kind == "iou":
+        views = lambda t: t.reshape(-1, *t.shape[-2:]).flatten(1)  # noqa: E731  [views, pixels], channel 1
+        a, m = views(rendered), views(target)
+        intersection = (a * m).sum(1)
+        union = (a + m - a * m).sum(1)
+        return torch.where(union > 0, 1.0 - intersection / union.clamp_min(1e-12), torch.zeros_like(union)).mean()
     raise ValueError(f"loss.alpha.kind: expected one of {', '.join(AlphaKind)}, not {kind!r}")
 
 
