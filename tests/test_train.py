@@ -144,7 +144,7 @@ def test_a_bad_choice_in_a_sweep_stops_it_naming_the_key(tmp_path, rodent_root):
     result = run_train(tmp_path, rodent_root, "debug=fdr", "loss.alpha.kind=bogus,l2", multirun=True, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "Error merging override loss.alpha.kind=bogus" in output
-    assert "Invalid value 'bogus', expected one of [l1, l2, bce]" in output
+    assert "Invalid value 'bogus', expected one of [l1, l2, bce, iou]" in output
     assert not list((tmp_path / "logs").glob("train/multiruns/*/*/checkpoints"))
 
 
