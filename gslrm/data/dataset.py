@@ -292,7 +292,8 @@ class ViewDataset(Dataset):
     def load_orbit(self, sample_dir: Path, transform) -> dict:
         """The held-out views of ``sample_dir/orbit/`` as ``orbit_*``."""
         cameras_path = sample_dir / ORBIT_DIR / CAMERAS_FILE
-        views = self.load_views(cameras_path, list(range(len(read_cameras(cameras_path)))), transform, depth=False)
+        frames = read_cameras(cameras_path)
+        views = self.load_views(cameras_path, frames, list(range(len(frames))), transform, depth=False)
         return {f"orbit_{key}": value for key, value in views.items()}
 
     def load_supervision(self, sample_dir: Path, index: int, transform) -> dict:
@@ -307,18 +308,17 @@ class ViewDataset(Dataset):
                 f"{cameras_path}: frames: {len(frames)} views, fewer than data.supervision_views={count}"
             )
         chosen = sorted(int(i) for i in self.rng.choice(len(frames), count, replace=False))
-        views = self.load_views(cameras_path, chosen, transform, depth=self.config.load_depth)
+        views = self.load_views(cameras_path, frames, chosen, transform, depth=self.config.load_depth)
         # (frame, sample) as the rig's views, with frames counted -1, -2, ...: not frames of opencv_cameras.json
         views["index"] = torch.tensor([[-1 - i, index] for i in chosen], dtype=torch.long)
         views["names"] = [f"{cameras_path.parent}/{frames[i].file_path}" for i in chosen]
         return views
 
-    def load_views(self, cameras_path: Path, chosen: list[int], transform, depth: bool) -> dict:
-        """Frames ``chosen`` of ``cameras_path`` (views beside the rig's: the orbit, supervision views) in the frame
-        the rig's transform normalizes to, cropped as the rig views are (around the animal with one zoom for them,
-        or the square window): ``image``, ``c2w``, ``fxfycxcy`` (and ``depth``)."""
+    def load_views(self, cameras_path: Path, frames: list[Frame], chosen: list[int], transform, depth: bool) -> dict:
+        """Frames ``chosen`` of ``frames`` (read from ``cameras_path``: views beside the rig's, the orbit or the
+        supervision views) in the frame the rig's transform normalizes to, cropped as the rig views are (around the
+        animal with one zoom for them, or the square window): ``image``, ``c2w``, ``fxfycxcy`` (and ``depth``)."""
         config = self.config
-        frames = read_cameras(cameras_path)
         raw_images = [self.read_image(cameras_path, frames, i) for i in chosen]
         if config.recenter:
             windows = foreground_window([image[..., 3] for image in raw_images], config.recenter_margin)
