@@ -15,9 +15,11 @@ TEST_RODENT = dict(samples=4, val_samples=1, seed=3)  # conftest.rodent_root: 3 
 
 def data_overrides(rodent_root) -> list[str]:
     """The session's small rodent dataset (conftest.rodent_root), loaded in-process."""
+    from gslrm.data.rodent import generator_overrides
+
     return [
         f"data.root={rodent_root}",
-        *(f"data.generator.{key}={value}" for key, value in TEST_RODENT.items()),
+        *generator_overrides(TEST_RODENT),
         "data.num_workers=0",
         "data.batch_size=1",
     ]

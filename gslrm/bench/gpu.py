@@ -32,11 +32,6 @@ MFU_TARGET, LOADER_TARGET = 0.35, 1.5
 BENCH_RODENT = dict(samples=48, val_samples=4, seed=0)  # the loader's and predict.py's data (gpu_check's train too)
 
 
-def generator_overrides(rodent: dict) -> tuple[str, ...]:
-    """The ``data.generator.*`` overrides that name a generated dataset (else train/predict regenerate the default)."""
-    return tuple(f"data.generator.{key}={value}" for key, value in rodent.items())
-
-
 def _cameras(batch: int, views: int, resolution: int, device: str):
     from gslrm.cameras import turntable_cameras
 
@@ -147,7 +142,7 @@ def run(
 
     import torch
 
-    from gslrm.data.rodent import ensure_dataset
+    from gslrm.data.rodent import ensure_dataset, generator_overrides
 
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit(

@@ -28,7 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from gslrm.bench.gpu import BENCH_RODENT, generator_overrides
+from gslrm.bench.gpu import BENCH_RODENT
+from gslrm.data.rodent import generator_overrides
 
 __all__ = ["STAGES", "stage_commands", "run_stage", "main"]
 

@@ -38,7 +38,7 @@ from gslrm.data.format import ORBIT_DIR, SUPERVISION_DIR, Frame, write_cameras
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RodentConfig", "RIG", "ensure_dataset", "generate", "rig_cameras", "orbit_cameras"]
+__all__ = ["RodentConfig", "RIG", "ensure_dataset", "generate", "generator_overrides", "rig_cameras", "orbit_cameras"]
 
 GENERATOR_VERSION = 2  # 2: held-out orbit views of the val samples
 BODY_LENGTH_M = 0.17  # skull origin to tail base is 0.146 m in the rest pose; the snout adds ~0.025 m
@@ -426,6 +426,12 @@ def manifest(config: RodentConfig) -> dict:
             "samples": "val",
         },
     }
+
+
+def generator_overrides(rodent: dict) -> tuple[str, ...]:
+    """The ``data.generator.*`` overrides that name a generated dataset ``rodent`` (``ensure_dataset``'s keywords):
+    without them train.py and predict.py would generate the default dataset over it."""
+    return tuple(f"data.generator.{key}={value}" for key, value in rodent.items())
 
 
 def _generate_entry(out: str, config: dict) -> None:
