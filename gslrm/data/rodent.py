@@ -4,8 +4,9 @@ fixed, uneven 6-camera rig shaped like the real mouse rig, rendered with MuJoCo.
     python -m gslrm.data.rodent --out DIR --samples N --seed S
 
 Units: one world unit is ``BODY_LENGTH_M`` metres (nose to tail base), so cameras 2.0-3.4 units away see the body
-as a real rig sees a ~10 cm mouse from 25-40 cm. Raw images are 288x256 RGB on white (auto-masked by the loader, as
-real data is), with exact OpenCV calibration and per-view z-depth (``depth/cam_XXX.npy``, units, 0 = background).
+as a real rig sees a ~10 cm mouse from 25-40 cm. Raw images are 288x256 RGBA on white with the exact mask as alpha
+(what a recording imported with masks has), exact OpenCV calibration and per-view z-depth (``depth/cam_XXX.npy``,
+units, 0 = background).
 The rig is centred off the origin and its mean distance is not 2.7, so the default path exercises normalization.
 
 Every val sample also gets held-out orbit views (``orbit/opencv_cameras.json``, ``orbit/images/orbit_XXX.png``):
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RodentConfig", "RIG", "ensure_dataset", "generate", "generator_overrides", "rig_cameras", "orbit_cameras"]
 
-GENERATOR_VERSION = 2  # 2: held-out orbit views of the val samples
+GENERATOR_VERSION = 3  # 2: held-out orbit views of the val samples; 3: RGBA images with the exact mask as alpha
 BODY_LENGTH_M = 0.17  # skull origin to tail base is 0.146 m in the rest pose; the snout adds ~0.025 m
 WIDTH, HEIGHT = 288, 256
 FOVY_DEG = 34.7  # fy = 128 / tan(17.35 deg) = 409.9 px, as the real rig's fy ~ 409.8
@@ -316,13 +317,12 @@ class RodentScene:
 
 def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
     """Write the dataset (see the module docstring) into ``out``."""
-    from PIL import Image
     from tqdm import tqdm
 
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     out.mkdir(parents=True, exist_ok=True)
     scene = RodentScene(supervision_views=config.supervision_views)
-    fixed_c2w, intrinsics = rig_cameras()
+    fixed_c2w, _ = rig_cameras()
     orbit_c2w, _ = orbit_cameras()
     rng = np.random.default_rng(config.seed)
     rig_rng = np.random.default_rng([config.seed, 1])  # its own stream: the same poses with and without jitter
@@ -332,23 +332,13 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
         for sample in tqdm(range(config.samples), desc="rendering rodent samples", disable=not progress):
             name = f"sample_{sample:06d}"
             sample_dir = out / name
-            (sample_dir / "images").mkdir(parents=True, exist_ok=True)
-            (sample_dir / "depth").mkdir(exist_ok=True)
             is_val = sample >= config.samples - config.val_samples
             jittered = config.rig_jitter and not is_val
             c2w = rig_jitter_cameras(rig_rng, config.rig_jitter) if jittered else fixed_c2w
             if config.rig_jitter:  # the scene's cameras follow (back to the fixed rig for val samples)
                 scene.move_cameras(c2w)
             poses[name] = scene.pose(rng, config)
-            frames = []
-            for camera in range(len(RIG)):
-                rgb, depth = scene.render(camera)
-                Image.fromarray(rgb).save(sample_dir / "images" / f"cam_{camera:03d}.png")
-                np.save(sample_dir / "depth" / f"cam_{camera:03d}.npy", depth)
-                frames.append(
-                    Frame(f"images/cam_{camera:03d}.png", WIDTH, HEIGHT, intrinsics[camera], np.linalg.inv(c2w[camera]))
-                )
-            write_cameras(sample_dir / "opencv_cameras.json", frames, name)
+            write_views(sample_dir, "cam", [(c2w[camera], *scene.render(camera)) for camera in range(len(RIG))], name)
             if is_val:  # held out: never inputs, never supervised
                 orbit = [(c2w, *scene.render(f"orbit_{i:03d}")) for i, c2w in enumerate(orbit_c2w)]
                 write_views(sample_dir / ORBIT_DIR, "orbit", orbit, name)
@@ -390,8 +380,12 @@ def render_supervision_views(
 def write_views(
     folder: Path, prefix: str, views: list[tuple[np.ndarray, np.ndarray, np.ndarray]], sample_id: str
 ) -> None:
-    """Views ``(c2w, rgb, depth)`` as ``folder/images/<prefix>_XXX.png``, ``folder/depth/<prefix>_XXX.npy`` and
-    ``folder/opencv_cameras.json`` (the generator's intrinsics)."""
+    """Views ``(c2w, rgb, depth)`` as ``folder/images/<prefix>_XXX.png`` (RGBA), ``folder/depth/<prefix>_XXX.npy``
+    and ``folder/opencv_cameras.json`` (the generator's intrinsics).
+
+    The alpha is the renderer's exact coverage (depth > 0), not left to the loader's auto-mask: the white coat's lit
+    fur is brighter than the auto-mask's threshold in every channel, so an RGB file lost about a third of a white
+    animal, in holes that differ from view to view, and the model was taught to draw them (up to version 2)."""
     from PIL import Image
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -400,7 +394,8 @@ def write_views(
     frames = []
     for index, (c2w, rgb, depth) in enumerate(views):
         name = f"{prefix}_{index:03d}"
-        Image.fromarray(rgb).save(folder / "images" / f"{name}.png")
+        alpha = np.where(depth > 0, 255, 0).astype(np.uint8)
+        Image.fromarray(np.dstack([rgb, alpha])).save(folder / "images" / f"{name}.png")
         np.save(folder / "depth" / f"{name}.npy", depth)
         frames.append(Frame(f"images/{name}.png", WIDTH, HEIGHT, intrinsics[index], np.linalg.inv(c2w)))
     write_cameras(folder / "opencv_cameras.json", frames, sample_id)
