@@ -385,7 +385,8 @@ def write_views(
 
     The alpha is the renderer's exact coverage (depth > 0), not left to the loader's auto-mask: the white coat's lit
     fur is brighter than the auto-mask's threshold in every channel, so an RGB file lost about a third of a white
-    animal, in holes that differ from view to view, and the model was taught to draw them (up to version 2)."""
+    animal (half of it seen from above), in holes that differ from view to view, and the model was taught to draw
+    them (up to version 2)."""
     from PIL import Image
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
