@@ -1,13 +1,16 @@
 """The LightningModule's step rules, checked in-process on the generated rodent data."""
 
+import math
+
 import lightning as L
+import pytest
 import torch
 from conftest import composition_error
 
 from gslrm.data.datamodule import ViewDataModule
 from gslrm.data.dataset import DataConfig
 from gslrm.lit.module import GSLRMModule
-from gslrm.lit.optim import OptimConfig, build_optimizer, warmup_cosine
+from gslrm.lit.optim import OptimConfig, build_optimizer, restarted_warmup_cosine, warmup_cosine
 from gslrm.losses.computer import LossConfig
 from gslrm.model.gslrm import ModelConfig
 from gslrm.rig import NormalizationConfig
@@ -85,6 +88,39 @@ def test_weight_decay_groups_and_schedule():
     assert warmup_cosine(0, 10, 110) == 0.0 and warmup_cosine(5, 10, 110) == 0.5
     assert warmup_cosine(10, 10, 110) == 1.0 and abs(warmup_cosine(60, 10, 110) - 0.5) < 1e-12
     assert warmup_cosine(110, 10, 110) == 0.0 and warmup_cosine(500, 10, 110) == 0.0
+
+
+def test_the_schedule_restarts_where_it_is_told():
+    # segments [0, 110) and [110, 310): each warms up over 10 steps and decays to 0 at its end
+    schedule = lambda step: restarted_warmup_cosine(step, 10, 310, [110], 0.5)  # noqa: E731
+    assert schedule(5) == 0.5 and schedule(10) == 1.0 and abs(schedule(60) - 0.5) < 1e-12
+    assert schedule(109) == pytest.approx(0.5 * (1 + math.cos(math.pi * 99 / 100)))  # the first cosine's last step
+    assert schedule(110) == 0.0 and schedule(115) == 0.25 and schedule(120) == 0.5  # re-warmed to the restart peak
+    assert abs(schedule(215) - 0.25) < 1e-12 and schedule(310) == 0.0  # halfway down the second cosine; its end
+    assert all(restarted_warmup_cosine(s, 10, 110) == warmup_cosine(s, 10, 110) for s in range(200))
+    assert restarted_warmup_cosine(50, 10, 110, [400]) == warmup_cosine(50, 10, 110)  # a restart after the end
+    # the module's scheduler is this function of the step
+    module = make_module()
+    module.optim_config = OptimConfig(lr=1e-3, warmup_steps=10, total_steps=310, restart_at=[110], restart_peak=0.5)
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    for _ in range(120):
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.5e-3)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"restart_at": [300, 100]}, "optim.restart_at"),
+        ({"restart_at": [0]}, "optim.restart_at"),
+        ({"restart_peak": 0.0}, "optim.restart_peak"),
+        ({"restart_peak": 2.0}, "optim.restart_peak"),
+    ],
+)
+def test_bad_restarts_are_named(fields, message):
+    with pytest.raises(ValueError, match=message):
+        OptimConfig(**fields)
 
 
 def test_frozen_loss_networks_stay_out_of_checkpoints(tmp_path, rodent_root):

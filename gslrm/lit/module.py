@@ -15,7 +15,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from gslrm.config import coerce, plain
 from gslrm.data.datamodule import is_empty
-from gslrm.lit.optim import OptimConfig, build_optimizer, warmup_cosine
+from gslrm.lit.optim import OptimConfig, build_optimizer, restarted_warmup_cosine
 from gslrm.lit.step_times import measuring_step_times, step_phase
 from gslrm.losses.backgrounds import with_random_backgrounds
 from gslrm.losses.base import LossInputs
@@ -267,8 +267,13 @@ class GSLRMModule(L.LightningModule):
         total = self.optim_config.total_steps or self.trainer.max_steps
         if total is None or total <= 0:
             raise ValueError("optim.total_steps: set it, or trainer.max_steps, for the cosine schedule")
-        warmup = self.optim_config.warmup_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
+        config = self.optim_config
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: restarted_warmup_cosine(
+                step, config.warmup_steps, total, tuple(config.restart_at), config.restart_peak
+            ),
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- validation --------------------------------------------------------------------------------------------
