@@ -35,7 +35,8 @@ class SaveLastOnExit(Callback):
         if trainer.sanity_checking or getattr(trainer, "fast_dev_run", False):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(self.path)
+        # the whole state (last.ckpt resumes); said explicitly, Lightning logs a line about its default otherwise
+        trainer.save_checkpoint(self.path, weights_only=False)
         log.info("saved %s (step %d)", self.path, trainer.global_step)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
