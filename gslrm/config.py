@@ -67,6 +67,17 @@ def slurm_layout(key: str, default: int) -> int:
     return readers[key](default)
 
 
+def resolution_switches(schedule) -> list[int]:
+    """``${gslrm_switches:${data.image_size_schedule}}``: the steps > 0 where the schedule changes the image size
+    (conf/optim/cpu.yaml restarts the learning rate there). An entry that is not a [step, size] pair is left for
+    ``data.image_size_schedule``'s own check to name."""
+    steps = []
+    for entry in schedule or []:
+        if len(entry) == 2 and isinstance(entry[0], int) and entry[0] > 0:
+            steps.append(int(entry[0]))
+    return steps
+
+
 def register_resolvers() -> None:
     """The resolvers the YAML uses (``gslrm.schemas.register_configs`` registers them with the schemas)."""
     resolvers = (
@@ -74,6 +85,7 @@ def register_resolvers() -> None:
         ("gslrm_run_name", run_name, True),  # one value per run, as ${now:}
         ("gslrm_launcher", launcher_option, False),
         ("gslrm_slurm", slurm_layout, False),
+        ("gslrm_switches", resolution_switches, False),
     )
     for name, function, cached in resolvers:
         if not OmegaConf.has_resolver(name):

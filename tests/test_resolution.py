@@ -67,4 +67,25 @@ def test_the_long_recipe_is_the_default_model_for_longer():
     schedule = ResolutionSchedule.parse(pairs, long.data.image_size)
     assert [schedule.size_at(step) for step in (0, 3999, 4000, 7599)] == [32, 32, 64, 64]
     assert long.trainer.max_steps == 7600 and default.trainer.max_steps == 3300
-    assert long.model == default.model and long.loss == default.loss and long.optim == default.optim
+    assert long.model == default.model and long.loss == default.loss
+    # the same optimizer; the default restarts its schedule at its switch, the long recipe was measured without
+    assert {**long.optim, "restart_at": None} == {**default.optim, "restart_at": None}
+    assert list(default.optim.restart_at) == [2400] and list(long.optim.restart_at) == []
+
+
+@pytest.mark.parametrize(
+    "overrides, restarts",
+    [
+        ((), [2400]),  # the default schedule's switch
+        (("data.image_size_schedule=[[0,16],[10,32],[20,64]]",), [10, 20]),
+        (("data.image_size_schedule=[]",), []),  # no switch, no restart
+        (("data.image_size_schedule=[[0,32],[100,64]]", "optim.restart_at=[]"), []),  # one cosine, asked for
+        (("optim=default",), []),  # FaceLift's optimizer: its one cosine
+    ],
+)
+def test_the_learning_rate_restarts_where_the_resolution_switches(overrides, restarts):
+    from conftest import compose
+
+    from gslrm.config import build
+
+    assert build(compose("config", *overrides).optim).restart_at == restarts
