@@ -3,7 +3,7 @@ linear warmup then cosine decay to 0 per step (as transformers' get_cosine_sched
 
 ``optim.restart_at`` splits the schedule into segments, each its own warm-up and cosine to 0 at the next segment's
 first step: GS-LRM trains at 256 px and then fine-tunes at 512 px as a second run with a schedule of its own, and a
-restart at ``data.image_size_schedule``'s switch does the same inside one run (docs/training.md#learning-rate-restarts).
+restart at ``data.image_size_schedule``'s switch does the same inside one run (docs/training.md#levers-on-exact-masks).
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ class RequeueOnSignal(Callback):
             isinstance(callback, SaveLastOnExit) and callback.path == self.checkpoint_path
             for callback in trainer.callbacks
         ):
-            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
+            trainer.save_checkpoint(self.checkpoint_path)
         requeued = False
         if trainer.is_global_zero:
             try:
