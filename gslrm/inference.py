@@ -25,7 +25,14 @@ from gslrm.runs import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Inference", "load_for_inference", "load_model", "find_sample", "CheckpointMismatchError"]
+__all__ = [
+    "Inference",
+    "load_for_inference",
+    "load_model",
+    "load_with_dataset",
+    "find_sample",
+    "CheckpointMismatchError",
+]
 
 
 class CheckpointMismatchError(ValueError):
@@ -88,6 +95,18 @@ def load_for_inference(cfg: DictConfig) -> Inference:
         num_input_views=trained_inputs or data_config.num_input_views,
         data_config=with_input_views(data_config, trained_inputs, ckpt_path),
     )
+
+
+def load_with_dataset(
+    ckpt_path: str, data_overrides: list[str], split: str = "val"
+) -> tuple[GSLRM, RenderConfig, ViewDataset]:
+    """A gslrm checkpoint and the default run's data (``conf/config.yaml`` with ``data_overrides``) feeding it the
+    input views it was trained with: what the checkpoint diagnostics (``gslrm.bench.ceiling``, ``.edges``) read."""
+    from gslrm.schemas import compose
+
+    model, render_config, trained_inputs = load_model(ckpt_path, None)
+    data_config = with_input_views(build(compose("config", data_overrides).data), trained_inputs, ckpt_path)
+    return model, render_config or RenderConfig(), ViewDataset(data_config, split)
 
 
 def with_input_views(data_config: DataConfig, trained_inputs: int | None, ckpt_path: str) -> DataConfig:

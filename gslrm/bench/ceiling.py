@@ -114,17 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--samples", type=int, default=8)
     args = parser.parse_args(argv)
-    from gslrm.config import build
-    from gslrm.inference import load_model
-    from gslrm.schemas import compose
+    from gslrm.inference import load_with_dataset
 
-    cfg = compose("config", [f"data.root={args.data_root}", "data.generate=false", "data.load_depth=true"])
-    model, render_config, num_inputs = load_model(args.checkpoint, None)
-    data_config = build(cfg.data)
-    if num_inputs is not None:
-        data_config.num_input_views = num_inputs
-    dataset = ViewDataset(data_config, args.split)
-    results = score(model, dataset, render_config or RenderConfig(), args.samples)
+    overrides = [f"data.root={args.data_root}", "data.generate=false", "data.load_depth=true"]
+    model, render_config, dataset = load_with_dataset(args.checkpoint, overrides, args.split)
+    results = score(model, dataset, render_config, args.samples)
     print(
         f"{'variant':18} {'novel IoU':>9} {'input IoU':>9} {'precision':>9} {'recall':>9}  (novel views, {args.samples} samples)"
     )

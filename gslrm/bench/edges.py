@@ -88,18 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--band", type=int, default=2, help="pixels from the silhouette that count as its edge")
     args = parser.parse_args(argv)
-    from gslrm.config import build
-    from gslrm.inference import load_model
-    from gslrm.schemas import compose
+    from gslrm.inference import load_with_dataset
 
     overrides = ["data.generate=false"] + ([f"data.root={args.data_root}"] if args.data_root else [])
-    cfg = compose("config", overrides)
-    model, render_config, num_inputs = load_model(args.checkpoint, None)
-    data_config = build(cfg.data)
-    if num_inputs is not None:
-        data_config.num_input_views = num_inputs
-    dataset = ViewDataset(data_config, args.split)
-    split = score(model, dataset, render_config or RenderConfig(), args.samples, args.band)
+    model, render_config, dataset = load_with_dataset(args.checkpoint, overrides, args.split)
+    split = score(model, dataset, render_config, args.samples, args.band)
     print(f"novel views of {args.samples} samples, foreground = target alpha > 0.5, edge = within {args.band} px")
     print(f"  foreground pixels: {split.edge_pixels} edge, {split.interior_pixels} interior")
     print(f"  share of the foreground's squared error in the edge band: {split.edge_share:.2f}")
