@@ -43,9 +43,9 @@ train: install ## train with the defaults (rodent data generated on first use, t
 	  $(PY) train.py $(ARGS); \
 	else \
 	  echo "NOTE: the VGG19 weights are not cached and could not be downloaded, so FaceLift's perceptual term cannot"; \
-	  echo "      be built: training without it (loss.perceptual.weight=0: MSE + coverage). 'python -m gslrm.weights"; \
+	  echo "      be built: training with SSIM in its place (loss=no_vgg: MSE + SSIM + coverage). 'python -m gslrm.weights"; \
 	  echo "      fetch vgg19' where there is network (then copy ~/.cache/torch) gives the whole default loss (docs/weights.md)."; \
-	  $(PY) train.py loss.perceptual.weight=0 $(ARGS); \
+	  $(PY) train.py loss=no_vgg loss.perceptual.weight=0 $(ARGS); \
 	fi
 
 # pytest-xdist: TEST_WORKERS processes share the tests; the SLURM scenarios stay together on one (--dist loadgroup)

@@ -89,6 +89,31 @@ def test_facelift_loss_stays_without_the_alpha_term_and_default_has_it():
     assert default.perceptual.weight == facelift.perceptual.weight and default.l2.weight == facelift.l2.weight
 
 
+def test_no_vgg_loss_is_the_default_with_ssim_in_the_perceptual_terms_place():
+    from dataclasses import replace
+
+    from conftest import compose
+
+    from gslrm.config import build
+
+    default, no_vgg = build(compose("config").loss), build(compose("config", "loss=no_vgg").loss)
+    assert no_vgg.perceptual.weight == 0 and no_vgg.ssim.weight == 0.5 and not no_vgg.ssim.masked
+    assert replace(no_vgg, perceptual=default.perceptual, ssim=default.ssim) == default
+    # A uniform grey render (0.5) of a white view (1.0), half of it covered: the SSIM of two flat images is its
+    # luminance term alone, (2 * 0.5 * 1 + C1) / (0.25 + 1 + C1) with C1 = 1e-4, so the loss is
+    # MSE 0.25 + 0.5 x (1 - 0.80008) + coverage 1.0 x mean((0.5 - mask)^2) = 0.25 + 0.09996 + 0.25
+    computer = LossComputer(no_vgg)
+    assert set(computer.terms) == {"l2", "ssim", "alpha"}
+    mask = torch.zeros(1, 1, 1, 16, 16)
+    mask[..., :8] = 1.0
+    inputs = make_inputs(torch.full((1, 1, 3, 16, 16), 0.5), torch.ones(1, 1, 3, 16, 16), mask=mask)
+    inputs.alpha = torch.full((1, 1, 1, 16, 16), 0.5)
+    ssim = (2 * 0.5 + 1e-4) / (0.25 + 1.0 + 1e-4)
+    out = computer(inputs, step=0)
+    assert out["ssim_loss"].item() == pytest.approx(1 - ssim, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(0.25 + 0.5 * (1 - ssim) + 0.25, rel=1e-5)
+
+
 def coverage_scene(dtype):
     """Two Gaussians in front of a 16 px camera, a target mask covering the left half."""
     a = one_gaussian(-0.15, 0.0, 0.0, 0.3, 0.6, [0.2, 0.3, 0.4], dtype)

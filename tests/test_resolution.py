@@ -13,7 +13,7 @@ def test_schedule_sizes_known_answers():
     late = ResolutionSchedule.parse([[100, 16]], image_size=64)  # before its first step: the loader's size
     assert (late.size_at(99), late.size_at(100)) == (64, 16)
     assert not ResolutionSchedule.parse([], image_size=64) and late
-    # data.image_size=16 under the default [[0, 32], [2400, 64]]: sizes above the loader's are the loader's
+    # data.image_size=16 under a schedule [[0, 32], [2400, 64]]: sizes above the loader's are the loader's
     capped = ResolutionSchedule.parse([[0, 32], [2400, 64]], image_size=16)
     assert (capped.size_at(0), capped.size_at(2400)) == (16, 16)
 
@@ -66,17 +66,17 @@ def test_the_long_recipe_is_the_default_model_for_longer():
     pairs = [list(pair) for pair in long.data.image_size_schedule]
     schedule = ResolutionSchedule.parse(pairs, long.data.image_size)
     assert [schedule.size_at(step) for step in (0, 3999, 4000, 7599)] == [32, 32, 64, 64]
-    assert long.trainer.max_steps == 7600 and default.trainer.max_steps == 3300
+    assert long.trainer.max_steps == 7600 and default.trainer.max_steps == 4200
     assert long.model == default.model and long.loss == default.loss
     # the same optimizer; the default restarts its schedule at its switch, the long recipe was measured without
     assert {**long.optim, "restart_at": None} == {**default.optim, "restart_at": None}
-    assert list(default.optim.restart_at) == [2400] and list(long.optim.restart_at) == []
+    assert list(default.optim.restart_at) == [3700] and list(long.optim.restart_at) == []
 
 
 @pytest.mark.parametrize(
     "overrides, restarts",
     [
-        ((), [2400]),  # the default schedule's switch
+        ((), [3700]),  # the default schedule's switch
         (("data.image_size_schedule=[[0,16],[10,32],[20,64]]",), [10, 20]),
         (("data.image_size_schedule=[]",), []),  # no switch, no restart
         (("data.image_size_schedule=[[0,32],[100,64]]", "optim.restart_at=[]"), []),  # one cosine, asked for

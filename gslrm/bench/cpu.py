@@ -208,8 +208,8 @@ def job_step_times(root: str, resolution: int, steps: int, *overrides: str, samp
             "callbacks.step_times.enabled=true",
             *overrides,
         ]
-        if not vgg19_weights_available():  # as make train: FaceLift's loss without its perceptual term
-            command.append("loss.perceptual.weight=0")
+        if not vgg19_weights_available():  # as make train: SSIM in the perceptual term's place
+            command[2:2] = ["loss=no_vgg", "loss.perceptual.weight=0"]
         env = dict(os.environ, GSLRM_LOG_DIR=logs, WANDB_MODE="offline", WANDB_SILENT="true")
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
         found = list(Path(logs).glob("train/runs/*/step_times.json"))
