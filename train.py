@@ -97,7 +97,21 @@ def train(cfg: DictConfig) -> float:
     for callback in callbacks:
         if isinstance(callback, RequeueOnSignal):
             callback.after_fit(trainer)  # SIGUSR2 under SLURM: requeued -> JobRequeued (SystemExit) on every rank
+    if _last_steps_unvalidated(trainer, cfg.trainer.get("val_check_interval")):
+        # validation runs every val_every steps, so the steps after the last multiple (200 of the default's 4200, the
+        # end of its cosine) would be missing from curve.csv and from the "end" line: validate the final weights,
+        # which are what last.ckpt holds and eval.py scores
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     return _report(trainer, "end").get("val/psnr", math.nan)
+
+
+def _last_steps_unvalidated(trainer, interval) -> bool:
+    """A run that validated every ``interval`` steps during training (not one that set it beyond its steps, nor a
+    fraction of an epoch) and stopped between two validations at its max_steps (not interrupted)."""
+    step = trainer.global_step
+    if trainer.fast_dev_run or trainer.interrupted or not isinstance(interval, int) or step < interval:
+        return False
+    return step % interval != 0
 
 
 def _plugins() -> list:

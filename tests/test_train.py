@@ -23,6 +23,11 @@ def metrics(run_dir):
         return list(csv.DictReader(handle))
 
 
+def curve_rows(run_dir):
+    with open(run_dir / "curve.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 @pytest.mark.parametrize(
     "target, said",
     [
@@ -111,6 +116,10 @@ def test_resume_continues_step_optimizer_and_wandb_run(tmp_path, rodent_root):
     assert steps == {10}  # AdamW's per-parameter step count continued from 6
     assert resumed["lr_schedulers"][0]["last_epoch"] == 10
     assert any(wandb_id in p.name for p in (second / "wandb").glob("offline-run-*"))  # the same wandb run id
+    # validation every 3 steps: the first run's curve ends at its step 6; the second stopped at 10, between two
+    # validations, so train.py validated its final weights and the curve ends where last.ckpt is
+    assert [row["step"] for row in curve_rows(first)][-1] == "6"
+    assert [row["step"] for row in curve_rows(second)][-2:] == ["9", "10"]
     assert not any(p.name.startswith("__") for p in second.iterdir())
 
 
