@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from test_ceiling import TINY, val_dataset
 
@@ -56,3 +57,11 @@ def test_the_command_reads_a_training_run_s_checkpoint(trained_run, rodent_root,
     main([str(trained_run / "checkpoints" / "last.ckpt"), "--data-root", str(rodent_root), "--samples", "1"])
     out = capsys.readouterr().out
     assert "share of the foreground's squared error in the edge band:" in out and "interior" in out
+
+
+def test_a_wrong_data_root_is_one_line_naming_the_file(trained_run, tmp_path, caplog):
+    """The parent of the dataset instead of the dataset: exit 1 and the missing split file's path, no traceback."""
+    with pytest.raises(SystemExit) as stopped:
+        main([str(trained_run / "checkpoints" / "last.ckpt"), "--data-root", str(tmp_path), "--samples", "1"])
+    assert stopped.value.code == 1
+    assert f"{tmp_path / 'val.txt'}: split file not found" in caplog.text

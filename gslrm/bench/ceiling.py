@@ -115,10 +115,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=8)
     args = parser.parse_args(argv)
     from gslrm.inference import load_with_dataset
+    from gslrm.runs import one_line_errors
 
     overrides = [f"data.root={args.data_root}", "data.generate=false", "data.load_depth=true"]
-    model, render_config, dataset = load_with_dataset(args.checkpoint, overrides, args.split)
-    results = score(model, dataset, render_config, args.samples)
+    with one_line_errors(ValueError):  # a wrong --data-root or checkpoint: one line, as the entry points
+        model, render_config, dataset = load_with_dataset(args.checkpoint, overrides, args.split)
+        results = score(model, dataset, render_config, args.samples)
     print(
         f"{'variant':18} {'novel IoU':>9} {'input IoU':>9} {'precision':>9} {'recall':>9}  (novel views, {args.samples} samples)"
     )

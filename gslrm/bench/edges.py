@@ -89,10 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--band", type=int, default=2, help="pixels from the silhouette that count as its edge")
     args = parser.parse_args(argv)
     from gslrm.inference import load_with_dataset
+    from gslrm.runs import one_line_errors
 
     overrides = ["data.generate=false"] + ([f"data.root={args.data_root}"] if args.data_root else [])
-    model, render_config, dataset = load_with_dataset(args.checkpoint, overrides, args.split)
-    split = score(model, dataset, render_config, args.samples, args.band)
+    with one_line_errors(ValueError):  # a wrong --data-root or checkpoint: one line, as the entry points
+        model, render_config, dataset = load_with_dataset(args.checkpoint, overrides, args.split)
+        split = score(model, dataset, render_config, args.samples, args.band)
     print(f"novel views of {args.samples} samples, foreground = target alpha > 0.5, edge = within {args.band} px")
     print(f"  foreground pixels: {split.edge_pixels} edge, {split.interior_pixels} interior")
     print(f"  share of the foreground's squared error in the edge band: {split.edge_share:.2f}")
