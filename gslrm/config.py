@@ -92,15 +92,23 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, function, use_cache=cached)
 
 
+class ConfigValueError(ValueError):
+    """A value that a config's own checks reject (``optim.restart_peak=2``): the entry points end on its one line."""
+
+
 def build(node: DictConfig) -> Any:
     """A composed config group as its dataclass (its ``__post_init__`` checks what types cannot: ranges, and
-    fields that must agree). A mandatory value left unset (``???``) fails naming its key."""
+    fields that must agree; a rejected value is a ConfigValueError naming its key). A mandatory value left unset
+    (``???``) fails naming its key."""
     from omegaconf.errors import MissingMandatoryValue
 
     missing = sorted(OmegaConf.missing_keys(node))  # full keys (data.root), as the user writes them
     if missing:
         raise MissingMandatoryValue(f"Missing mandatory value: {missing[0]}")
-    return OmegaConf.to_object(node)
+    try:
+        return OmegaConf.to_object(node)
+    except ValueError as error:  # only the dataclasses' __post_init__ raise it here, their messages name the key
+        raise ConfigValueError(str(error)) from None
 
 
 def plain(config: Any) -> dict:

@@ -41,6 +41,43 @@ def test_alpha_loss_known_answers(kind, expected):
     assert alpha_loss(TARGET, TARGET, kind).item() == pytest.approx(perfect, abs=1e-7)  # fp32
 
 
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        # weights 1 + (3 - 1) m = [1, 3, 3, 1] on the errors of the known answers above
+        ("l1", (0.0 + 3 * 0.5 + 3 * 0.1 + 0.2) / 4),  # 0.5
+        ("l2", (0.0 + 3 * 0.25 + 3 * 0.01 + 0.04) / 4),  # 0.205
+        ("bce", (-math.log(1 - 1e-4) - 3 * math.log(0.5) - 3 * math.log(0.9) - math.log(0.8)) / 4),
+    ],
+)
+def test_foreground_weight_weighs_the_animal_s_pixels(kind, expected):
+    """A missed piece of the animal costs foreground_weight times a spill into empty space; 1 is the plain mean."""
+    assert alpha_loss(RENDERED, TARGET, kind, foreground_weight=3.0).item() == pytest.approx(expected, rel=1e-6)
+    inputs = make_inputs(torch.zeros(1, 1, 3, 2, 2), torch.zeros(1, 1, 3, 2, 2), mask=TARGET)
+    inputs.alpha = RENDERED
+    term = AlphaLoss(AlphaConfig(weight=1.0, kind=kind, foreground_weight=3.0))
+    assert term(inputs).item() == pytest.approx(expected, rel=1e-6)
+    # a spill of 0.4 and a miss of 0.4 (one pixel each): equal at weight 1, the miss 3x the spill at weight 3
+    spill, miss = torch.tensor([0.4, 1.0]), torch.tensor([0.0, 0.6])
+    truth = torch.tensor([0.0, 1.0])
+    assert alpha_loss(spill, truth, kind) == pytest.approx(alpha_loss(miss, truth, kind).item(), rel=1e-6)
+    if kind != "bce":  # bce's clamp floor on the exact pixel breaks the exact ratio
+        ratio = alpha_loss(miss, truth, kind, 3.0) / alpha_loss(spill, truth, kind, 3.0)
+        assert ratio.item() == pytest.approx(3.0, rel=1e-6)
+
+
+def test_foreground_weight_is_checked():
+    with pytest.raises(ValueError, match=r"^loss\.alpha\.foreground_weight: expected > 0, not 0\.0$"):
+        LossConfig(alpha={"weight": 1.0, "foreground_weight": 0.0})
+    with pytest.raises(ValueError, match=r"^loss\.alpha\.foreground_weight: the iou kind weighs no pixel"):
+        LossConfig(alpha={"weight": 1.0, "kind": "iou", "foreground_weight": 2.0})
+    from conftest import compose
+
+    from gslrm.config import build
+
+    assert build(compose("config", "loss.alpha.foreground_weight=2").loss).alpha.foreground_weight == 2.0
+
+
 def test_iou_kind_weighs_each_view_alike_and_an_empty_view_is_zero():
     """Per view, then the mean: a view whose animal and render are both empty adds 0 (not 0/0); a small view's
     silhouette counts as much as a large one's."""

@@ -73,6 +73,14 @@ def test_typo_inside_a_term_fails_naming_the_key(tmp_path, rodent_root):
 
 
 @pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
+def test_a_value_the_config_rejects_is_one_line_naming_the_key(tmp_path, rodent_root):
+    result = run_train(tmp_path, rodent_root, "loss.alpha.foreground_weight=0", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output
+    assert "loss.alpha.foreground_weight: expected > 0, not 0.0" in output
+
+
+@pytest.mark.slow  # starts a Python process (an entry point, a compile, a spawned job)
 def test_missing_vgg_weights_is_one_clear_line(tmp_path, rodent_root):
     env_home = tmp_path / "torch_home"
     os.environ["TORCH_HOME"] = str(env_home)
