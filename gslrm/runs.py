@@ -106,8 +106,8 @@ def wandb_id_for(ckpt_path: str) -> str | None:
 @contextmanager
 def one_line_errors(*also: type[BaseException]):
     """For the entry points (train.py, eval.py, refine.py): a user's mistake (bad data, missing weights, a config
-    typo, missing or rejected value, a missing file, and the script's own ``also`` kinds) ends the run with exit code 1 and the
-    error's one line in the log, not a deep traceback."""
+    typo, a missing or rejected value, a missing file, and the script's own ``also`` kinds) ends the run with exit
+    code 1 and the error's one line in the log, not a deep traceback."""
     from hydra.errors import InstantiationException
     from omegaconf.errors import MissingMandatoryValue
 
