@@ -127,3 +127,49 @@ def test_supervision_views_beyond_the_generated_ones_stop_at_start(tmp_path):
     with pytest.raises(DataFormatError, match=r"data.supervision_views=2: the generated dataset has 0 .*generator"):
         ViewDataModule(config).prepare_data()
     assert not (tmp_path / "rodent").exists()
+
+
+def test_the_cache_serves_a_read_sample_from_memory_as_read(tiny_root, monkeypatch):
+    """data.cache_mb: a train/val sample is read from disk once; what comes back later equals what was read, and
+    popping a key of a served sample (collate_views pops the names) leaves the cached one whole."""
+    import gslrm.data.dataset as dataset_module
+
+    config = DataConfig(root=str(tiny_root), image_size=16, batch_size=3, num_workers=0)
+    datamodule = ViewDataModule(config)
+    datamodule.setup("fit")
+    reads = []
+    load_rgba = dataset_module.load_rgba
+    monkeypatch.setattr(dataset_module, "load_rgba", lambda *args: reads.append(args[0]) or load_rgba(*args))
+    epochs = [next(iter(datamodule.train_dataloader())) for _ in range(3)]
+    assert len(reads) == 3 * 6  # three samples of six views, read in the first epoch only
+    for batch in epochs[1:]:  # the same three samples (a shuffled order), equal to what the first epoch read
+        order = batch["index"][:, 0, 1].argsort()
+        first = epochs[0]["index"][:, 0, 1].argsort()
+        assert torch.equal(batch["image"][order], epochs[0]["image"][first])
+        assert [batch["names"][i] for i in order] == [epochs[0]["names"][i] for i in first]
+    train = datamodule.dataset("train")
+    assert (train.cache.hits, train.cache.misses) == (6, 3)
+    assert train.cache.used_bytes == 3 * sum(
+        value.numel() * value.element_size() for value in train[0].values() if isinstance(value, torch.Tensor)
+    )
+    fresh = ViewDataset(config, "train")  # no cache unless asked (predict.py reads each frame once)
+    assert torch.equal(fresh[1]["image"], train[1]["image"]) and fresh.cache.capacity_bytes == 0
+
+
+def test_the_cache_keeps_what_fits_and_never_keeps_random_draws(tiny_root):
+    one = ViewDataset(DataConfig(root=str(tiny_root), image_size=16), "train", cache_mb=0.0)
+    size = sum(value.nbytes for value in one[0].values() if isinstance(value, torch.Tensor))
+    capped = ViewDataset(DataConfig(root=str(tiny_root), image_size=16), "train", cache_mb=1.5 * size / 2**20)
+    for index in (0, 1, 2, 0, 1):
+        capped[index]
+    assert len(capped.cache.samples) == 1 and capped.cache.used_bytes == size  # the first one fits, then full
+    assert (capped.cache.hits, capped.cache.misses) == (1, 4)
+    drawn = DataConfig(root=str(tiny_root), image_size=16, num_input_views=2, random_view_selection=True)
+    dataset = ViewDataset(drawn, "train", cache_mb=64.0)
+    assert len({tuple(dataset[0]["index"][:2, 0].tolist()) for _ in range(20)}) > 1  # drawn anew every time
+    assert dataset.cache.capacity_bytes == 0
+    assert ViewDataset(drawn, "val", cache_mb=64.0).cache.capacity_bytes > 0  # validation's inputs are fixed
+    import pytest
+
+    with pytest.raises(ValueError, match=r"data.cache_mb: must be >= 0"):
+        DataConfig(cache_mb=-1)

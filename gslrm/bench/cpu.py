@@ -154,7 +154,8 @@ def job_memory(views: int, resolution: int, device: str, with_render: bool) -> d
 
 
 def job_loader(root: str, workers: int) -> dict:
-    """Steady-state samples/s over 3 epochs with persistent workers (the first batch, worker start-up, excluded)."""
+    """Steady-state samples/s read from disk over 3 epochs with persistent workers (the first batch, worker start-up,
+    excluded)."""
     from gslrm.data.datamodule import ViewDataModule
     from gslrm.data.dataset import DataConfig
     from gslrm.rig import NormalizationConfig
@@ -166,6 +167,7 @@ def job_loader(root: str, workers: int) -> dict:
         num_workers=workers,
         persistent_workers=True,
         normalization=NormalizationConfig(up=[0.0, 0.0, 1.0]),
+        cache_mb=0.0,  # the reading itself: with the cache, epochs after the first are served from memory
     )
     datamodule = ViewDataModule(config)
     datamodule.setup("fit")

@@ -94,7 +94,9 @@ class ViewDataModule(L.LightningDataModule):
 
     def dataset(self, split: str) -> ViewDataset:
         if split not in self.datasets:
-            self.datasets[split] = ViewDataset(self.config, split)
+            # train and val are read again every epoch / validation: their samples are kept once read
+            cache_mb = self.config.cache_mb if split in ("train", "val") else 0.0
+            self.datasets[split] = ViewDataset(self.config, split, cache_mb=cache_mb)
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gslrm.config import coerce
+from gslrm.data.cache import SampleCache
 from gslrm.data.format import (
     CAMERAS_FILE,
     ORBIT_DIR,
@@ -110,6 +111,9 @@ class DataConfig:
     val_batch_size: int = 1
     num_workers: int = 2
     persistent_workers: bool = True
+    # decoded train/val samples kept in memory by each loader process, in MB (0: read from disk every time); samples
+    # drawn anew each time (random_view_selection, supervision_views) are never kept (gslrm/data/cache.py)
+    cache_mb: float = 1024.0
     pin_memory: bool = True
     seed: int = 0
 
@@ -123,6 +127,8 @@ class DataConfig:
                 "data.confidence_maps", CONFIDENCE_KINDS
             )
         ResolutionSchedule.parse(self.image_size_schedule, self.image_size)  # a bad entry fails at start-up
+        if self.cache_mb < 0:
+            raise ValueError(f"data.cache_mb: must be >= 0 (0: no cache), not {self.cache_mb}")
         if not 0 < self.num_input_views <= self.num_views:
             raise ValueError(f"data.num_input_views: must be in 1..num_views={self.num_views}")
         if self.supervision_views < 0:
@@ -171,8 +177,12 @@ def split_file(config: DataConfig, split: str) -> Path:
 class ViewDataset(Dataset):
     """Samples of ``split`` in FaceLift's batch format (see :class:`ViewBatch`)."""
 
-    def __init__(self, config: DataConfig, split: str = "train", samples: list[Path] | None = None) -> None:
-        """The samples of ``split``'s list file, or ``samples`` (folders) in that order."""
+    def __init__(
+        self, config: DataConfig, split: str = "train", samples: list[Path] | None = None, cache_mb: float = 0.0
+    ) -> None:
+        """The samples of ``split``'s list file, or ``samples`` (folders) in that order; up to ``cache_mb`` of them
+        kept in memory once read, where a sample is the same every time it is read (the loaders of a fit pass
+        ``data.cache_mb``; one pass over a split, as predict.py's, gains nothing from it)."""
         self.config = config
         self.split = split
         root = Path(config.root) if config.root else Path(".")
@@ -189,6 +199,8 @@ class ViewDataset(Dataset):
             if config.load_orbit is None
             else config.load_orbit
         )
+        draws = split == "train" and (config.random_view_selection or config.supervision_views > 0)
+        self.cache = SampleCache(0 if draws else int(cache_mb * 2**20))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -366,8 +378,13 @@ class ViewDataset(Dataset):
         return maps
 
     def __getitem__(self, index: int) -> ViewBatch | None:
+        key = (index, self.with_world_frame, self.inputs_only)  # the flags predict.py sets change what is read
         try:
-            return self.load(index)
+            sample = self.cache.get(key)
+            if sample is None:
+                sample = self.load(index)
+                self.cache.put(key, sample)
+            return sample
         except DataFormatError as error:
             if self.config.on_error == "raise":
                 raise
