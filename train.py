@@ -98,9 +98,9 @@ def train(cfg: DictConfig) -> float:
         if isinstance(callback, RequeueOnSignal):
             callback.after_fit(trainer)  # SIGUSR2 under SLURM: requeued -> JobRequeued (SystemExit) on every rank
     if _last_steps_unvalidated(trainer, cfg.trainer.get("val_check_interval")):
-        # validation runs every val_every steps, so the steps after the last multiple (200 of the default's 4200, the
-        # end of its cosine) would be missing from curve.csv and from the "end" line: validate the final weights,
-        # which are what last.ckpt holds and eval.py scores
+        # validation runs every val_every steps, so the steps after the last multiple (e.g. the last 200 of 4200
+        # steps, the end of the cosine) would be missing from curve.csv and from the "end" line: validate the final
+        # weights, which are what last.ckpt holds and eval.py scores
         trainer.validate(module, datamodule=datamodule, verbose=False)
     return _report(trainer, "end").get("val/psnr", math.nan)
 

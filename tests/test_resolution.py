@@ -66,17 +66,17 @@ def test_the_long_recipe_is_the_default_model_for_longer():
     pairs = [list(pair) for pair in long.data.image_size_schedule]
     schedule = ResolutionSchedule.parse(pairs, long.data.image_size)
     assert [schedule.size_at(step) for step in (0, 3999, 4000, 7599)] == [32, 32, 64, 64]
-    assert long.trainer.max_steps == 7600 and default.trainer.max_steps == 4200
+    assert long.trainer.max_steps == 7600 and default.trainer.max_steps == 6000
     assert long.model == default.model and long.loss == default.loss
     # the same optimizer; the default restarts its schedule at its switch, the long recipe was measured without
     assert {**long.optim, "restart_at": None} == {**default.optim, "restart_at": None}
-    assert list(default.optim.restart_at) == [3700] and list(long.optim.restart_at) == []
+    assert list(default.optim.restart_at) == [5000] and list(long.optim.restart_at) == []
 
 
 @pytest.mark.parametrize(
     "overrides, restarts",
     [
-        ((), [3700]),  # the default schedule's switch
+        ((), [5000]),  # the default schedule's switch
         (("data.image_size_schedule=[[0,16],[10,32],[20,64]]",), [10, 20]),
         (("data.image_size_schedule=[]",), []),  # no switch, no restart
         (("data.image_size_schedule=[[0,32],[100,64]]", "optim.restart_at=[]"), []),  # one cosine, asked for
