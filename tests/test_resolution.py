@@ -58,19 +58,19 @@ def test_a_batch_made_smaller_known_answer():
 
 
 def test_the_long_recipe_is_the_default_model_for_longer():
-    """experiment=rodent_long: 4000 steps at 32 px, then 3600 at 64 px, and the default run's model and loss, so its
-    last.ckpt can initialise the default model (model.init_from)."""
+    """experiment=rodent_long: 8000 steps at 32 px, then 7000 at 64 px, and the default run's model, loss and
+    optimizer (its schedule starting again at its switch), so its last.ckpt can initialise the default model
+    (model.init_from)."""
     from conftest import compose
 
     default, long = compose("config"), compose("config", "experiment=rodent_long")
     pairs = [list(pair) for pair in long.data.image_size_schedule]
     schedule = ResolutionSchedule.parse(pairs, long.data.image_size)
-    assert [schedule.size_at(step) for step in (0, 3999, 4000, 7599)] == [32, 32, 64, 64]
-    assert long.trainer.max_steps == 7600 and default.trainer.max_steps == 6000
+    assert [schedule.size_at(step) for step in (0, 7999, 8000, 14999)] == [32, 32, 64, 64]
+    assert long.trainer.max_steps == 15000 and default.trainer.max_steps == 6000
     assert long.model == default.model and long.loss == default.loss
-    # the same optimizer; the default restarts its schedule at its switch, the long recipe was measured without
     assert {**long.optim, "restart_at": None} == {**default.optim, "restart_at": None}
-    assert list(default.optim.restart_at) == [5000] and list(long.optim.restart_at) == []
+    assert list(default.optim.restart_at) == [5000] and list(long.optim.restart_at) == [8000]
 
 
 @pytest.mark.parametrize(
