@@ -2,7 +2,7 @@
 
 Reading a rodent sample (six 288x256 PNGs decoded, composited, cropped around the animal and resized) costs about
 30 ms of one core; a default run reads every sample 16 times. On a 2-core machine the loader's workers take that time
-from the training step itself (measured: 0.126 s a 32 px step with two workers, 0.075 s of it compute), so a sample
+from the training step itself (measured: 0.126 s a 32 px step with two workers, 0.076 s of compute alone), so a sample
 is read once and then served from memory.
 
 Each loader process (every worker, or the main process with ``num_workers=0``) holds its own cache, so the memory is
