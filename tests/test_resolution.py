@@ -67,16 +67,16 @@ def test_the_long_recipe_is_the_default_model_for_longer():
     pairs = [list(pair) for pair in long.data.image_size_schedule]
     schedule = ResolutionSchedule.parse(pairs, long.data.image_size)
     assert [schedule.size_at(step) for step in (0, 7999, 8000, 14999)] == [32, 32, 64, 64]
-    assert long.trainer.max_steps == 15000 and default.trainer.max_steps == 6000
+    assert long.trainer.max_steps == 15000 and default.trainer.max_steps == 5500
     assert long.model == default.model and long.loss == default.loss
     assert {**long.optim, "restart_at": None} == {**default.optim, "restart_at": None}
-    assert list(default.optim.restart_at) == [5000] and list(long.optim.restart_at) == [8000]
+    assert list(default.optim.restart_at) == [4200] and list(long.optim.restart_at) == [8000]
 
 
 @pytest.mark.parametrize(
     "overrides, restarts",
     [
-        ((), [5000]),  # the default schedule's switch
+        ((), [4200]),  # the default schedule's switch
         (("data.image_size_schedule=[[0,16],[10,32],[20,64]]",), [10, 20]),
         (("data.image_size_schedule=[]",), []),  # no switch, no restart
         (("data.image_size_schedule=[[0,32],[100,64]]", "optim.restart_at=[]"), []),  # one cosine, asked for
