@@ -22,7 +22,7 @@ __all__ = ["SampleCache", "sample_bytes"]
 
 def sample_bytes(sample: dict) -> int:
     """The tensors' bytes of a sample (its strings are small next to the images)."""
-    return sum(value.numel() * value.element_size() for value in sample.values() if isinstance(value, torch.Tensor))
+    return sum(value.nbytes for value in sample.values() if isinstance(value, torch.Tensor))
 
 
 class SampleCache:
