@@ -206,3 +206,32 @@ def test_progressive_resolution_trains_each_step_at_its_scheduled_size(rodent_ro
     trainer = fit(module, rodent_root, 4, image_size_schedule=[[0, 8], [2, 16]])
     assert seen == {"inputs": [8, 8, 16, 16], "targets": [8, 8, 16, 16], "renders": [8, 8, 16, 16]}
     assert float(trainer.callback_metrics["metrics/image_size"]) == 16.0
+
+
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        ("fpu avx2 avx512f avx512bw avx512_bf16", True),  # AMD Zen 4, Intel Cooper Lake
+        ("fpu avx2 avx512f amx_bf16 amx_tile", True),  # Intel Sapphire Rapids
+        ("fpu avx2 avx512f avx512bw avx512vl", False),  # AVX-512 without bf16: emulated, slower than fp32
+    ],
+)
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    from gslrm.config import cpu_has_native_bf16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: a CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert cpu_has_native_bf16(cpuinfo) is native
+    assert cpu_has_native_bf16(tmp_path / "missing") is False  # not Linux: fp32
+
+
+def test_the_cpu_trains_in_bf16_only_where_asked_and_native(monkeypatch):
+    from gslrm import config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native in (True, False):
+        monkeypatch.setattr(config, "cpu_has_native_bf16", lambda native=native: native)
+        assert config.default_precision() == "32-true"
+        assert config.default_precision("bf16_if_native") == ("bf16-mixed" if native else "32-true")
+    with pytest.raises(ValueError, match="gslrm_precision: expected fp32 or bf16_if_native, got 'bf16'"):
+        config.default_precision("bf16")
