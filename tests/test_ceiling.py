@@ -68,3 +68,40 @@ def test_scores_the_true_surface_whatever_the_model(rodent_root):
 def test_needs_depth(rodent_root):
     with pytest.raises(ValueError, match="has no depth"):
         score(GSLRM(ModelConfig(**TINY)).eval(), val_dataset(rodent_root, load_depth=False), RenderConfig(), 1)
+
+
+def test_input_view_coverage_own_gaussians_draw_no_more_than_all(rodent_root):
+    """Adding Gaussians only adds alpha, so a view's own Gaussians cover at most what all of them cover; and the
+    ``own`` row is each input view rendered from its own pixel Gaussians (checked against rendering them by hand)."""
+    from dataclasses import replace
+
+    from gslrm.bench.ceiling import input_view_coverage
+    from gslrm.render import render
+
+    torch.manual_seed(0)
+    network, dataset = GSLRM(ModelConfig(**TINY)).eval(), val_dataset(rodent_root, load_depth=False)
+
+    def model(image, c2w, fxfycxcy):  # small Gaussians of random opacity: partial, overlapping silhouettes
+        output = network(image, c2w, fxfycxcy)
+        g = output.gaussians
+        g = replace(g, scales=torch.full_like(g.scales, 0.01), opacities=torch.rand(g.opacities.shape))
+        return replace(output, gaussians=g)
+
+    torch.manual_seed(1)
+    coverage = input_view_coverage(model, dataset, RenderConfig(), samples=1)
+    assert set(coverage) == {"own", "all"}
+    assert 0.5 < coverage["own"].recall < coverage["all"].recall  # the other views' Gaussians fill in
+    torch.manual_seed(1)
+    sample = {k: v[None] if isinstance(v, torch.Tensor) else v for k, v in dataset[0].items()}
+    with torch.no_grad():
+        output = model(sample["image"][:, :4, :3], sample["c2w"][:, :4], sample["fxfycxcy"][:, :4])
+        pixels = output.gaussians.map(lambda t: t[:, 2:])  # the 2 free token Gaussians first
+        drawn = animal = both = 0
+        for view in range(4):
+            own = pixels.map(lambda t, v=view: t[:, v * 32 * 32 : (v + 1) * 32 * 32])
+            c2w, k = sample["c2w"][:, view : view + 1], sample["fxfycxcy"][:, view : view + 1]
+            alpha = render(own, c2w, k, 32, 32).alpha[0, 0, 0] > 0.5
+            mask = sample["image"][0, view, 3] > 0.5
+            drawn, animal, both = drawn + alpha.sum(), animal + mask.sum(), both + (alpha & mask).sum()
+    assert coverage["own"].recall == pytest.approx(float(both / animal))
+    assert coverage["own"].precision == pytest.approx(float(both / drawn))

@@ -2,6 +2,8 @@
 every foreground pixel's Gaussian moved onto the true surface along its ray, and the true surface alone splatted
 (pixel-sized, opaque or with the input's alpha). Issue 31 asks for novel-view opacity IoU 0.65 at 64 px; this says
 how much of the gap is depth and how much is what pixel-aligned splats from the input views can draw at that size.
+It also says how much of each input view's silhouette that view's own Gaussians draw, and how much all of them do
+(``input_view_coverage``: the tail's story, docs/training.md#the-tail-and-own-view-coverage).
 
     python -m gslrm.bench.ceiling CKPT --data-root DIR [--samples 8]
 
@@ -25,7 +27,7 @@ from gslrm.model.gaussians import Gaussians
 from gslrm.model.gslrm import GSLRM, ModelOutput
 from gslrm.render import RenderConfig, render
 
-__all__ = ["VARIANTS", "Scores", "variants", "score", "main"]
+__all__ = ["VARIANTS", "Scores", "variants", "score", "Coverage", "input_view_coverage", "main"]
 
 # the splats of the true surface: isotropic, this fraction of a pixel's footprint at their depth (smaller leaves
 # holes in closer views, larger grows the silhouette: on the default's val samples 0.2 and 0.3 scored within 0.01
@@ -107,6 +109,51 @@ def score(model: GSLRM, dataset: ViewDataset, render_config: RenderConfig, sampl
     }
 
 
+@dataclass
+class Coverage:
+    """The input views' silhouettes (alpha > 0.5 against the mask), pooled over the samples' input pixels."""
+
+    iou: float
+    precision: float
+    recall: float
+
+
+@torch.no_grad()
+def input_view_coverage(
+    model: GSLRM, dataset: ViewDataset, render_config: RenderConfig, samples: int
+) -> dict[str, Coverage]:
+    """How much of each input view's silhouette its own pixel Gaussians draw alone (``own``, what
+    ``loss.own_view`` supervises) and all the Gaussians draw (``all``, what the image terms see): where ``own`` falls
+    short of ``all``, the other views' Gaussians fill the view in."""
+    from gslrm.losses.own_view import own_view_gaussians
+
+    num_inputs = dataset.config.num_input_views
+    counts = defaultdict(lambda: torch.zeros(3))  # drawn & animal, drawn, animal
+    for index in range(min(samples, len(dataset))):
+        batch = {k: v[None] if isinstance(v, Tensor) else v for k, v in dataset[index].items()}
+        image, c2w, fxfycxcy = batch["image"], batch["c2w"][:, :num_inputs], batch["fxfycxcy"][:, :num_inputs]
+        size = image.shape[-1]
+        output = model(image[:, :num_inputs, :3], c2w, fxfycxcy)
+        own = own_view_gaussians(output.gaussians, num_inputs, size * size)
+        alphas = {
+            "own": render(
+                own, c2w.reshape(-1, 1, 4, 4), fxfycxcy.reshape(-1, 1, 4), size, size, settings=render_config
+            ).alpha.reshape(num_inputs, size, size),
+            "all": render(output.gaussians, c2w, fxfycxcy, size, size, settings=render_config).alpha[0, :, 0],
+        }
+        animal = image[0, :num_inputs, 3] > 0.5
+        for name, alpha in alphas.items():
+            drawn = alpha > 0.5
+            counts[name] += torch.tensor([(drawn & animal).sum(), drawn.sum(), animal.sum()], dtype=torch.float32)
+    coverage = {}
+    for name, (both, drawn, animal) in counts.items():
+        union = (drawn + animal - both).clamp_min(1)
+        coverage[name] = Coverage(
+            float(both / union), float(both / drawn.clamp_min(1)), float(both / animal.clamp_min(1))
+        )
+    return coverage
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
@@ -121,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     with one_line_errors(ValueError):  # a wrong --data-root or checkpoint: one line, as the entry points
         model, render_config, dataset = load_with_dataset(args.checkpoint, overrides, args.split)
         results = score(model, dataset, render_config, args.samples)
+        coverage = input_view_coverage(model, dataset, render_config, args.samples)
     print(
         f"{'variant':18} {'novel IoU':>9} {'input IoU':>9} {'precision':>9} {'recall':>9}  (novel views, {args.samples} samples)"
     )
@@ -129,6 +177,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{name:18} {scores.iou_novel:9.3f} {scores.iou_input:9.3f} {scores.precision_novel:9.3f} "
             f"{scores.recall_novel:9.3f}  {VARIANTS[name]}"
         )
+    print(
+        f"\n{'input views drawn by':18} {'IoU':>9} {'precision':>9} {'recall':>9}  (pooled over the input views' pixels)"
+    )
+    for name, text in (("own", "their own pixel Gaussians alone"), ("all", "all the Gaussians (as eval.py)")):
+        c = coverage[name]
+        print(f"{name:18} {c.iou:9.3f} {c.precision:9.3f} {c.recall:9.3f}  {text}")
 
 
 if __name__ == "__main__":

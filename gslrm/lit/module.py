@@ -136,6 +136,7 @@ class GSLRMModule(L.LightningModule):
             alpha=rendered.alpha,
             batch=batch,
             render_fn=render_fn,
+            render_settings=self.render_config,
         )
 
     # -- training ----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from gslrm.model.gaussians import Gaussians
+from gslrm.render import RenderConfig
 
 __all__ = ["LossInputs", "TermConfig", "Term"]
 
@@ -32,6 +33,7 @@ class LossInputs:
     render_fn: Callable | None = None  # (c2w [b, n, 4, 4], fxfycxcy [b, n, 4]) -> RenderOutput of these Gaussians
     depth_prior: Float[Tensor, "b v 1 h w"] | None = None  # disparity
     confidence: Float[Tensor, "b v 1 h w"] | None = None
+    render_settings: RenderConfig | None = None  # how the step rendered (terms that render Gaussians of their own)
 
 
 @dataclass
