@@ -5,8 +5,8 @@ total = w_l2 l2 + w_perceptual perceptual + w_lpips lpips + w_ssim ssim + w_alph
         + w_metric_depth metric_depth + w_own_view own_view
 image, depth and pseudo_depth are the confidence/depth pipeline (``loss=confidence``). Their depth priors and
 confidence maps are data: the data module attaches them to the batch (``gslrm/depth/priors.py``) and the terms read
-them from there. metric_depth compares with the data's own depth (``data.load_depth=true``, synthetic data). own_view renders each
-input view with its own pixel Gaussians alone (gslrm/losses/own_view.py).
+them from there. metric_depth compares with the data's own depth (``data.load_depth=true``, synthetic data).
+own_view renders each input view with its own pixel Gaussians alone (gslrm/losses/own_view.py).
 Warmups (FaceLift's ``set_training_step``): before ``l2_warmup_steps`` the perceptual and LPIPS weights are 0;
 before ``pointsdist_warmup_steps`` l2 = perceptual = 0, pointsdist = 0.1 and ``clip_xyz`` is off.
 Disabled terms (weight 0) are not computed and their networks are not built.

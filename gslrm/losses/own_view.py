@@ -7,7 +7,10 @@ to turn transparent, which costs only the few pixels of the thin part in its own
 checkpoints lose the tail even in the input view that shows it (docs/training.md#the-tail-and-own-view-coverage).
 This term takes that way out: a view's own Gaussians must draw its whole silhouette on their own, so what the other
 views' terms can still change is where the Gaussians lie (their depth along the ray), not whether they exist.
-Not FaceLift's term; off (weight 0) by default.
+Not FaceLift's term; off (weight 0) by default. Measured at make train's recipe (weight 1, one seed) it did what it
+says (each input view's own Gaussians drew 85 % of its silhouette instead of 66 %) and the novel views did not gain:
+the Gaussians it keeps on lie at the model's depths, so the novel views' recall rose by 0.01 and their precision fell
+by as much (foreground PSNR -0.45 dB).
 
 The same coverage kinds as ``loss.alpha`` (``gslrm.losses.alpha.alpha_loss``), over the input views' pixels.
 """
