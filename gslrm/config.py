@@ -33,8 +33,8 @@ __all__ = [
 def default_precision(cpu: str = "fp32") -> str:
     """``${gslrm_precision:}``: bf16 autocast on GPUs that support it (as FaceLift), full fp32 elsewhere.
     ``${gslrm_precision:bf16_if_native}``: bf16 autocast also on a CPU with bf16 instructions (AVX512-BF16 or AMX),
-    where the transformer's steps ran 1.26x faster at 64 px; a CPU without them would emulate bf16, slower than
-    fp32, so it keeps fp32 (docs/performance.md#bf16-on-a-cpu)."""
+    where the transformer's steps ran 1.26x faster at 64 px; a CPU without them would emulate bf16 (expected slower
+    than fp32, not measured), so it keeps fp32 (docs/performance.md#bf16-on-a-cpu)."""
     if cpu not in ("fp32", "bf16_if_native"):
         raise ValueError(f"gslrm_precision: expected fp32 or bf16_if_native, got {cpu!r}")
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
