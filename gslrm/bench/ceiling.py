@@ -76,6 +76,18 @@ def variants(output: ModelOutput, batch: dict, num_inputs: int, patch_size: int)
     }
 
 
+def silhouette_counts(alpha: Tensor, truth: Tensor) -> Tensor:
+    """[true positives, false positives, false negatives] of the drawn silhouette (alpha > 0.5) against the mask."""
+    drawn, animal = alpha > 0.5, truth > 0.5
+    return torch.stack([(drawn & animal).sum(), (drawn & ~animal).sum(), (~drawn & animal).sum()]).float()
+
+
+def precision_recall(counts: Tensor) -> tuple[float, float]:
+    """Pooled precision and recall of ``silhouette_counts`` summed over pixels of many views."""
+    true, false_drawn, missed = counts
+    return float(true / (true + false_drawn).clamp_min(1)), float(true / (true + missed).clamp_min(1))
+
+
 @torch.no_grad()
 def score(model: GSLRM, dataset: ViewDataset, render_config: RenderConfig, samples: int) -> dict[str, Scores]:
     num_inputs = dataset.config.num_input_views
@@ -93,18 +105,10 @@ def score(model: GSLRM, dataset: ViewDataset, render_config: RenderConfig, sampl
             alpha = alpha[0, :, 0]
             ious[name]["input"].append(opacity_iou(alpha[:num_inputs], truth[:num_inputs]))
             ious[name]["novel"].append(opacity_iou(alpha[num_inputs:], truth[num_inputs:]))
-            drawn, animal = alpha[num_inputs:] > 0.5, truth[num_inputs:] > 0.5
-            counts[name] += torch.tensor(
-                [(drawn & animal).sum(), (drawn & ~animal).sum(), (~drawn & animal).sum()], dtype=torch.float32
-            )
+            counts[name] += silhouette_counts(alpha[num_inputs:], truth[num_inputs:])
     mean = lambda values: float(torch.stack(values).mean())  # noqa: E731
     return {
-        name: Scores(
-            iou_novel=mean(ious[name]["novel"]),
-            iou_input=mean(ious[name]["input"]),
-            precision_novel=float(counts[name][0] / counts[name][:2].sum().clamp_min(1)),
-            recall_novel=float(counts[name][0] / (counts[name][0] + counts[name][2]).clamp_min(1)),
-        )
+        name: Scores(mean(ious[name]["novel"]), mean(ious[name]["input"]), *precision_recall(counts[name]))
         for name in VARIANTS
     }
 
@@ -128,7 +132,7 @@ def input_view_coverage(
     from gslrm.losses.own_view import own_view_gaussians
 
     num_inputs = dataset.config.num_input_views
-    counts = defaultdict(lambda: torch.zeros(3))  # drawn & animal, drawn, animal
+    counts = defaultdict(lambda: torch.zeros(3))  # silhouette_counts, pooled
     for index in range(min(samples, len(dataset))):
         batch = {k: v[None] if isinstance(v, Tensor) else v for k, v in dataset[index].items()}
         image, c2w, fxfycxcy = batch["image"], batch["c2w"][:, :num_inputs], batch["fxfycxcy"][:, :num_inputs]
@@ -141,17 +145,9 @@ def input_view_coverage(
             ).alpha.reshape(num_inputs, size, size),
             "all": render(output.gaussians, c2w, fxfycxcy, size, size, settings=render_config).alpha[0, :, 0],
         }
-        animal = image[0, :num_inputs, 3] > 0.5
         for name, alpha in alphas.items():
-            drawn = alpha > 0.5
-            counts[name] += torch.tensor([(drawn & animal).sum(), drawn.sum(), animal.sum()], dtype=torch.float32)
-    coverage = {}
-    for name, (both, drawn, animal) in counts.items():
-        union = (drawn + animal - both).clamp_min(1)
-        coverage[name] = Coverage(
-            float(both / union), float(both / drawn.clamp_min(1)), float(both / animal.clamp_min(1))
-        )
-    return coverage
+            counts[name] += silhouette_counts(alpha, image[0, :num_inputs, 3])
+    return {name: Coverage(float(c[0] / c.sum().clamp_min(1)), *precision_recall(c)) for name, c in counts.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
