@@ -27,7 +27,14 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from gslrm.data.datamodule import is_empty
 from gslrm.data.dataset import BACKGROUNDS
 from gslrm.losses.backgrounds import recomposite
-from gslrm.losses.metrics import mask_iou, on_black, opacity_iou, per_image_masked_psnr, per_image_psnr
+from gslrm.losses.metrics import (
+    mask_iou,
+    on_black,
+    opacity_iou,
+    per_image_masked_psnr,
+    per_image_psnr,
+    thin_recall,
+)
 from gslrm.model.gaussians import prune, save_ply
 from gslrm.model.gslrm import GSLRM
 from gslrm.predict import predict_and_render
@@ -51,6 +58,7 @@ METRICS = (
     "mask_iou",
     "opacity_iou",
     "opacity_iou_white",
+    "thin_recall",
 )
 VIEW_SETS = {
     "": "all target views",
@@ -67,7 +75,9 @@ VIEW_SETS = {
 # opaque white Gaussian, so for FaceLift-style training it is about the animal's share of the image: it shows whether
 # the background is empty space, not whether the animal's shape is right. opacity_iou_white is the all-white
 # prediction's (empty space everywhere: 0). psnr_black: the render moved onto black through its rendered alpha against
-# the ground truth moved onto black through its alpha, so opaque fog is error even where it is white.
+# the ground truth moved onto black through its alpha, so opaque fog is error even where it is white. thin_recall: the
+# share of the true silhouette's thin parts (narrower than 3 px: at 64 px the tail, the feet, the ears) that the render
+# draws (alpha > 0.5): legs and a tail are 2-3 % of the IoU's pixels, so the IoU cannot say whether they are there.
 
 
 class VisualBackground(StrEnum):
@@ -252,6 +262,7 @@ class Evaluator(L.LightningModule):
             "mask_iou": mask_iou(pred, alpha, background.expand(pred.shape[0], 3), self.config.mask_iou_threshold),
             "opacity_iou": opacity_iou(rendered_alpha, alpha),
             "opacity_iou_white": opacity_iou(torch.zeros_like(alpha), alpha),
+            "thin_recall": thin_recall(rendered_alpha, alpha),
             "lpips": self.lpips_net(pred * 2 - 1, target * 2 - 1).mean() if self.lpips_net is not None else math.nan,
         }
         return {f"{name}{suffix}": float(value) for name, value in metrics.items()}
@@ -354,12 +365,14 @@ def write_results(rows: list[dict], summary: dict, output_dir: Path) -> None:
         "psnr_input",
         "psnr_black_novel",
         "opacity_iou_novel",
+        "thin_recall_novel",
         "ssim",
         "lpips",
         "mask_iou_novel",
         "psnr_orbit",
         "psnr_masked_orbit",
         "opacity_iou_orbit",
+        "thin_recall_orbit",
         "psnr_holdout",
         "psnr_masked_holdout",
         "opacity_iou_holdout",

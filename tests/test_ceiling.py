@@ -63,6 +63,20 @@ def test_scores_the_true_surface_whatever_the_model(rodent_root):
     surface = results[0]["surface_opaque"]
     assert surface.recall_novel > 0.9 and surface.iou_input > 0.5 and surface.iou_novel > 0.3
     assert 0.0 <= results[0]["model"].iou_novel < surface.iou_novel
+    # the thin column, by hand: the true surface's novel views against the thin parts of their masks
+    from gslrm.losses.metrics import thin_parts
+    from gslrm.render import render
+
+    torch.manual_seed(0)
+    sample = {k: v[None] if isinstance(v, torch.Tensor) else v for k, v in dataset[0].items()}
+    with torch.no_grad():
+        output = GSLRM(ModelConfig(**TINY)).eval()(
+            sample["image"][:, :4, :3], sample["c2w"][:, :4], sample["fxfycxcy"][:, :4]
+        )
+        gaussians = variants(output, sample, 4, TINY["patch_size"])["surface_opaque"]
+        alpha = render(gaussians, sample["c2w"][:, 4:], sample["fxfycxcy"][:, 4:], 32, 32).alpha[0] > 0.5
+    thin = thin_parts(sample["image"][0, 4:, 3:4])
+    assert thin.sum() > 0 and surface.thin_recall_novel == pytest.approx(float((alpha & thin).sum() / thin.sum()))
 
 
 def test_needs_depth(rodent_root):

@@ -16,6 +16,7 @@ from gslrm.data.datamodule import collate_views
 from gslrm.data.dataset import DataConfig, ViewDataset
 from gslrm.evaluate import EvalConfig, Evaluator
 from gslrm.inference import load_model
+from gslrm.losses.metrics import thin_parts
 from gslrm.model.gslrm import GSLRM, ModelConfig
 from gslrm.render import RenderConfig, render
 
@@ -145,6 +146,9 @@ def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent
     expected_iou = (orbit_hit & orbit_truth).sum() / max((orbit_hit | orbit_truth).sum(), 1)
     assert float(row["opacity_iou_orbit"]) == pytest.approx(expected_iou, abs=1e-6)
     assert float(row["opacity_iou_white_orbit"]) == 0.0
+    orbit_thin = thin_parts(torch.from_numpy(orbit_alpha)).numpy()  # a known-answer test of its own: test_losses
+    expected_thin = (orbit_hit & orbit_thin).sum() / orbit_thin.sum() if orbit_thin.any() else math.nan
+    assert float(row["thin_recall_orbit"]) == pytest.approx(expected_thin, abs=1e-6, nan_ok=True)
     target = sample["image"][0, :, :3].numpy()
     # on black: the render minus the white the rendered alpha let through, the truth minus the white its alpha did
     black = np.clip(np.clip(rgb, 0, 1) - (1 - rendered_alpha), 0, 1)

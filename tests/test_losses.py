@@ -10,7 +10,14 @@ from gslrm.losses.base import LossInputs
 from gslrm.losses.computer import LossComputer, LossConfig
 from gslrm.losses.l2 import L2Config, L2Loss, masked_mse
 from gslrm.losses.metric_depth import MetricDepthConfig, MetricDepthLoss
-from gslrm.losses.metrics import depth_abs_rel, mask_iou, per_image_masked_psnr, per_image_psnr
+from gslrm.losses.metrics import (
+    depth_abs_rel,
+    mask_iou,
+    per_image_masked_psnr,
+    per_image_psnr,
+    thin_parts,
+    thin_recall,
+)
 from gslrm.losses.perceptual import PerceptualConfig, PerceptualLoss
 from gslrm.losses.pixelalign import PixelAlignConfig, PixelAlignLoss
 from gslrm.losses.pointsdist import PointsDistConfig, PointsDistLoss
@@ -252,6 +259,31 @@ def test_computer_sums_weighted_terms_and_reports_diagnostics():
 def test_typo_in_a_term_names_the_key():
     with pytest.raises(TypeError, match="wieght"):
         LossConfig(ssim={"wieght": 1.0})
+
+
+def test_thin_parts_are_what_an_opening_removes_and_their_recall():
+    # an 8x8 view: a 4x4 body at rows 2-5, columns 0-3; a 1-px tail (row 3, columns 4-7); a 2-px wide leg below the
+    # body (rows 6-7, columns 1-2); a lone pixel at the corner (0, 7)
+    alpha = torch.zeros(1, 1, 8, 8)
+    alpha[..., 2:6, 0:4] = 1.0
+    alpha[..., 3, 4:8] = 1.0
+    alpha[..., 6:8, 1:3] = 1.0
+    alpha[..., 0, 7] = 0.9
+    thin = thin_parts(alpha, 3)[0, 0]
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[3, 4:8] = expected[6:8, 1:3] = expected[0, 7] = True  # the body survives a 3x3 opening, nothing else
+    assert torch.equal(thin, expected)
+    expected_two = torch.zeros(8, 8, dtype=torch.bool)
+    expected_two[3, 4:8] = expected_two[0, 7] = True  # a 2x2 opening keeps the 2-px leg
+    assert torch.equal(thin_parts(alpha, 2)[0, 0], expected_two)
+    drawn = torch.zeros(1, 1, 8, 8)
+    drawn[..., 3, 4:6] = 0.8  # half the tail
+    drawn[..., 6:8, 1:3] = 0.6  # the leg
+    drawn[..., 0, 7] = 0.5  # not over 0.5: not drawn
+    assert torch.isclose(thin_recall(drawn, alpha), torch.tensor(6 / 9))
+    assert thin_recall(drawn, alpha[..., 2:6, 0:4].repeat(1, 1, 2, 2)).isnan()  # no thin part: NaN, not 0 or 1
+    with pytest.raises(ValueError, match="at least 2"):
+        thin_parts(alpha, 1)
 
 
 def test_mask_iou_and_psnr_metrics():

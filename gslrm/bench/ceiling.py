@@ -2,7 +2,8 @@
 every foreground pixel's Gaussian moved onto the true surface along its ray, and the true surface alone splatted
 (pixel-sized, opaque or with the input's alpha). Issue 31 asks for novel-view opacity IoU 0.65 at 64 px; this says
 how much of the gap is depth and how much is what pixel-aligned splats from the input views can draw at that size.
-It also says how much of each input view's silhouette that view's own Gaussians draw, and how much all of them do
+Its thin column is the share of the novel views' thin parts (the tail, the feet: ``thin_parts``) that each variant
+draws. It also says how much of each input view's silhouette that view's own Gaussians draw, and how much all of them do
 (``input_view_coverage``: the tail's story, docs/training.md#the-tail-and-own-view-coverage).
 
     python -m gslrm.bench.ceiling CKPT --data-root DIR [--samples 8]
@@ -22,7 +23,7 @@ from einops import rearrange
 from torch import Tensor
 
 from gslrm.data.dataset import ViewDataset
-from gslrm.losses.metrics import opacity_iou
+from gslrm.losses.metrics import opacity_iou, thin_parts
 from gslrm.model.gaussians import Gaussians
 from gslrm.model.gslrm import GSLRM, ModelOutput
 from gslrm.render import RenderConfig, render
@@ -47,6 +48,7 @@ class Scores:
     iou_input: float
     precision_novel: float  # pooled over the samples' novel pixels
     recall_novel: float
+    thin_recall_novel: float  # pooled over the samples' novel views' thin parts (metrics.thin_parts)
 
 
 def variants(output: ModelOutput, batch: dict, num_inputs: int, patch_size: int) -> dict[str, Gaussians]:
@@ -93,6 +95,7 @@ def score(model: GSLRM, dataset: ViewDataset, render_config: RenderConfig, sampl
     num_inputs = dataset.config.num_input_views
     ious = defaultdict(lambda: {"novel": [], "input": []})
     counts = defaultdict(lambda: torch.zeros(3))  # true positives, false positives, false negatives (novel)
+    thin_counts = defaultdict(lambda: torch.zeros(2))  # thin pixels drawn, thin pixels (novel)
     for index in range(min(samples, len(dataset))):
         batch = {k: v[None] if isinstance(v, Tensor) else v for k, v in dataset[index].items()}
         if "depth" not in batch:
@@ -100,15 +103,22 @@ def score(model: GSLRM, dataset: ViewDataset, render_config: RenderConfig, sampl
         image, size = batch["image"], batch["image"].shape[-1]
         output = model(image[:, :num_inputs, :3], batch["c2w"][:, :num_inputs], batch["fxfycxcy"][:, :num_inputs])
         truth = image[0, :, 3]
+        thin = thin_parts(truth[num_inputs:, None])[:, 0]
         for name, gaussians in variants(output, batch, num_inputs, model.config.patch_size).items():
             alpha = render(gaussians, batch["c2w"], batch["fxfycxcy"], size, size, settings=render_config).alpha
             alpha = alpha[0, :, 0]
             ious[name]["input"].append(opacity_iou(alpha[:num_inputs], truth[:num_inputs]))
             ious[name]["novel"].append(opacity_iou(alpha[num_inputs:], truth[num_inputs:]))
             counts[name] += silhouette_counts(alpha[num_inputs:], truth[num_inputs:])
+            thin_counts[name] += torch.stack([((alpha[num_inputs:] > 0.5) & thin).sum(), thin.sum()]).float()
     mean = lambda values: float(torch.stack(values).mean())  # noqa: E731
     return {
-        name: Scores(mean(ious[name]["novel"]), mean(ious[name]["input"]), *precision_recall(counts[name]))
+        name: Scores(
+            mean(ious[name]["novel"]),
+            mean(ious[name]["input"]),
+            *precision_recall(counts[name]),
+            float(thin_counts[name][0] / thin_counts[name][1].clamp_min(1)),
+        )
         for name in VARIANTS
     }
 
@@ -166,12 +176,13 @@ def main(argv: list[str] | None = None) -> None:
         results = score(model, dataset, render_config, args.samples)
         coverage = input_view_coverage(model, dataset, render_config, args.samples)
     print(
-        f"{'variant':18} {'novel IoU':>9} {'input IoU':>9} {'precision':>9} {'recall':>9}  (novel views, {args.samples} samples)"
+        f"{'variant':18} {'novel IoU':>9} {'input IoU':>9} {'precision':>9} {'recall':>9} {'thin':>6}"
+        f"  (novel views, {args.samples} samples)"
     )
     for name, scores in results.items():
         print(
             f"{name:18} {scores.iou_novel:9.3f} {scores.iou_input:9.3f} {scores.precision_novel:9.3f} "
-            f"{scores.recall_novel:9.3f}  {VARIANTS[name]}"
+            f"{scores.recall_novel:9.3f} {scores.thin_recall_novel:6.3f}  {VARIANTS[name]}"
         )
     print(
         f"\n{'input views drawn by':18} {'IoU':>9} {'precision':>9} {'recall':>9}  (pooled over the input views' pixels)"
