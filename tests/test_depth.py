@@ -463,6 +463,8 @@ def test_the_loss_config_is_checked_against_the_data_config_at_start():
     with pytest.raises(DataFormatError, match="loss.metric_depth: set data.load_depth=true"):
         check_data_loads_priors(loss(metric_depth={"weight": 0.5}), DataConfig())
     check_data_loads_priors(loss(metric_depth={"weight": 0.5}), DataConfig(load_depth=True))
+    with pytest.raises(DataFormatError, match="loss.pixel_depth: set data.load_depth=true"):
+        check_data_loads_priors(loss(pixel_depth={"weight": 0.5}), DataConfig())
     check_data_loads_priors(loss(depth={"weight": 0.0, "estimator": "precomputed"}), DataConfig())  # term off: fine
 
 

@@ -19,6 +19,7 @@ from gslrm.losses.metrics import (
     thin_recall,
 )
 from gslrm.losses.perceptual import PerceptualConfig, PerceptualLoss
+from gslrm.losses.pixel_depth import PixelDepthConfig, PixelDepthLoss, pixel_z_depth
 from gslrm.losses.pixelalign import PixelAlignConfig, PixelAlignLoss
 from gslrm.losses.pointsdist import PointsDistConfig, PointsDistLoss
 from gslrm.losses.ssim import SSIMConfig, SSIMLoss, masked_ssim, ssim_map
@@ -129,6 +130,34 @@ def test_metric_depth_known_answer_and_its_errors():
     assert torch.isclose(term(inputs), torch.tensor(0.25))
 
 
+def test_pixel_depth_known_answer_in_a_turned_camera():
+    # one input view, camera at (1, 0, 0) turned so that its viewing axis (+z) is world -x (a 90 deg turn about y),
+    # and a second view (a target, not an input) that the term must not read
+    c2w = torch.eye(4).repeat(1, 2, 1, 1)
+    c2w[0, 0, :3, :3] = torch.tensor([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    c2w[0, 0, :3, 3] = torch.tensor([1.0, 0.0, 0.0])
+    ray_o = c2w[0, 0, :3, 3].view(1, 1, 3, 1, 1).expand(1, 1, 3, 1, 3)
+    # means 2 units along the axis and 0.5 sideways (z 2), 3 along (z 3), 9 along on the background (not counted)
+    offsets = torch.tensor([[-2.0, 0.5, 0.0], [-3.0, 0.0, 0.0], [-9.0, 0.0, 0.0]]).T.reshape(1, 1, 3, 1, 3)
+    means = (ray_o + offsets).requires_grad_()
+    assert torch.allclose(pixel_z_depth(means, ray_o, c2w[:, :1]).flatten(), torch.tensor([2.0, 3.0, 9.0]))
+    mask = torch.tensor([1.0, 1.0, 0.0]).view(1, 1, 1, 1, 3).repeat(1, 2, 1, 1, 1)
+    inputs = make_inputs(torch.zeros(1, 2, 3, 1, 3), torch.zeros(1, 2, 3, 1, 3), mask, means, ray_o, means.detach())
+    term = PixelDepthLoss(PixelDepthConfig(weight=1.0))
+    with pytest.raises(KeyError, match="data.load_depth=true"):
+        term(inputs)
+    # truth 2 (error 0) and 2.5 (error 0.5 / 2.5 = 0.2): mean 0.1; the target view's depth is not read
+    truth = torch.tensor([[2.0, 2.5, 1.0], [50.0, 50.0, 50.0]]).view(1, 2, 1, 1, 3)
+    inputs.batch = {"c2w": c2w, "depth": truth}
+    loss = term(inputs)
+    assert torch.isclose(loss, torch.tensor(0.1))
+    loss.backward()
+    # d(loss)/d(mean) = sign(z - z_gt) / (z_gt * 2 valid pixels) along the viewing axis (-x): only the second pixel
+    expected = torch.zeros(3, 3)
+    expected[0, 1] = -1 / (2.5 * 2)
+    assert torch.allclose(means.grad.reshape(3, 3), expected)
+
+
 def test_perceptual_formula_with_random_vgg():
     torch.manual_seed(0)
     term = PerceptualLoss(PerceptualConfig(weight=0.5, pretrained=False))
@@ -235,6 +264,7 @@ def test_warmup_switches():
         "pseudo_depth": 0.0,
         "metric_depth": 0.0,
         "own_view": 0.0,
+        "pixel_depth": 0.0,
     }
     assert not computer.clip_xyz_allowed(999) and computer.clip_xyz_allowed(1000)
     only_l2 = LossComputer(LossConfig(perceptual={"weight": 0.5, "pretrained": False}, l2_warmup_steps=500))

@@ -160,8 +160,9 @@ def check_data_loads_priors(loss, data) -> None:
         raise DataFormatError(
             "loss.depth.estimator=ground_truth: set data.load_depth=true (the depth maps are the prior)"
         )
-    if loss.metric_depth.weight > 0 and not data.load_depth:
-        raise DataFormatError("loss.metric_depth: set data.load_depth=true (the term compares with the data's depth)")
+    for name in ("metric_depth", "pixel_depth"):
+        if getattr(loss, name).weight > 0 and not data.load_depth:
+            raise DataFormatError(f"loss.{name}: set data.load_depth=true (the term compares with the data's depth)")
     if uses_prior and loss.depth.estimator == "precomputed" and data.depth_maps is None:
         raise DataFormatError("loss.depth.estimator=precomputed: set data.depth_maps.dir (the precomputed depth maps)")
     if uses_confidence and confidence.source == "precomputed" and data.confidence_maps is None:
