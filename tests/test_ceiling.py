@@ -119,3 +119,42 @@ def test_input_view_coverage_own_gaussians_draw_no_more_than_all(rodent_root):
             drawn, animal, both = drawn + alpha.sum(), animal + mask.sum(), both + (alpha & mask).sum()
     assert coverage["own"].recall == pytest.approx(float(both / animal))
     assert coverage["own"].precision == pytest.approx(float(both / drawn))
+
+
+def test_input_pixels_known_answer(rodent_root):
+    """A model whose pixel Gaussians sit on the true surface (depth error 0) except 10 % too far on the thin parts,
+    with opacity 0.9 in the image's left half and 0.1 in its right: the tool reads them back per pixel (the
+    decoder's patch order undone), thin parts apart from the body."""
+    from dataclasses import replace
+
+    from gslrm.bench.ceiling import input_pixels
+    from gslrm.losses.metrics import thin_parts
+
+    torch.manual_seed(0)
+    network, dataset = GSLRM(ModelConfig(**TINY)).eval(), val_dataset(rodent_root)
+    sample = dataset[0]
+    depth, alpha = sample["depth"][:4], sample["image"][:4, 3:4]
+    thin = thin_parts(alpha) & (depth > 0)
+    left = torch.zeros(4, 1, 32, 32)
+    left[..., :16] = 1.0
+
+    def model(image, c2w, fxfycxcy):
+        output = network(image, c2w, fxfycxcy)
+        forward = c2w[:, :, :3, 2][..., None, None]
+        z = depth[None] * (1 + 0.1 * thin[None])
+        means = output.ray_o + z / (output.ray_d * forward).sum(dim=2, keepdim=True) * output.ray_d
+        opacity = 0.1 + 0.8 * left[None, :, 0]  # image layout -> the decoder's (v, patch row, patch col, row, col)
+        opacity = opacity.reshape(1, 4, 8, 4, 8, 4).permute(0, 1, 2, 4, 3, 5).reshape(1, -1)
+        g = output.gaussians
+        g = replace(g, opacities=torch.cat([g.opacities[:, :2], opacity], dim=1))
+        return replace(output, gaussians=g, pixel_means=means)
+
+    facts = input_pixels(model, dataset, samples=1, patch_size=4)
+    body = (alpha > 0.5) & ~thin & (depth > 0)
+    for name, where in (("thin", thin), ("body", body)):
+        f = facts[name]
+        assert f.pixels == int(where.sum()) > 0
+        expected_error = 0.1 if name == "thin" else 0.0
+        assert f.depth_error_median == pytest.approx(expected_error, abs=1e-4)
+        assert f.depth_error_mean == pytest.approx(expected_error, abs=1e-4)
+        assert f.opaque_share == pytest.approx(float(left.bool()[where].float().mean()))

@@ -4,7 +4,9 @@ every foreground pixel's Gaussian moved onto the true surface along its ray, and
 how much of the gap is depth and how much is what pixel-aligned splats from the input views can draw at that size.
 Its thin column is the share of the novel views' thin parts (the tail, the feet: ``thin_parts``) that each variant
 draws. It also says how much of each input view's silhouette that view's own Gaussians draw, and how much all of them do
-(``input_view_coverage``: the tail's story, docs/training.md#the-tail-and-own-view-coverage).
+(``input_view_coverage``: the tail's story, docs/training.md#the-tail-and-own-view-coverage), and how far the input
+pixels' own Gaussians lie from the true surface and how opaque they are, the thin parts apart from the body
+(``input_pixels``).
 
     python -m gslrm.bench.ceiling CKPT --data-root DIR [--samples 8]
 
@@ -28,7 +30,17 @@ from gslrm.model.gaussians import Gaussians
 from gslrm.model.gslrm import GSLRM, ModelOutput
 from gslrm.render import RenderConfig, render
 
-__all__ = ["VARIANTS", "Scores", "variants", "score", "Coverage", "input_view_coverage", "main"]
+__all__ = [
+    "VARIANTS",
+    "Scores",
+    "variants",
+    "score",
+    "Coverage",
+    "input_view_coverage",
+    "PixelFacts",
+    "input_pixels",
+    "main",
+]
 
 # the splats of the true surface: isotropic, this fraction of a pixel's footprint at their depth (smaller leaves
 # holes in closer views, larger grows the silhouette: on the default's val samples 0.2 and 0.3 scored within 0.01
@@ -160,6 +172,66 @@ def input_view_coverage(
     return {name: Coverage(float(c[0] / c.sum().clamp_min(1)), *precision_recall(c)) for name, c in counts.items()}
 
 
+@dataclass
+class PixelFacts:
+    """The input views' foreground pixels' own Gaussians, pooled over the samples."""
+
+    pixels: int
+    depth_error_median: float  # |z - z_true| / z_true of the pixel's Gaussian's z-depth in its own camera
+    depth_error_mean: float
+    opacity_median: float
+    opaque_share: float  # opacity > 0.5
+
+
+@torch.no_grad()
+def input_pixels(model: GSLRM, dataset: ViewDataset, samples: int, patch_size: int) -> dict[str, PixelFacts]:
+    """``thin`` (the masks' thin parts, ``thin_parts``) and ``body`` (the other foreground pixels) of the input views:
+    how far their own Gaussians lie from the true surface along their rays and how opaque they are. A thin part
+    drawn in a novel view needs both: its Gaussians within its width of the surface, and opaque enough."""
+    from gslrm.losses.pixel_depth import pixel_z_depth
+
+    num_inputs = dataset.config.num_input_views
+    errors, opacities = defaultdict(list), defaultdict(list)
+    for index in range(min(samples, len(dataset))):
+        batch = {k: v[None] if isinstance(v, Tensor) else v for k, v in dataset[index].items()}
+        if "depth" not in batch:
+            raise ValueError("the dataset has no depth (data.load_depth): the true surface needs it")
+        image, c2w = batch["image"][:, :num_inputs], batch["c2w"][:, :num_inputs]
+        output = model(image[:, :, :3], c2w, batch["fxfycxcy"][:, :num_inputs])
+        depth = pixel_z_depth(output.pixel_means, output.ray_o, c2w)[0, :, 0]
+        truth = batch["depth"][0, :num_inputs, 0]
+        # the pixel Gaussians follow the tokens' in view-major order; in image layout as pixel_means
+        opacity = output.gaussians.opacities[0, -depth.numel() :]
+        opacity = rearrange(
+            opacity,
+            "(v hp wp ph pw) -> v (hp ph) (wp pw)",
+            v=num_inputs,
+            hp=depth.shape[1] // patch_size,
+            ph=patch_size,
+            pw=patch_size,
+        )
+        thin = thin_parts(image[0, :, 3:4])[:, 0] & (truth > 0)
+        body = (image[0, :, 3] > 0.5) & ~thin & (truth > 0)
+        error = (depth - truth).abs() / truth.clamp_min(1e-6)
+        for name, where in (("thin", thin), ("body", body)):
+            errors[name].append(error[where])
+            opacities[name].append(opacity[where])
+    facts = {}
+    for name in ("thin", "body"):
+        error, opacity = torch.cat(errors[name]), torch.cat(opacities[name])
+        if error.numel() == 0:
+            facts[name] = PixelFacts(0, float("nan"), float("nan"), float("nan"), float("nan"))
+            continue
+        facts[name] = PixelFacts(
+            error.numel(),
+            float(error.median()),
+            float(error.mean()),
+            float(opacity.median()),
+            float((opacity > 0.5).float().mean()),
+        )
+    return facts
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
@@ -175,6 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         model, render_config, dataset = load_with_dataset(args.checkpoint, overrides, args.split)
         results = score(model, dataset, render_config, args.samples)
         coverage = input_view_coverage(model, dataset, render_config, args.samples)
+        pixels = input_pixels(model, dataset, args.samples, model.config.patch_size)
     print(
         f"{'variant':18} {'novel IoU':>9} {'input IoU':>9} {'precision':>9} {'recall':>9} {'thin':>6}"
         f"  (novel views, {args.samples} samples)"
@@ -190,6 +263,16 @@ def main(argv: list[str] | None = None) -> None:
     for name, text in (("own", "their own pixel Gaussians alone"), ("all", "all the Gaussians (as eval.py)")):
         c = coverage[name]
         print(f"{name:18} {c.iou:9.3f} {c.precision:9.3f} {c.recall:9.3f}  {text}")
+    print(
+        f"\n{'input pixels':18} {'pixels':>9} {'depth err':>9} {'(mean)':>9} {'opacity':>9} {'opaque':>6}"
+        "  (their own Gaussians: z-depth error relative to the truth, medians; opaque: opacity > 0.5)"
+    )
+    for name, text in (("thin", "the masks' thin parts (tail, feet)"), ("body", "the other foreground pixels")):
+        f = pixels[name]
+        print(
+            f"{name:18} {f.pixels:9d} {f.depth_error_median:9.3f} {f.depth_error_mean:9.3f} "
+            f"{f.opacity_median:9.3f} {f.opaque_share:6.2f}  {text}"
+        )
 
 
 if __name__ == "__main__":
