@@ -158,6 +158,26 @@ def test_pixel_depth_known_answer_in_a_turned_camera():
     assert torch.allclose(means.grad.reshape(3, 3), expected)
 
 
+def test_pixel_depth_weighs_the_thin_parts():
+    # a 5x5 input view: a 3x3 body (depth right) and one lone pixel, a thin part (z 3 against 2: error 0.5)
+    mask = torch.zeros(1, 1, 1, 5, 5)
+    mask[..., :3, :3] = 1.0
+    mask[..., 4, 4] = 1.0
+    truth = torch.full((1, 1, 1, 5, 5), 2.0)
+    z = truth.clone()
+    z[..., 4, 4] = 3.0
+    means = torch.cat([torch.zeros(1, 1, 2, 5, 5), z], dim=2)  # camera at the origin looking along +z
+    origin = torch.zeros(1, 1, 3, 5, 5)
+    inputs = make_inputs(torch.zeros(1, 1, 3, 5, 5), torch.zeros(1, 1, 3, 5, 5), mask, means, origin, origin)
+    inputs.batch = {"c2w": torch.eye(4).view(1, 1, 4, 4), "depth": truth}
+    plain = PixelDepthLoss(PixelDepthConfig(weight=1.0))(inputs)
+    assert torch.isclose(plain, torch.tensor(0.5 / 10))
+    weighted = PixelDepthLoss(PixelDepthConfig(weight=1.0, thin_weight=4.0))(inputs)
+    assert torch.isclose(weighted, torch.tensor(4 * 0.5 / (9 + 4)))
+    with pytest.raises(ValueError, match="thin_weight"):
+        PixelDepthConfig(thin_weight=-1.0)
+
+
 def test_perceptual_formula_with_random_vgg():
     torch.manual_seed(0)
     term = PerceptualLoss(PerceptualConfig(weight=0.5, pretrained=False))
