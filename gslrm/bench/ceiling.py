@@ -2,11 +2,11 @@
 every foreground pixel's Gaussian moved onto the true surface along its ray, and the true surface alone splatted
 (pixel-sized, opaque or with the input's alpha). Issue 31 asks for novel-view opacity IoU 0.65 at 64 px; this says
 how much of the gap is depth and how much is what pixel-aligned splats from the input views can draw at that size.
-Its thin column is the share of the novel views' thin parts (the tail, the feet: ``thin_parts``) that each variant
-draws. It also says how much of each input view's silhouette that view's own Gaussians draw, and how much all of them do
-(``input_view_coverage``: the tail's story, docs/training.md#the-tail-and-own-view-coverage), and how far the input
-pixels' own Gaussians lie from the true surface and how opaque they are, the thin parts apart from the body
-(``input_pixels``).
+Its thin column is the share of the novel views' thin parts (the tail, the feet: ``thin_parts``) that each
+variant draws. It also says how much of each input view's silhouette that view's own Gaussians draw, and how much all
+of them do (``input_view_coverage``: the tail's story, docs/training.md#the-tail-and-own-view-coverage), and how far
+the input pixels' own Gaussians lie from the true surface and how opaque they are, the thin parts apart from the body
+(``input_pixels``: docs/training.md#thin-parts-a-measure-and-the-depth-they-need).
 
     python -m gslrm.bench.ceiling CKPT --data-root DIR [--samples 8]
 

@@ -5,8 +5,8 @@ total = w_l2 l2 + w_perceptual perceptual + w_lpips lpips + w_ssim ssim + w_alph
         + w_metric_depth metric_depth + w_own_view own_view + w_pixel_depth pixel_depth
 image, depth and pseudo_depth are the confidence/depth pipeline (``loss=confidence``). Their depth priors and
 confidence maps are data: the data module attaches them to the batch (``gslrm/depth/priors.py``) and the terms read
-them from there. metric_depth compares with the data's own depth (``data.load_depth=true``, synthetic data), pixel_depth the input
-pixels' own Gaussians with it (gslrm/losses/pixel_depth.py).
+them from there. metric_depth compares with the data's own depth (``data.load_depth=true``, synthetic data), and
+pixel_depth the input pixels' own Gaussians with it (gslrm/losses/pixel_depth.py).
 own_view renders each input view with its own pixel Gaussians alone (gslrm/losses/own_view.py).
 Warmups (FaceLift's ``set_training_step``): before ``l2_warmup_steps`` the perceptual and LPIPS weights are 0;
 before ``pointsdist_warmup_steps`` l2 = perceptual = 0, pointsdist = 0.1 and ``clip_xyz`` is off.
@@ -77,9 +77,7 @@ class LossConfig:
     pseudo_depth: PseudoDepthConfig = field(default_factory=PseudoDepthConfig)
     metric_depth: MetricDepthConfig = field(default_factory=MetricDepthConfig)  # vs the data's z-depth (synthetic)
     own_view: OwnViewConfig = field(default_factory=OwnViewConfig)  # each input view's coverage by its own Gaussians
-    pixel_depth: PixelDepthConfig = field(
-        default_factory=PixelDepthConfig
-    )  # input pixels' Gaussians vs the data's depth
+    pixel_depth: PixelDepthConfig = field(default_factory=PixelDepthConfig)  # input pixels' own depth (synthetic)
     confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)  # weights of the image term
     midas: MidasConfig = field(default_factory=MidasConfig)
     l2_warmup_steps: int = 0

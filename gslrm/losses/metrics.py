@@ -58,7 +58,7 @@ def opacity_iou(rendered_alpha: Tensor, target_alpha: Tensor) -> Tensor:
 def thin_parts(target_alpha: Tensor, width: int = 3) -> Tensor:
     """The foreground pixels (alpha > 0.5) of [n, 1, h, w] that belong to parts narrower than ``width`` pixels: those a
     morphological opening with a width x width square removes. At 64 px that is the tail and the thin ends of the legs,
-    which the opacity IoU hardly weighs (a tail is 2-3 % of a silhouette)."""
+    which the opacity IoU hardly weighs (width 3: about 9 % of the animal's pixels in the rodent's validation views)."""
     if width < 2:
         raise ValueError(f"thin_parts: width {width} must be at least 2 pixels")
     fg = (target_alpha > 0.5).to(torch.float32)
