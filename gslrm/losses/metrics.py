@@ -95,9 +95,12 @@ def per_image_masked_psnr(render: Tensor, target: Tensor, alpha: Tensor) -> Tens
     return torch.where(count > 0, psnr_from_mse(mse), torch.full_like(mse, float("nan")))
 
 
-def depth_abs_rel(rendered: Tensor, truth: Tensor, alpha: Tensor) -> Tensor:
-    """Mean |d - d_gt| / d_gt over pixels that are foreground (alpha > 0.5) with a known depth (d_gt > 0)."""
-    valid = (alpha > 0.5) & (truth > 0)
+def depth_abs_rel(rendered: Tensor, truth: Tensor, alpha: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean |d - d_gt| / d_gt over pixels that are foreground (alpha > 0.5) with a known depth (d_gt > 0); with
+    ``weight`` (broadcast like ``rendered``) the mean weighted by it."""
+    valid = ((alpha > 0.5) & (truth > 0)).to(rendered.dtype)
+    if weight is not None:
+        valid = valid * weight
     error = (rendered - truth).abs() / truth.clamp_min(1e-6)
     return (error * valid).sum() / valid.sum().clamp_min(1)
 

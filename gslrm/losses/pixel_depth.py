@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from gslrm.losses.base import LossInputs, Term, TermConfig
-from gslrm.losses.metrics import thin_parts
+from gslrm.losses.metrics import depth_abs_rel, thin_parts
 
 __all__ = ["PixelDepthConfig", "PixelDepthLoss", "pixel_z_depth"]
 
@@ -50,9 +50,6 @@ class PixelDepthLoss(Term):
         views = inputs.pixel_means.shape[1]
         depth = pixel_z_depth(inputs.pixel_means, inputs.ray_o, inputs.batch["c2w"][:, :views])
         truth = inputs.batch["depth"][:, :views].to(depth)
-        # metrics.depth_abs_rel (validation's depth error) with the thin parts' pixels weighted
-        mask = inputs.input_mask.flatten(0, 1)
-        thin = thin_parts(mask).view_as(inputs.input_mask).to(depth)
-        weight = ((inputs.input_mask > 0.5) & (truth > 0)).to(depth) * (1 + (self.config.thin_weight - 1) * thin)
-        error = (depth - truth).abs() / truth.clamp_min(1e-6)
-        return (error * weight).sum() / weight.sum().clamp_min(1)
+        # validation's depth error over the input masks, the thin parts' pixels weighted
+        thin = thin_parts(inputs.input_mask.flatten(0, 1)).view_as(inputs.input_mask).to(depth)
+        return depth_abs_rel(depth, truth, inputs.input_mask, weight=1 + (self.config.thin_weight - 1) * thin)
