@@ -98,7 +98,7 @@ def per_image_masked_psnr(render: Tensor, target: Tensor, alpha: Tensor) -> Tens
 def depth_abs_rel(rendered: Tensor, truth: Tensor, alpha: Tensor, weight: Tensor | None = None) -> Tensor:
     """Mean |d - d_gt| / d_gt over pixels that are foreground (alpha > 0.5) with a known depth (d_gt > 0); with
     ``weight`` (broadcast like ``rendered``) the mean weighted by it."""
-    valid = ((alpha > 0.5) & (truth > 0)).to(rendered.dtype)
+    valid = ((alpha > 0.5) & (truth > 0)).float()  # fp32 even under bf16: the count stays exact
     if weight is not None:
         valid = valid * weight
     error = (rendered - truth).abs() / truth.clamp_min(1e-6)
