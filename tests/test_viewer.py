@@ -118,6 +118,7 @@ def test_page_in_headless_chromium_shows_the_prediction_where_it_projects(tmp_pa
     viewer = view_main.build_viewer(cfg)
     browser = HeadlessChromium(tmp_path / "profile", width=960, height=720).start()
     try:
+        assert any(browser.temp_dir.glob("org.chromium.Chromium.*"))  # its temporary folders, not in /tmp itself
         started = time.monotonic()
         browser.open(viewer.url)
         deadline = time.monotonic() + 60
@@ -160,6 +161,7 @@ def test_page_in_headless_chromium_shows_the_prediction_where_it_projects(tmp_pa
     finally:
         browser.stop()
         viewer.stop()
+    assert not browser.temp_dir.exists()  # and removed on stop
 
 
 def _sequence_store(tmp_path, rodent_root, trained_run):

@@ -3,6 +3,9 @@
 
 WebGL runs on SwiftShader (software), so pages that draw with three.js (viser) render without a GPU. The browser is
 started in its own process group and stopped by that group's id: exactly what was started, its helpers included.
+Its temporary files go to a folder of its own (``TMPDIR``), removed on stop: stopped by a signal, Chromium leaves its
+singleton-socket folders behind. That folder is a short one under /tmp, not under the profile: a unix socket's path
+must fit in 108 bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -41,6 +45,7 @@ class HeadlessChromium:
         self.process: subprocess.Popen | None = None
         self._socket = None
         self._next_id = 0
+        self.temp_dir: Path | None = None
 
     def start(self, timeout_s: float = 30.0) -> HeadlessChromium:
         port = free_port()
@@ -59,8 +64,13 @@ class HeadlessChromium:
             f"--user-data-dir={self.profile}",
             "about:blank",
         ]
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="gslrm-chromium-"))
         self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "TMPDIR": str(self.temp_dir)},
         )
         deadline = time.monotonic() + timeout_s
         while True:
@@ -166,3 +176,5 @@ class HeadlessChromium:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
