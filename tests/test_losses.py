@@ -285,6 +285,7 @@ def test_warmup_switches():
         "metric_depth": 0.0,
         "own_view": 0.0,
         "pixel_depth": 0.0,
+        "mask_distance": 0.0,
     }
     assert not computer.clip_xyz_allowed(999) and computer.clip_xyz_allowed(1000)
     only_l2 = LossComputer(LossConfig(perceptual={"weight": 0.5, "pretrained": False}, l2_warmup_steps=500))

@@ -2,12 +2,13 @@
 
 total = w_l2 l2 + w_perceptual perceptual + w_lpips lpips + w_ssim ssim + w_alpha alpha + w_pixelalign pixelalign
         + w_pointsdist pointsdist + w_image image + w_depth depth + ramp(step) w_pseudo_depth pseudo_depth
-        + w_metric_depth metric_depth + w_own_view own_view + w_pixel_depth pixel_depth
+        + w_metric_depth metric_depth + w_own_view own_view + w_pixel_depth pixel_depth + w_mask_distance mask_distance
 image, depth and pseudo_depth are the confidence/depth pipeline (``loss=confidence``). Their depth priors and
 confidence maps are data: the data module attaches them to the batch (``gslrm/depth/priors.py``) and the terms read
 them from there. metric_depth compares with the data's own depth (``data.load_depth=true``, synthetic data), and
 pixel_depth the input pixels' own Gaussians with it (gslrm/losses/pixel_depth.py).
-own_view renders each input view with its own pixel Gaussians alone (gslrm/losses/own_view.py).
+own_view renders each input view with its own pixel Gaussians alone (gslrm/losses/own_view.py); mask_distance
+weighs alpha outside the silhouette by its distance to it (gslrm/losses/mask_distance.py).
 Warmups (FaceLift's ``set_training_step``): before ``l2_warmup_steps`` the perceptual and LPIPS weights are 0;
 before ``pointsdist_warmup_steps`` l2 = perceptual = 0, pointsdist = 0.1 and ``clip_xyz`` is off.
 Disabled terms (weight 0) are not computed and their networks are not built.
@@ -30,6 +31,7 @@ from gslrm.losses.depth import DepthConfig, DepthLoss
 from gslrm.losses.image import ImageConfig, ImageLoss
 from gslrm.losses.l2 import L2Config, L2Loss
 from gslrm.losses.lpips import LPIPSConfig, LPIPSLoss
+from gslrm.losses.mask_distance import MaskDistanceConfig, MaskDistanceLoss
 from gslrm.losses.metric_depth import MetricDepthConfig, MetricDepthLoss
 from gslrm.losses.metrics import mask_iou, opacity_iou, psnr_from_mse
 from gslrm.losses.own_view import OwnViewConfig, OwnViewLoss
@@ -56,6 +58,7 @@ TERMS = {
     "metric_depth": (MetricDepthConfig, MetricDepthLoss),
     "own_view": (OwnViewConfig, OwnViewLoss),
     "pixel_depth": (PixelDepthConfig, PixelDepthLoss),
+    "mask_distance": (MaskDistanceConfig, MaskDistanceLoss),
 }
 NESTED = {"confidence": ConfidenceConfig, "midas": MidasConfig}
 POINTSDIST_WARMUP_WEIGHT = 0.1
@@ -78,6 +81,7 @@ class LossConfig:
     metric_depth: MetricDepthConfig = field(default_factory=MetricDepthConfig)  # vs the data's z-depth (synthetic)
     own_view: OwnViewConfig = field(default_factory=OwnViewConfig)  # each input view's coverage by its own Gaussians
     pixel_depth: PixelDepthConfig = field(default_factory=PixelDepthConfig)  # input pixels' own depth (synthetic)
+    mask_distance: MaskDistanceConfig = field(default_factory=MaskDistanceConfig)  # spill weighed by its distance
     confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)  # weights of the image term
     midas: MidasConfig = field(default_factory=MidasConfig)
     l2_warmup_steps: int = 0
