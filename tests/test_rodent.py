@@ -230,6 +230,26 @@ def test_rig_jitter_moves_each_train_samples_cameras_and_keeps_them_exact(tmp_pa
     assert "rig_jitter" not in manifest(RodentConfig())["config"]
 
 
+def test_extra_train_samples_leave_the_first_samples_and_the_val_split_as_they_were(tmp_path, rodent_root):
+    """extra_train_samples: written after the val sample with poses of their own; the samples before them are the
+    dataset without extras (poses, split), so a run on more data is scored on the same val samples."""
+    from cli import TEST_RODENT
+
+    from gslrm.data.rodent import RodentConfig, ensure_dataset, manifest
+
+    root = ensure_dataset(tmp_path / "more", **TEST_RODENT, extra_train_samples=2)
+    split = lambda folder, name: (folder / name).read_text().split()  # noqa: E731
+    assert split(root, "val.txt") == split(rodent_root, "val.txt") == ["sample_000003"]
+    assert split(root, "train.txt") == split(rodent_root, "train.txt") + ["sample_000004", "sample_000005"]
+    poses = json.loads((root / "poses.json").read_text())
+    without = json.loads((rodent_root / "poses.json").read_text())
+    assert all(poses[name] == without[name] for name in without)
+    extras = [poses["sample_000004"], poses["sample_000005"]]
+    assert extras[0] != extras[1] and all(extra not in without.values() for extra in extras)
+    assert not (root / "sample_000004" / "orbit").exists() and (root / "sample_000003" / "orbit").is_dir()
+    assert "extra_train_samples" not in manifest(RodentConfig())["config"]
+
+
 def test_reprojection_check_has_teeth(rodent_root):
     """The depth-agreement check fails when every target camera is panned by 1 degree."""
     _, _, errors, _ = reprojection_stats(rodent_root / "sample_000000", rotate_deg=1.0)

@@ -82,6 +82,13 @@ class RodentConfig:
     # views from random viewpoints rendered for every train sample (supervision_cameras): supervision targets that
     # data.supervision_views draws from; 0: none
     supervision_views: int = 0
+    # train samples written after the val samples, their poses from a stream of their own: the first ``samples``
+    # (val included) are the same with or without them, so a larger training set is scored on the same val samples
+    extra_train_samples: int = 0
+
+    def __post_init__(self) -> None:
+        if self.extra_train_samples < 0:
+            raise ValueError(f"data.generator.extra_train_samples: expected >= 0, not {self.extra_train_samples}")
 
 
 RODENT_EXTRA = "pip install -e '.[rodent]' (make install does)"
@@ -327,17 +334,20 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
     rng = np.random.default_rng(config.seed)
     rig_rng = np.random.default_rng([config.seed, 1])  # its own stream: the same poses with and without jitter
     supervision_rng = np.random.default_rng([config.seed, 2])  # and the same poses and rigs with and without these
+    extra_rng = np.random.default_rng([config.seed, 3])  # the extra train samples' poses
+    first_val = config.samples - config.val_samples
     names, poses = [], {}
     try:
-        for sample in tqdm(range(config.samples), desc="rendering rodent samples", disable=not progress):
+        total = config.samples + config.extra_train_samples
+        for sample in tqdm(range(total), desc="rendering rodent samples", disable=not progress):
             name = f"sample_{sample:06d}"
             sample_dir = out / name
-            is_val = sample >= config.samples - config.val_samples
+            is_val = first_val <= sample < config.samples
             jittered = config.rig_jitter and not is_val
             c2w = rig_jitter_cameras(rig_rng, config.rig_jitter) if jittered else fixed_c2w
             if config.rig_jitter:  # the scene's cameras follow (back to the fixed rig for val samples)
                 scene.move_cameras(c2w)
-            poses[name] = scene.pose(rng, config)
+            poses[name] = scene.pose(rng if sample < config.samples else extra_rng, config)
             write_views(sample_dir, "cam", [(c2w[camera], *scene.render(camera)) for camera in range(len(RIG))], name)
             if is_val:  # held out: never inputs, never supervised
                 orbit = [(c2w, *scene.render(f"orbit_{i:03d}")) for i, c2w in enumerate(orbit_c2w)]
@@ -348,7 +358,8 @@ def generate(out: Path, config: RodentConfig, progress: bool = True) -> None:
             names.append(name)
     finally:
         scene.close()
-    train, val = names[: config.samples - config.val_samples], names[config.samples - config.val_samples :]
+    train = names[:first_val] + names[config.samples :]
+    val = names[first_val : config.samples]
     (out / "train.txt").write_text("\n".join(train) + "\n")
     (out / "val.txt").write_text("\n".join(val) + "\n")
     (out / "poses.json").write_text(json.dumps(poses, indent=1))
@@ -402,14 +413,15 @@ def write_views(
     write_cameras(folder / "opencv_cameras.json", frames, sample_id)
 
 
-OPTIONAL_KEYS = ("rig_jitter", "supervision_views")
+OPTIONAL_KEYS = ("rig_jitter", "supervision_views", "extra_train_samples")
 
 
 def manifest(config: RodentConfig) -> dict:
     return {
         "generator": "gslrm.data.rodent",
         "version": GENERATOR_VERSION,
-        # a dataset written before rig_jitter / supervision_views existed is the one with 0: its cache stays valid
+        # a dataset written before rig_jitter / supervision_views / extra_train_samples existed is the one with 0:
+        # its cache stays valid
         "config": {key: value for key, value in asdict(config).items() if key not in OPTIONAL_KEYS or value},
         "body_length_m": BODY_LENGTH_M,
         "image": [WIDTH, HEIGHT],
@@ -472,6 +484,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--supervision-views", type=int, default=0, help="views from random viewpoints per train sample"
     )
+    parser.add_argument(
+        "--extra-train-samples", type=int, default=0, help="train samples after the val ones (the split before stays)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     val = min(args.val_samples, max(args.samples - 1, 0))
@@ -482,8 +497,9 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         rig_jitter=args.rig_jitter,
         supervision_views=args.supervision_views,
+        extra_train_samples=args.extra_train_samples,
     )
-    print(f"wrote {args.samples} samples to {args.out}")
+    print(f"wrote {args.samples + args.extra_train_samples} samples to {args.out}")
 
 
 if __name__ == "__main__":
