@@ -13,7 +13,9 @@ another view is a change of its depth. Silhouette distance fields are how mesh a
 
 ``a`` the rendered alpha, ``d`` the Euclidean distance in pixels from the pixel to the nearest pixel of the view
 where the target alpha is above zero (0 there), pixels beyond the image counted as empty. Not FaceLift's term; off
-(weight 0) by default.
+(weight 0) by default: at make train's recipe (weight 1, one seed) the thin parts did not move (thin_recall 0.142
+against 0.147) and foreground PSNR gained 0.13 dB, inside the seeds' spread
+(docs/training.md#the-thin-parts-can-be-drawn-the-runs-fit-too-little-then-too-narrowly).
 """
 
 from __future__ import annotations
