@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from gslrm.cameras import turntable_cameras
-from gslrm.model.gslrm import GSLRM, ModelConfig, count_parameters, load_facelift_checkpoint
+from gslrm.model.gslrm import (
+    GSLRM,
+    ModelConfig,
+    count_parameters,
+    load_facelift_checkpoint,
+    pixels_from_gaussian_order,
+    pixels_in_gaussian_order,
+)
 
 TINY = dict(dim=64, depth=2, head_dim=32)
 
@@ -38,6 +45,9 @@ def test_output_shapes_and_pixel_alignment():
     # the Gaussian list holds the same means in FaceLift's (view, patch row, patch col, row, col) order
     first_patch = out.pixel_means[:, 0, :, :8, :8].flatten(2).transpose(1, 2)
     assert torch.allclose(g.means[:, 2 : 2 + 64], first_patch)
+    assert torch.equal(g.means[:, 2:], pixels_in_gaussian_order(out.pixel_means, 8))
+    back = pixels_from_gaussian_order(g.means[:, 2:], views=3, height=16, patch_size=8)
+    assert torch.equal(back, out.pixel_means)  # the inverse
 
 
 def test_bf16_autocast_and_checkpointing_agree():

@@ -21,13 +21,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
 from torch import Tensor
 
 from gslrm.data.dataset import ViewDataset
 from gslrm.losses.metrics import opacity_iou, thin_parts
 from gslrm.model.gaussians import Gaussians
-from gslrm.model.gslrm import GSLRM, ModelOutput
+from gslrm.model.gslrm import GSLRM, ModelOutput, pixels_from_gaussian_order, pixels_in_gaussian_order
 from gslrm.render import RenderConfig, render
 
 __all__ = [
@@ -67,7 +66,7 @@ def variants(output: ModelOutput, batch: dict, num_inputs: int, patch_size: int)
     """``VARIANTS``' Gaussians of one sample (batch dim 1) from the model's ``output`` and the batch's depth."""
     gaussians = output.gaussians
     tokens = gaussians.means.shape[1] - output.pixel_means[0].numel() // 3
-    flat = lambda t: rearrange(t, "b v c (hp ph) (wp pw) -> b (v hp wp ph pw) c", ph=patch_size, pw=patch_size)  # noqa: E731
+    flat = lambda t: pixels_in_gaussian_order(t, patch_size)  # noqa: E731
     c2w, fxfycxcy = batch["c2w"][:, :num_inputs], batch["fxfycxcy"][:, :num_inputs]
     z = batch["depth"][:, :num_inputs]
     forward = c2w[:, :, :3, 2][..., None, None]
@@ -200,16 +199,9 @@ def input_pixels(model: GSLRM, dataset: ViewDataset, samples: int, patch_size: i
         output = model(image[:, :, :3], c2w, batch["fxfycxcy"][:, :num_inputs])
         depth = pixel_z_depth(output.pixel_means, output.ray_o, c2w)[0, :, 0]
         truth = batch["depth"][0, :num_inputs, 0]
-        # the pixel Gaussians follow the tokens' in view-major order; in image layout as pixel_means
-        opacity = output.gaussians.opacities[0, -depth.numel() :]
-        opacity = rearrange(
-            opacity,
-            "(v hp wp ph pw) -> v (hp ph) (wp pw)",
-            v=num_inputs,
-            hp=depth.shape[1] // patch_size,
-            ph=patch_size,
-            pw=patch_size,
-        )
+        # the pixel Gaussians follow the tokens'; in image layout as pixel_means
+        opacity = output.gaussians.opacities[:, -depth.numel() :, None]
+        opacity = pixels_from_gaussian_order(opacity, num_inputs, depth.shape[1], patch_size)[0, :, 0]
         thin = thin_parts(image[0, :, 3:4])[:, 0] & (truth > 0)
         body = (image[0, :, 3] > 0.5) & ~thin & (truth > 0)
         error = (depth - truth).abs() / truth.clamp_min(1e-6)

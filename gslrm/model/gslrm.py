@@ -25,6 +25,8 @@ __all__ = [
     "read_checkpoint",
     "pretrained_path",
     "count_parameters",
+    "pixels_in_gaussian_order",
+    "pixels_from_gaussian_order",
 ]
 
 
@@ -108,12 +110,29 @@ class GSLRM(nn.Module):
         weight = torch.sigmoid(pixel_raw[:, :, :3].mean(dim=2, keepdim=True))
         distance = (2.0 * weight - 1.0) * config.depth_range + t0
         pixel_means = ray_o + distance * ray_d
-        # Gaussians listed as FaceLift does: tokens first, then pixels in (view, patch row, patch col, row, col) order
-        flat = lambda t: rearrange(t, "b v c (hp ph) (wp pw) -> b (v hp wp ph pw) c", ph=p, pw=p)  # noqa: E731
-        raw = torch.cat([token_raw, flat(pixel_raw)], dim=1)
-        means = torch.cat([token_raw[..., :3], flat(pixel_means)], dim=1)
+        # Gaussians listed as FaceLift does: tokens first, then the pixels (pixels_in_gaussian_order)
+        raw = torch.cat([token_raw, pixels_in_gaussian_order(pixel_raw, p)], dim=1)
+        means = torch.cat([token_raw[..., :3], pixels_in_gaussian_order(pixel_means, p)], dim=1)
         gaussians = to_gs(raw, means=means, sh_degree=config.sh_degree, clip_xyz=clip_xyz)
         return ModelOutput(gaussians=gaussians, pixel_means=pixel_means, ray_o=ray_o, ray_d=ray_d)
+
+
+def pixels_in_gaussian_order(maps: Tensor, patch_size: int) -> Tensor:
+    """Per-pixel maps [b, v, c, h, w] -> [b, v*h*w, c] in the order the model lists its pixel Gaussians (after its
+    token Gaussians): FaceLift's (view, patch row, patch col, row in the patch, column in the patch)."""
+    return rearrange(maps, "b v c (hp ph) (wp pw) -> b (v hp wp ph pw) c", ph=patch_size, pw=patch_size)
+
+
+def pixels_from_gaussian_order(values: Tensor, views: int, height: int, patch_size: int) -> Tensor:
+    """The inverse of ``pixels_in_gaussian_order``: [b, v*h*w, c] pixel Gaussians' values -> [b, v, c, h, w]."""
+    return rearrange(
+        values,
+        "b (v hp wp ph pw) c -> b v c (hp ph) (wp pw)",
+        v=views,
+        hp=height // patch_size,
+        ph=patch_size,
+        pw=patch_size,
+    )
 
 
 class TokenDecoder(nn.Module):
