@@ -488,17 +488,25 @@ def _epoch_shards(log_text: str) -> dict[int, dict[int, list[int]]]:
     return shards
 
 
-def _assert_two_nodes(log_text: str, nodes: tuple[str, str] = ("node1", "node2")) -> None:
+def _assert_two_nodes(log_text: str, nodes: tuple[str, str] = ("node1", "node2"), *, cut_short: bool = False) -> None:
     """The 2 ranks ran on the 2 nodes, as SLURM laid them out, with the first the rendezvous master; each epoch's
-    shards partition the 4 training samples: no sample twice, none missing."""
+    shards partition the 4 training samples: no sample twice, none missing.
+
+    ``cut_short``: the attempt ended by a node killed hard; the last epoch's line of the killed rank may never have
+    reached the log (CI saw epoch 5 with rank 0's shard alone), so that epoch only has to have no sample twice."""
     ranks = _ranks(log_text)
     assert {rank: fact[:3] for rank, fact in ranks.items()} == {0: (nodes[0], 0, 0), 1: (nodes[1], 1, 0)}, ranks
     assert {fact[3].split(":")[0] for fact in ranks.values()} == {nodes[0]}, ranks  # MASTER_ADDR: the node list's
     shards = _epoch_shards(log_text)
     assert shards, log_text[-3000:]
+    last_epoch = max(shards)
     for epoch, by_rank in shards.items():
+        trained = sorted(index for indices in by_rank.values() for index in indices)
+        if cut_short and epoch == last_epoch:
+            assert len(trained) == len(set(trained)) and set(trained) <= {0, 1, 2, 3}, (epoch, by_rank)
+            continue
         assert set(by_rank) == {0, 1}, (epoch, by_rank)
-        assert sorted(by_rank[0] + by_rank[1]) == [0, 1, 2, 3], (epoch, by_rank)
+        assert trained == [0, 1, 2, 3], (epoch, by_rank)
 
 
 def _checkpoint_writers(log_text: str) -> set[str]:
@@ -568,7 +576,7 @@ def test_a_lost_node_ends_the_attempt_and_the_next_resumes_from_the_newest_check
     assert scenario.facts["killed"], "node4 had no processes to kill"
     first, _, second = log_text.partition(f"SLURM job {job_id}, restart 1: resuming from")
     assert second, log_text[-3000:]
-    _assert_two_nodes(first, ("node3", "node4"))
+    _assert_two_nodes(first, ("node3", "node4"), cut_short=True)
     assert "lost contact with another rank" in first, first[-3000:]  # the survivor's one line
     assert "Traceback" not in first, first[-3000:]
     resumed_from = Path(second.split()[0])
