@@ -250,6 +250,22 @@ def test_extra_train_samples_leave_the_first_samples_and_the_val_split_as_they_w
     assert "extra_train_samples" not in manifest(RodentConfig())["config"]
 
 
+def test_every_generator_key_of_the_data_config_is_a_generator_field_and_can_be_set():
+    """conf/data/rodent.yaml lists the generator's settings that users set from the command line: each one is a
+    RodentConfig field (train.py passes them through), and the newest, extra_train_samples, is among them (it was
+    documented as ``data.generator.extra_train_samples=N`` while Hydra refused the key as not in the config)."""
+    from dataclasses import fields
+
+    from conftest import compose
+
+    from gslrm.data.rodent import RodentConfig
+
+    generator = compose("config", "data.generator.extra_train_samples=3").data.generator
+    assert set(generator) <= {field.name for field in fields(RodentConfig)}, set(generator)
+    assert RodentConfig(**generator).extra_train_samples == 3
+    assert {"samples", "val_samples", "seed", "rig_jitter", "supervision_views"} <= set(generator)
+
+
 def test_reprojection_check_has_teeth(rodent_root):
     """The depth-agreement check fails when every target camera is panned by 1 degree."""
     _, _, errors, _ = reprojection_stats(rodent_root / "sample_000000", rotate_deg=1.0)
