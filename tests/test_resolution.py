@@ -58,7 +58,7 @@ def test_a_batch_made_smaller_known_answer():
 
 
 def test_the_long_recipe_is_the_default_model_for_longer():
-    """experiment=rodent_long: 8000 steps at 32 px, then 16000 at 64 px, on the default's animals and 3584 more in
+    """experiment=rodent_long: 8000 steps at 32 px, then 22000 at 64 px, on the default's animals and 3584 more in
     a data root of its own (the default's stays as it is), and the default run's model, loss and optimizer (its
     schedule starting again at its switch), so its last.ckpt can initialise the default model (model.init_from)."""
     from conftest import compose
@@ -66,8 +66,8 @@ def test_the_long_recipe_is_the_default_model_for_longer():
     default, long = compose("config"), compose("config", "experiment=rodent_long")
     pairs = [list(pair) for pair in long.data.image_size_schedule]
     schedule = ResolutionSchedule.parse(pairs, long.data.image_size)
-    assert [schedule.size_at(step) for step in (0, 7999, 8000, 23999)] == [32, 32, 64, 64]
-    assert long.trainer.max_steps == 24000 and default.trainer.max_steps == 5500
+    assert [schedule.size_at(step) for step in (0, 7999, 8000, 29999)] == [32, 32, 64, 64]
+    assert long.trainer.max_steps == 30000 and default.trainer.max_steps == 5500
     assert long.data.generator == {**default.data.generator, "extra_train_samples": 3584}
     assert long.data.root != default.data.root and long.data.root.startswith(default.paths.data_dir)
     assert long.model == default.model and long.loss == default.loss
