@@ -30,10 +30,12 @@ def renderer(gaussians: Gaussians, batch: dict, settings: RenderConfig) -> Calla
 def predict_gaussians(
     model: GSLRM, batch: dict, num_input_views: int, clip_xyz: bool | None = None, input_size: int | None = None
 ) -> ModelOutput:
-    """The model on the first ``num_input_views`` views of ``batch`` (their RGB, cameras and intrinsics), resized to
-    ``input_size`` pixels across where given (a model trained at another size than the data's, eval.input_size)."""
-    inputs = num_input_views
-    image, c2w, fxfycxcy = batch["image"][:, :inputs, :3], batch["c2w"][:, :inputs], batch["fxfycxcy"][:, :inputs]
+    """The model on the first ``num_input_views`` views of ``batch`` (their RGB, with the alpha where the model reads
+    the masks: ``model.hull_depth``; cameras and intrinsics), resized to ``input_size`` pixels across where given (a
+    model trained at another size than the data's, eval.input_size)."""
+    inputs, channels = num_input_views, 4 if model.config.hull_depth else 3
+    image, c2w = batch["image"][:, :inputs, :channels], batch["c2w"][:, :inputs]
+    fxfycxcy = batch["fxfycxcy"][:, :inputs]
     if input_size is not None and input_size != image.shape[-1]:
         image, fxfycxcy = resize_views(image, fxfycxcy, input_size)
     return model(image, c2w, fxfycxcy, clip_xyz=clip_xyz)

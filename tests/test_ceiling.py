@@ -95,12 +95,15 @@ def test_input_view_coverage_own_gaussians_draw_no_more_than_all(rodent_root):
     torch.manual_seed(0)
     network, dataset = GSLRM(ModelConfig(**TINY)).eval(), val_dataset(rodent_root, load_depth=False)
 
-    def model(image, c2w, fxfycxcy):  # small Gaussians of random opacity: partial, overlapping silhouettes
+    def model(
+        image, c2w, fxfycxcy, clip_xyz=None
+    ):  # small Gaussians of random opacity: partial, overlapping silhouettes
         output = network(image, c2w, fxfycxcy)
         g = output.gaussians
         g = replace(g, scales=torch.full_like(g.scales, 0.01), opacities=torch.rand(g.opacities.shape))
         return replace(output, gaussians=g)
 
+    model.config = network.config  # what the tool's predict_gaussians reads (model.hull_depth)
     torch.manual_seed(1)
     coverage = input_view_coverage(model, dataset, RenderConfig(), samples=1)
     assert set(coverage) == {"own", "all"}
@@ -138,7 +141,7 @@ def test_input_pixels_known_answer(rodent_root):
     left = torch.zeros(4, 1, 32, 32)
     left[..., :16] = 1.0
 
-    def model(image, c2w, fxfycxcy):
+    def model(image, c2w, fxfycxcy, clip_xyz=None):
         output = network(image, c2w, fxfycxcy)
         forward = c2w[:, :, :3, 2][..., None, None]
         z = depth[None] * (1 + 0.1 * thin[None])
@@ -149,6 +152,7 @@ def test_input_pixels_known_answer(rodent_root):
         g = replace(g, opacities=torch.cat([g.opacities[:, :2], opacity], dim=1))
         return replace(output, gaussians=g, pixel_means=means)
 
+    model.config = network.config
     facts = input_pixels(model, dataset, samples=1, patch_size=4)
     body = (alpha > 0.5) & ~thin & (depth > 0)
     for name, where in (("thin", thin), ("body", body)):

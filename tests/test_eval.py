@@ -130,7 +130,9 @@ def test_eval_psnr_matches_an_independent_computation(evaluated, trained, rodent
     )
     sample = collate_views([dataset[0]])
     with torch.no_grad():
-        gaussians = model(sample["image"][:, :4, :3], sample["c2w"][:, :4], sample["fxfycxcy"][:, :4]).gaussians
+        gaussians = model(
+            sample["image"][:, :4], sample["c2w"][:, :4], sample["fxfycxcy"][:, :4]
+        ).gaussians  # RGBA: the hull
         rendered = render(gaussians, sample["c2w"], sample["fxfycxcy"], IMAGE_SIZE, IMAGE_SIZE)
         orbit = render(gaussians, sample["orbit_c2w"], sample["orbit_fxfycxcy"], IMAGE_SIZE, IMAGE_SIZE)
         rgb, rendered_alpha = rendered.rgb[0].numpy(), rendered.alpha[0].numpy()

@@ -27,6 +27,7 @@ from gslrm.data.dataset import ViewDataset
 from gslrm.losses.metrics import opacity_iou, thin_parts
 from gslrm.model.gaussians import Gaussians
 from gslrm.model.gslrm import GSLRM, ModelOutput, pixels_from_gaussian_order, pixels_in_gaussian_order
+from gslrm.predict import predict_gaussians
 from gslrm.render import RenderConfig, render
 
 __all__ = [
@@ -112,7 +113,7 @@ def score(model: GSLRM, dataset: ViewDataset, render_config: RenderConfig, sampl
         if "depth" not in batch:
             raise ValueError("the dataset has no depth (data.load_depth): the true surface needs it")
         image, size = batch["image"], batch["image"].shape[-1]
-        output = model(image[:, :num_inputs, :3], batch["c2w"][:, :num_inputs], batch["fxfycxcy"][:, :num_inputs])
+        output = predict_gaussians(model, batch, num_inputs)
         truth = image[0, :, 3]
         thin = thin_parts(truth[num_inputs:, None])[:, 0]
         for name, gaussians in variants(output, batch, num_inputs, model.config.patch_size).items():
@@ -158,7 +159,7 @@ def input_view_coverage(
         batch = {k: v[None] if isinstance(v, Tensor) else v for k, v in dataset[index].items()}
         image, c2w, fxfycxcy = batch["image"], batch["c2w"][:, :num_inputs], batch["fxfycxcy"][:, :num_inputs]
         size = image.shape[-1]
-        output = model(image[:, :num_inputs, :3], c2w, fxfycxcy)
+        output = predict_gaussians(model, batch, num_inputs)
         own = own_view_gaussians(output.gaussians, num_inputs, size * size)
         alphas = {
             "own": render(
@@ -196,7 +197,7 @@ def input_pixels(model: GSLRM, dataset: ViewDataset, samples: int, patch_size: i
         if "depth" not in batch:
             raise ValueError("the dataset has no depth (data.load_depth): the true surface needs it")
         image, c2w = batch["image"][:, :num_inputs], batch["c2w"][:, :num_inputs]
-        output = model(image[:, :, :3], c2w, batch["fxfycxcy"][:, :num_inputs])
+        output = predict_gaussians(model, batch, num_inputs)
         depth = pixel_z_depth(output.pixel_means, output.ray_o, c2w)[0, :, 0]
         truth = batch["depth"][0, :num_inputs, 0]
         # the pixel Gaussians follow the tokens'; in image layout as pixel_means

@@ -21,6 +21,7 @@ from torch import Tensor
 from gslrm.data.dataset import ViewDataset
 from gslrm.losses.metrics import psnr_from_mse
 from gslrm.model.gslrm import GSLRM
+from gslrm.predict import predict_gaussians
 from gslrm.render import RenderConfig, render
 
 __all__ = ["EdgeSplit", "edge_band", "split_error", "score", "main"]
@@ -63,7 +64,7 @@ def score(model: GSLRM, dataset: ViewDataset, render_config: RenderConfig, sampl
     for index in range(min(samples, len(dataset))):
         batch = {k: v[None] if isinstance(v, Tensor) else v for k, v in dataset[index].items()}
         image, size = batch["image"], batch["image"].shape[-1]
-        output = model(image[:, :num_inputs, :3], batch["c2w"][:, :num_inputs], batch["fxfycxcy"][:, :num_inputs])
+        output = predict_gaussians(model, batch, num_inputs)
         rendered = render(output.gaussians, batch["c2w"], batch["fxfycxcy"], size, size, settings=render_config)
         novel = slice(num_inputs, None)
         parts = split_error(rendered.rgb[0, novel], image[0, novel, :3], image[0, novel, 3], band)

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from gslrm.cameras import pixel_rays, posed_input
 from gslrm.model.gaussians import Gaussians, raw_channels, to_gs
-from gslrm.model.pixel_decoder import LinearPixelDecoder, PixelMLPDecoder
+from gslrm.model.hull import HULL_CHANNELS, hull_entry
+from gslrm.model.pixel_decoder import POSED_CHANNELS, LinearPixelDecoder, PixelMLPDecoder
 from gslrm.model.transformer import Transformer, init_weights
 
 __all__ = [
@@ -48,6 +49,10 @@ class ModelConfig:
     # so FaceLift checkpoints need "linear")
     pixel_decoder: str = "linear"
     pixel_decoder_hidden: int = 32  # per-pixel features of pixel_decoder=mlp
+    # not FaceLift's: each foreground pixel's depth starts where its ray enters the visual hull of the input masks
+    # (gslrm.model.hull), and the model gets that depth as 2 more input channels; needs the inputs' alpha (RGBA)
+    hull_depth: bool = False
+    hull_samples: int = 256  # samples along each ray over t0 +- depth_range (256: 1.4 % of the range apart)
 
 
 @dataclass
@@ -67,7 +72,7 @@ class GSLRM(nn.Module):
         # key names follow FaceLift's checkpoint: patch_embedder.1.weight, gaussian_position_embeddings, ...
         self.patch_embedder = nn.Sequential(
             Rearrange("b v c (hp ph) (wp pw) -> b (v hp wp) (ph pw c)", ph=p, pw=p),
-            nn.Linear(9 * p * p, dim, bias=False),
+            nn.Linear((POSED_CHANNELS + (HULL_CHANNELS if config.hull_depth else 0)) * p * p, dim, bias=False),
         )
         self.gaussian_position_embeddings = nn.Parameter(torch.empty(config.num_token_gaussians, dim))
         self.input_layer_norm = nn.LayerNorm(dim, bias=False)
@@ -84,37 +89,61 @@ class GSLRM(nn.Module):
 
     def forward(
         self,
-        image: Float[Tensor, "b v 3 h w"],
+        image: Float[Tensor, "b v c h w"],
         c2w: Float[Tensor, "b v 4 4"],
         fxfycxcy: Float[Tensor, "b v 4"],
         clip_xyz: bool | None = None,
     ) -> ModelOutput:
-        """``clip_xyz`` overrides the config (the points-distance warmup turns it off)."""
+        """``image``: the input views' RGB, or RGBA (the alpha is read by ``model.hull_depth`` only). ``clip_xyz``
+        overrides the config (the points-distance warmup turns it off)."""
         config = self.config
         clip_xyz = config.clip_xyz if clip_xyz is None else clip_xyz
         batch, views, _, height, width = image.shape
         if height % config.patch_size or width % config.patch_size:
             raise ValueError(f"image size {height}x{width} is not a multiple of patch_size={config.patch_size}")
-        with torch.no_grad(), torch.autocast(device_type=image.device.type, enabled=False):
-            ray_o, ray_d = pixel_rays(c2w.float(), fxfycxcy.float(), height, width)
-            posed = posed_input(image[:, :, :3].float(), ray_o, ray_d)
-        image_tokens = self.patch_embedder(posed)
+        if config.hull_depth and image.shape[2] != 4:
+            raise ValueError(
+                f"model.hull_depth needs the input views' masks: RGBA images, got {image.shape[2]} channels"
+            )
+        ray_o, ray_d, posed, model_input, start = self.posed_inputs(image, c2w, fxfycxcy)
+        image_tokens = self.patch_embedder(model_input)
         tokens = torch.cat([self.gaussian_position_embeddings.expand(batch, -1, -1), image_tokens], dim=1)
         tokens = self.transformer_layers(self.input_layer_norm(tokens))
         num_tokens = config.num_token_gaussians
         token_raw = self.gaussian_upsampler(tokens[:, :num_tokens]).float()
         pixel_raw = self.pixel_gaussian_decoder(tokens[:, num_tokens:], posed).float()  # b v c h w
         p = config.patch_size
-        # hard pixel alignment: the mean of the 3 xyz channels becomes a distance along the unit ray
-        t0 = -(ray_o * ray_d).sum(dim=2, keepdim=True)
+        # hard pixel alignment: the mean of the 3 xyz channels becomes a distance along the unit ray, around t0
+        # (FaceLift) or the hull's entry (model.hull_depth)
         weight = torch.sigmoid(pixel_raw[:, :, :3].mean(dim=2, keepdim=True))
-        distance = (2.0 * weight - 1.0) * config.depth_range + t0
+        distance = (2.0 * weight - 1.0) * config.depth_range + start
         pixel_means = ray_o + distance * ray_d
         # Gaussians listed as FaceLift does: tokens first, then the pixels (pixels_in_gaussian_order)
         raw = torch.cat([token_raw, pixels_in_gaussian_order(pixel_raw, p)], dim=1)
         means = torch.cat([token_raw[..., :3], pixels_in_gaussian_order(pixel_means, p)], dim=1)
         gaussians = to_gs(raw, means=means, sh_degree=config.sh_degree, clip_xyz=clip_xyz)
         return ModelOutput(gaussians=gaussians, pixel_means=pixel_means, ray_o=ray_o, ray_d=ray_d)
+
+    @torch.no_grad()
+    def posed_inputs(
+        self, image: Tensor, c2w: Tensor, fxfycxcy: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The pixels' rays, FaceLift's 9-channel posed input, what the patch embedding reads (the posed input, and
+        the hull's 2 channels with ``hull_depth``) and the distance each pixel's depth is measured from (t0, the ray's
+        point nearest the origin, or the hull's entry), all in fp32 whatever the autocast."""
+        config = self.config
+        height, width = image.shape[-2:]
+        with torch.autocast(device_type=image.device.type, enabled=False):
+            ray_o, ray_d = pixel_rays(c2w.float(), fxfycxcy.float(), height, width)
+            posed = posed_input(image[:, :, :3].float(), ray_o, ray_d)
+            t0 = -(ray_o * ray_d).sum(dim=2, keepdim=True)
+            if not config.hull_depth:
+                return ray_o, ray_d, posed, posed, t0
+            alpha = image[:, :, 3].float()
+            span = config.depth_range
+            entry, found = hull_entry(alpha, c2w.float(), fxfycxcy.float(), ray_o, ray_d, span, config.hull_samples)
+            hull = torch.stack([(entry - t0[:, :, 0]) / span, found.float()], dim=2)
+            return ray_o, ray_d, posed, torch.cat([posed, hull], dim=2), entry[:, :, None]
 
 
 def pixels_in_gaussian_order(maps: Tensor, patch_size: int) -> Tensor:
@@ -153,7 +182,8 @@ def count_parameters(config: ModelConfig) -> int:
         return sum(p.numel() for p in GSLRM(config).parameters())
 
 
-LOSS_NETWORK_PREFIX = "loss_calculator."  # FaceLift saves its frozen VGG/LPIPS inside the model state dict
+LOSS_NETWORK_PREFIX = "loss_calculator."
+HULL_INPUT_KEY = "patch_embedder.1.weight"  # model.hull_depth widens it by the hull's channels  # FaceLift saves its frozen VGG/LPIPS inside the model state dict
 
 
 def load_facelift_checkpoint(
@@ -193,6 +223,9 @@ def load_facelift_checkpoint(
         if mismatched:
             shapes = [f"{k}: {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in mismatched[:4]]
             details.append(f"shape mismatch {shapes}")
+        if mismatched == [HULL_INPUT_KEY]:  # the one difference model.hull_depth makes
+            trained_with = state[HULL_INPUT_KEY].shape[1] > expected[HULL_INPUT_KEY].shape[1]
+            details.append(f"the checkpoint was trained with model.hull_depth={str(trained_with).lower()}: set that")
         raise ValueError(f"{config_key}: {path}: keys do not match the model config: " + "; ".join(details))
     model.load_state_dict(state, strict=True)
     return {"ignored": ignored}
