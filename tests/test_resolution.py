@@ -59,8 +59,9 @@ def test_a_batch_made_smaller_known_answer():
 
 def test_the_long_recipe_is_the_default_model_for_longer():
     """experiment=rodent_long: 8000 steps at 32 px, then 22000 at 64 px, on the default's animals and 3584 more in
-    a data root of its own (the default's stays as it is), and the default run's model, loss and optimizer (its
-    schedule starting again at its switch), so its last.ckpt can initialise the default model (model.init_from)."""
+    a data root of its own (the default's stays as it is), and the default run's model (as it was measured: without
+    the masks' hull), loss and optimizer (its schedule starting again at its switch), so its last.ckpt initialises
+    that model (model.init_from with model.hull_depth=false)."""
     from conftest import compose
 
     default, long = compose("config"), compose("config", "experiment=rodent_long")
@@ -70,7 +71,8 @@ def test_the_long_recipe_is_the_default_model_for_longer():
     assert long.trainer.max_steps == 30000 and default.trainer.max_steps == 5500
     assert long.data.generator == {**default.data.generator, "extra_train_samples": 3584}
     assert long.data.root != default.data.root and long.data.root.startswith(default.paths.data_dir)
-    assert long.model == default.model and long.loss == default.loss
+    assert default.model.hull_depth and not long.model.hull_depth
+    assert {**long.model, "hull_depth": True} == default.model and long.loss == default.loss
     assert {**long.optim, "restart_at": None} == {**default.optim, "restart_at": None}
     assert list(default.optim.restart_at) == [4200] and list(long.optim.restart_at) == [8000]
 
