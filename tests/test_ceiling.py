@@ -131,7 +131,9 @@ def test_input_pixels_known_answer(rodent_root):
     from dataclasses import replace
 
     from gslrm.bench.ceiling import input_pixels
+    from gslrm.cameras import pixel_rays
     from gslrm.losses.metrics import thin_parts
+    from gslrm.model.hull import hull_entry
 
     torch.manual_seed(0)
     network, dataset = GSLRM(ModelConfig(**TINY)).eval(), val_dataset(rodent_root)
@@ -162,3 +164,12 @@ def test_input_pixels_known_answer(rodent_root):
         assert f.depth_error_median == pytest.approx(expected_error, abs=1e-4)
         assert f.depth_error_mean == pytest.approx(expected_error, abs=1e-4)
         assert f.opaque_share == pytest.approx(float(left.bool()[where].float().mean()))
+    # the hull's entry, computed here from the masks on its own: its z-depth against the truth where there is one
+    c2w, fxfycxcy = sample["c2w"][None, :4], sample["fxfycxcy"][None, :4]
+    ray_o, ray_d = pixel_rays(c2w, fxfycxcy, 32, 32)
+    entry, found = hull_entry(alpha[None, :, 0], c2w, fxfycxcy, ray_o, ray_d, 1.8, 256)
+    z = entry[0] * (ray_d[0] * c2w[0, :, :3, 2, None, None]).sum(dim=1)
+    error = (z - depth[:, 0]).abs() / depth[:, 0].clamp_min(1e-6)
+    for name, where in (("thin", thin[:, 0]), ("body", body[:, 0])):
+        assert facts[name].hull_share == pytest.approx(float(found[0][where].float().mean()))
+        assert facts[name].hull_error_median == pytest.approx(float(error[where & found[0]].median()), rel=1e-4)

@@ -5,8 +5,9 @@ how much of the gap is depth and how much is what pixel-aligned splats from the 
 Its thin column is the share of the novel views' thin parts (the tail, the feet: ``thin_parts``) that each
 variant draws. It also says how much of each input view's silhouette that view's own Gaussians draw, and how much all
 of them do (``input_view_coverage``: the tail's story, docs/training.md#the-tail-and-own-view-coverage), and how far
-the input pixels' own Gaussians lie from the true surface and how opaque they are, the thin parts apart from the body
-(``input_pixels``: docs/training.md#thin-parts-a-measure-and-the-depth-they-need).
+the input pixels' own Gaussians lie from the true surface and how opaque they are, the thin parts apart from the body,
+and how far the visual hull of the input masks puts them, what ``model.hull_depth`` starts from (``input_pixels``:
+docs/training.md#thin-parts-a-measure-and-the-depth-they-need, #the-visual-hull-as-the-depth-to-start-from).
 
     python -m gslrm.bench.ceiling CKPT --data-root DIR [--samples 8]
 
@@ -181,6 +182,10 @@ class PixelFacts:
     depth_error_mean: float
     opacity_median: float
     opaque_share: float  # opacity > 0.5
+    # where the pixel's ray enters the visual hull of the input masks (gslrm.model.hull, what model.hull_depth starts
+    # from, whatever the checkpoint's setting): its z-depth error as above, over the pixels that have an entry
+    hull_error_median: float
+    hull_share: float  # the pixels with an entry
 
 
 @torch.no_grad()
@@ -189,9 +194,10 @@ def input_pixels(model: GSLRM, dataset: ViewDataset, samples: int, patch_size: i
     how far their own Gaussians lie from the true surface along their rays and how opaque they are. A thin part
     drawn in a novel view needs both: its Gaussians within its width of the surface, and opaque enough."""
     from gslrm.losses.pixel_depth import pixel_z_depth
+    from gslrm.model.hull import hull_entry
 
     num_inputs = dataset.config.num_input_views
-    errors, opacities = defaultdict(list), defaultdict(list)
+    errors, opacities, hull_errors = defaultdict(list), defaultdict(list), defaultdict(list)
     for index in range(min(samples, len(dataset))):
         batch = {k: v[None] if isinstance(v, Tensor) else v for k, v in dataset[index].items()}
         if "depth" not in batch:
@@ -206,14 +212,21 @@ def input_pixels(model: GSLRM, dataset: ViewDataset, samples: int, patch_size: i
         thin = thin_parts(image[0, :, 3:4])[:, 0] & (truth > 0)
         body = (image[0, :, 3] > 0.5) & ~thin & (truth > 0)
         error = (depth - truth).abs() / truth.clamp_min(1e-6)
+        fxfycxcy, config = batch["fxfycxcy"][:, :num_inputs], model.config
+        entry, found = hull_entry(
+            image[:, :, 3], c2w, fxfycxcy, output.ray_o, output.ray_d, config.depth_range, config.hull_samples
+        )
+        hull_depth = pixel_z_depth(output.ray_o + entry[:, :, None] * output.ray_d, output.ray_o, c2w)[0, :, 0]
+        hull_error = torch.where(found[0], (hull_depth - truth).abs() / truth.clamp_min(1e-6), torch.nan)
         for name, where in (("thin", thin), ("body", body)):
             errors[name].append(error[where])
             opacities[name].append(opacity[where])
+            hull_errors[name].append(hull_error[where])
     facts = {}
     for name in ("thin", "body"):
-        error, opacity = torch.cat(errors[name]), torch.cat(opacities[name])
+        error, opacity, hull_error = torch.cat(errors[name]), torch.cat(opacities[name]), torch.cat(hull_errors[name])
         if error.numel() == 0:
-            facts[name] = PixelFacts(0, float("nan"), float("nan"), float("nan"), float("nan"))
+            facts[name] = PixelFacts(0, *[float("nan")] * 6)
             continue
         facts[name] = PixelFacts(
             error.numel(),
@@ -221,6 +234,8 @@ def input_pixels(model: GSLRM, dataset: ViewDataset, samples: int, patch_size: i
             float(error.mean()),
             float(opacity.median()),
             float((opacity > 0.5).float().mean()),
+            float(hull_error.nanmedian()),
+            float((~hull_error.isnan()).float().mean()),
         )
     return facts
 
@@ -258,13 +273,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:18} {c.iou:9.3f} {c.precision:9.3f} {c.recall:9.3f}  {text}")
     print(
         f"\n{'input pixels':18} {'pixels':>9} {'depth err':>9} {'(mean)':>9} {'opacity':>9} {'opaque':>6}"
-        "  (their own Gaussians: z-depth error relative to the truth, medians; opaque: opacity > 0.5)"
+        f" {'hull err':>8} {'in hull':>7}"
+        "  (their own Gaussians: z-depth error relative to the truth, medians; opaque: opacity > 0.5;"
+        " hull: the masks' visual hull's entry, model.hull_depth's start, over the pixels with one)"
     )
     for name, text in (("thin", "the masks' thin parts (tail, feet)"), ("body", "the other foreground pixels")):
         f = pixels[name]
         print(
             f"{name:18} {f.pixels:9d} {f.depth_error_median:9.3f} {f.depth_error_mean:9.3f} "
-            f"{f.opacity_median:9.3f} {f.opaque_share:6.2f}  {text}"
+            f"{f.opacity_median:9.3f} {f.opaque_share:6.2f} {f.hull_error_median:8.3f} {f.hull_share:7.2f}  {text}"
         )
 
 
