@@ -149,6 +149,27 @@ def test_bf16_forward_is_close_to_fp32():
         assert relative <= 5e-2, (name, relative.item())
 
 
+def test_hull_entry_on_cuda_equals_the_cpu_and_survives_bf16():
+    """model.hull_depth on a GPU: the masks' hull entry is the CPU's (the same samples in fp32; fused multiply-adds
+    may move a sample across a pixel's edge, so up to 0.5 % of the rays may differ, by a sample or so), and a model
+    that carves it runs under bf16 autocast with fp32 pixel means."""
+    from test_hull import sphere_views
+
+    from gslrm.model.hull import hull_entry
+
+    c2w, fxfycxcy, ray_o, ray_d, alpha, _ = sphere_views(size=64)
+    cpu = hull_entry(alpha, c2w, fxfycxcy, ray_o, ray_d, 1.8, 256)
+    gpu = hull_entry(*(t.cuda() for t in (alpha, c2w, fxfycxcy, ray_o, ray_d)), 1.8, 256)
+    assert (gpu[1].cpu() != cpu[1]).float().mean() <= 0.005
+    both = gpu[1].cpu() & cpu[1]
+    assert ((gpu[0].cpu() - cpu[0]).abs()[both] <= 2 * 3.6 / 255).float().mean() >= 0.995
+    model = GSLRM(ModelConfig(**SIZES["tiny"], patch_size=4, hull_depth=True)).cuda().eval()
+    image = torch.cat([torch.rand(1, 4, 3, 64, 64), alpha[:, :, None]], dim=2).cuda()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(image, c2w.cuda(), fxfycxcy.cuda())
+    assert out.pixel_means.dtype == torch.float32 and torch.isfinite(out.pixel_means).all()
+
+
 def final_rows(run_dir):
     import csv
 
