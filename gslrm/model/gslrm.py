@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from gslrm.cameras import pixel_rays, posed_input
 from gslrm.model.gaussians import Gaussians, raw_channels, to_gs
-from gslrm.model.hull import HULL_CHANNELS, hull_entry
+from gslrm.model.hull import HULL_CHANNELS, hull_entry, jitter_masks
 from gslrm.model.pixel_decoder import POSED_CHANNELS, LinearPixelDecoder, PixelMLPDecoder
 from gslrm.model.transformer import Transformer, init_weights
 
@@ -53,6 +53,9 @@ class ModelConfig:
     # (gslrm.model.hull), and the model gets that depth as 2 more input channels; needs the inputs' alpha (RGBA)
     hull_depth: bool = False
     hull_samples: int = 256  # samples along each ray over t0 +- depth_range (256: 1.4 % of the range apart)
+    # training only: the chance that an input view's mask is grown or shrunk by a pixel (half each) before the hull
+    # is carved, so the model learns not to trust a rig's masks to the pixel (gslrm.model.hull.jitter_masks)
+    hull_mask_noise: float = 0.0
 
 
 @dataclass
@@ -140,6 +143,8 @@ class GSLRM(nn.Module):
             if not config.hull_depth:
                 return ray_o, ray_d, posed, posed, t0
             alpha = image[:, :, 3].float()
+            if self.training and config.hull_mask_noise > 0:
+                alpha = jitter_masks(alpha, config.hull_mask_noise)
             span = config.depth_range
             entry, found = hull_entry(alpha, c2w.float(), fxfycxcy.float(), ray_o, ray_d, span, config.hull_samples)
             hull = torch.stack([(entry - t0[:, :, 0]) / span, found.float()], dim=2)

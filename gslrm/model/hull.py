@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-__all__ = ["hull_entry", "HULL_CHANNELS"]
+__all__ = ["hull_entry", "grow_masks", "jitter_masks", "HULL_CHANNELS"]
 
 HULL_CHANNELS = 2  # the model's extra input per pixel: (entry - t0) / span, and 1 where an entry was found
 
@@ -81,3 +81,24 @@ def hull_entry(
     distance[index] = torch.where(hit, starts + offsets[first], starts)
     found[index] = hit
     return distance, found
+
+
+def grow_masks(alpha: Float[Tensor, "n h w"], pixels: int) -> Float[Tensor, "n h w"]:
+    """Each mask grown (``pixels`` > 0: 3x3 maximum, that many times) or shrunk (< 0: 3x3 minimum): a mask that many
+    pixels off all round its outline; a part narrower than twice ``-pixels`` + 1 vanishes."""
+    masks = alpha[:, None]
+    for _ in range(abs(pixels)):
+        masks = torch.nn.functional.max_pool2d(masks if pixels > 0 else -masks, 3, 1, 1)
+        masks = masks if pixels > 0 else -masks
+    return masks[:, 0]
+
+
+def jitter_masks(alpha: Float[Tensor, "b v h w"], chance: float) -> Float[Tensor, "b v h w"]:
+    """Each view's alpha grown or shrunk by one pixel (``grow_masks``) with probability ``chance``, half each: a
+    rig's masks are a pixel off here and there, and a model that has only seen exact ones copies their errors."""
+    flat = alpha.flatten(0, 1)
+    draw = torch.rand(flat.shape[0], 1, 1, device=alpha.device)
+    jittered = torch.where(
+        draw < chance / 2, grow_masks(flat, 1), torch.where(draw < chance, grow_masks(flat, -1), flat)
+    )
+    return jittered.reshape(alpha.shape)
