@@ -48,7 +48,7 @@ def measure(ckpt: str, data_root: str | None, counts: list[int], overrides: list
             size = loaded.data_config.image_size
             c2w, k = turntable_cameras(count, size)
             # RGBA where the model carves the masks' hull (model.hull_depth): random alpha, half the pixels
-            # foreground, more than an animal's quarter of the frame, so the time is an upper bound
+            # foreground, several times an animal's tenth of the frame, so the time is an upper bound
             images = torch.rand(1, count, 4 if loaded.model.config.hull_depth else 3, size, size)
             with torch.inference_mode():
                 loaded.model(images, c2w[None], k[None])  # warm-up
