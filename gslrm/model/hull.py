@@ -86,10 +86,10 @@ def hull_entry(
 def grow_masks(alpha: Float[Tensor, "n h w"], pixels: int) -> Float[Tensor, "n h w"]:
     """Each mask grown (``pixels`` > 0: 3x3 maximum, that many times) or shrunk (< 0: 3x3 minimum): a mask that many
     pixels off all round its outline; a part narrower than twice ``-pixels`` + 1 vanishes."""
+    dilate = lambda m: torch.nn.functional.max_pool2d(m, 3, stride=1, padding=1)  # noqa: E731
     masks = alpha[:, None]
     for _ in range(abs(pixels)):
-        masks = torch.nn.functional.max_pool2d(masks if pixels > 0 else -masks, 3, 1, 1)
-        masks = masks if pixels > 0 else -masks
+        masks = dilate(masks) if pixels > 0 else -dilate(-masks)  # erosion: the background dilated
     return masks[:, 0]
 
 
